@@ -1,0 +1,219 @@
+"""Networks with an explicit parameterization, as modules and as pure functions.
+
+Every layer computes  h = c_w · W a + c_b · b  where the stored parameters
+(W, b) and the multipliers (c_w, c_b) depend on the parameterization
+(DESIGN.md §5), with fan_in the layer's input size (in_channels·k² for a conv):
+
+=============  ======================  ===========  =====================  ======
+name           W stored                c_w          b stored               c_b
+=============  ======================  ===========  =====================  ======
+ntk            N(0, 1)                 σ_w/√fan_in  N(0, 1)                σ_b
+standard       N(0, σ_w²/fan_in)       1            N(0, σ_b²)             1
+mean_field     hidden layers as ntk; readout c_w = σ_w/fan_in (μP-like)
+=============  ======================  ===========  =====================  ======
+
+ntk and standard compute the same function at θ₀ for the same seed (the same
+standard normals are drawn and scaled); their gradients differ by c_w.
+mean_field's readout is smaller by 1/√fan_in at θ₀ and its learning rate is
+meant to be scaled up by the width (:func:`lr_width_multiplier`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Dict, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+Params = Dict[str, Tensor]
+
+PARAMETERIZATIONS = ("ntk", "standard", "mean_field")
+
+
+def _erf(x: Tensor) -> Tensor:
+    return torch.erf(x)
+
+
+ACTIVATIONS: Dict[str, Callable[[Tensor], Tensor]] = {
+    "relu": torch.relu,
+    "erf": _erf,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "gelu": nn.functional.gelu,
+    "leaky_relu": lambda x: nn.functional.leaky_relu(x, 0.1),
+    "identity": lambda x: x,
+}
+
+
+def get_activation(name: str) -> Callable[[Tensor], Tensor]:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def layer_scales(parameterization: str, fan_in: int, w_std: float, b_std: float,
+                 readout: bool) -> Tuple[float, float, float, float]:
+    """Return (init std of W, c_w, init std of b, c_b) for one layer."""
+    if parameterization == "ntk":
+        return 1.0, w_std / math.sqrt(fan_in), 1.0, b_std
+    if parameterization == "standard":
+        return w_std / math.sqrt(fan_in), 1.0, b_std, 1.0
+    if parameterization == "mean_field":
+        c_w = w_std / fan_in if readout else w_std / math.sqrt(fan_in)
+        return 1.0, c_w, 1.0, b_std
+    raise ValueError(f"unknown parameterization {parameterization!r}; choose one of {PARAMETERIZATIONS}")
+
+
+def lr_width_multiplier(parameterization: str, width: int) -> float:
+    """Factor the base learning rate is multiplied by: width for mean_field
+    (so the 1/width readout still trains at O(1) speed), 1 otherwise."""
+    return float(width) if parameterization == "mean_field" else 1.0
+
+
+class ScaledLinear(nn.Module):
+    """h = c_w · a Wᵀ + c_b · b."""
+
+    def __init__(self, fan_in: int, fan_out: int, parameterization: str, w_std: float,
+                 b_std: float, readout: bool, generator: torch.Generator,
+                 dtype: torch.dtype, device: torch.device):
+        super().__init__()
+        sw, self.c_w, sb, self.c_b = layer_scales(parameterization, fan_in, w_std, b_std, readout)
+        w = torch.randn(fan_out, fan_in, generator=generator, dtype=torch.float64) * sw
+        b = torch.randn(fan_out, generator=generator, dtype=torch.float64) * sb
+        self.weight = nn.Parameter(w.to(device=device, dtype=dtype))
+        self.bias = nn.Parameter(b.to(device=device, dtype=dtype))
+
+    def forward(self, a: Tensor) -> Tensor:
+        return nn.functional.linear(a, self.weight * self.c_w, self.bias * self.c_b)
+
+
+class ScaledConv2d(nn.Module):
+    """h = c_w · conv3x3(a, W) + c_b · b, same padding, fan_in = in_channels·9."""
+
+    def __init__(self, in_channels: int, out_channels: int, parameterization: str, w_std: float,
+                 b_std: float, generator: torch.Generator, dtype: torch.dtype,
+                 device: torch.device, kernel_size: int = 3):
+        super().__init__()
+        fan_in = in_channels * kernel_size * kernel_size
+        sw, self.c_w, sb, self.c_b = layer_scales(parameterization, fan_in, w_std, b_std, False)
+        shape = (out_channels, in_channels, kernel_size, kernel_size)
+        w = torch.randn(shape, generator=generator, dtype=torch.float64) * sw
+        b = torch.randn(out_channels, generator=generator, dtype=torch.float64) * sb
+        self.weight = nn.Parameter(w.to(device=device, dtype=dtype))
+        self.bias = nn.Parameter(b.to(device=device, dtype=dtype))
+        self.padding = kernel_size // 2
+
+    def forward(self, a: Tensor) -> Tensor:
+        return nn.functional.conv2d(a, self.weight * self.c_w, self.bias * self.c_b,
+                                    padding=self.padding)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that defines a network and its initialization."""
+
+    kind: str = "mlp"                 # mlp | cnn
+    width: int = 1024
+    depth: int = 1
+    activation: str = "relu"
+    parameterization: str = "ntk"
+    w_std: float = 1.0
+    b_std: float = 0.05
+
+    def validate(self) -> None:
+        if self.kind not in ("mlp", "cnn"):
+            raise ValueError(f"unknown model {self.kind!r}; choose mlp or cnn")
+        if not isinstance(self.width, int) or self.width <= 0:
+            raise ValueError(f"width must be a positive integer, got {self.width!r}")
+        if not isinstance(self.depth, int) or self.depth < 1:
+            raise ValueError(f"depth must be an integer >= 1, got {self.depth!r}")
+        get_activation(self.activation)
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"unknown parameterization {self.parameterization!r}; "
+                             f"choose one of {PARAMETERIZATIONS}")
+        if self.w_std <= 0 or self.b_std < 0:
+            raise ValueError("w_std must be > 0 and b_std >= 0")
+
+
+class MLP(nn.Module):
+    """x ∈ ℝ^d → `depth` hidden layers of `width` units → ℝ^k; flattens its input."""
+
+    def __init__(self, in_features: int, out_features: int, cfg: ModelConfig,
+                 generator: torch.Generator, dtype: torch.dtype, device: torch.device):
+        super().__init__()
+        self.act = get_activation(cfg.activation)
+        sizes = [in_features] + [cfg.width] * cfg.depth
+        common = dict(parameterization=cfg.parameterization, w_std=cfg.w_std, b_std=cfg.b_std,
+                      generator=generator, dtype=dtype, device=device)
+        self.hidden = nn.ModuleList(ScaledLinear(i, o, readout=False, **common)
+                                    for i, o in zip(sizes[:-1], sizes[1:]))
+        self.readout = ScaledLinear(cfg.width, out_features, readout=True, **common)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = x.flatten(1)
+        for layer in self.hidden:
+            a = self.act(layer(a))
+        return self.readout(a)
+
+
+class CNN(nn.Module):
+    """x ∈ ℝ^{C×H×W} → `depth` 3×3 same-padding convs of `width` channels →
+    global average pool → dense readout to ℝ^k.
+
+    Global average pooling (not flatten) keeps the readout at width·k parameters
+    whatever the image size, and has a well-defined infinite-width limit.
+    """
+
+    def __init__(self, in_channels: int, out_features: int, cfg: ModelConfig,
+                 generator: torch.Generator, dtype: torch.dtype, device: torch.device):
+        super().__init__()
+        self.act = get_activation(cfg.activation)
+        common = dict(parameterization=cfg.parameterization, w_std=cfg.w_std, b_std=cfg.b_std,
+                      generator=generator, dtype=dtype, device=device)
+        chans = [in_channels] + [cfg.width] * cfg.depth
+        self.hidden = nn.ModuleList(ScaledConv2d(i, o, **common)
+                                    for i, o in zip(chans[:-1], chans[1:]))
+        self.readout = ScaledLinear(cfg.width, out_features, readout=True, **common)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = x
+        for layer in self.hidden:
+            a = self.act(layer(a))
+        return self.readout(a.mean(dim=(2, 3)))
+
+
+def build_model(cfg: ModelConfig, input_shape: Tuple[int, ...], out_features: int, seed: int,
+                dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> nn.Module:
+    """Seeded network for inputs of shape `input_shape` (without batch dim).
+
+    Initial values are drawn in float64 on the CPU from `torch.Generator().manual_seed(seed)`
+    and then cast, so the same seed gives the same θ₀ on every device and dtype.
+    """
+    cfg.validate()
+    gen = torch.Generator().manual_seed(int(seed))
+    device = torch.device(device)
+    if cfg.kind == "mlp":
+        return MLP(math.prod(input_shape), out_features, cfg, gen, dtype, device)
+    if len(input_shape) != 3:
+        raise ValueError(f"model=cnn needs image inputs [C, H, W], got shape {tuple(input_shape)}")
+    return CNN(input_shape[0], out_features, cfg, gen, dtype, device)
+
+
+def params_of(model: nn.Module) -> Params:
+    """θ as a dict of detached tensors (a copy)."""
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def functional(model: nn.Module) -> Callable[[Params, Tensor], Tensor]:
+    """The pure function f(params, x) -> [batch, k] of a module."""
+
+    def f(params: Params, x: Tensor) -> Tensor:
+        return functional_call(model, params, (x,))
+
+    return f
+
+
+def num_params(params: Params) -> int:
+    return sum(p.numel() for p in params.values())
