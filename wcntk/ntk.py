@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.func import jvp, vjp, vmap
 
-from .models import Params
+from .models import MLP, Params
 
 Fn = Callable[[Params, Tensor], Tensor]
 
@@ -39,6 +39,42 @@ def empirical_ntk(f: Fn, params: Params, x1: Tensor, x2: Optional[Tensor] = None
 
     blocks = [vmap(row_block)(eye[i:i + chunk]) for i in range(0, rows, chunk)]
     return torch.cat(blocks).reshape(n1, k, *blocks[0].shape[1:]).detach()
+
+
+def mlp_ntk(model: MLP, x: Tensor, params: Optional[Params] = None) -> Tensor:
+    """Θ [m, k, m, k] of an :class:`MLP` from its rank-one per-layer gradients.
+
+    With δ^o_l(x) = ∂f_o(x)/∂h_l and a_{l-1}(x) the input of layer l (the readout included),
+    ∂f_o/∂W_l = c_w δ^o_l a_{l-1}ᵀ and ∂f_o/∂b_l = c_b δ^o_l, so
+
+        Θ(x, x')_{oo'} = Σ_l ⟨δ^o_l(x), δ^{o'}_l(x')⟩ · (c_w² ⟨a_{l-1}(x), a_{l-1}(x')⟩ + c_b²).
+
+    Costs one forward and k backward passes on x; never forms a gradient vector.
+    """
+    params = dict(model.named_parameters()) if params is None else params
+    layers = [*model.hidden, model.readout]
+    names = [f"hidden.{i}" for i in range(len(model.hidden))] + ["readout"]
+    weights = [params[f"{n}.weight"].detach() for n in names]
+    biases = [params[f"{n}.bias"].detach() for n in names]
+
+    def forward(offsets):
+        a, inputs = x.flatten(1), []
+        for i, (layer, w, b, off) in enumerate(zip(layers, weights, biases, offsets)):
+            inputs.append(a)
+            h = torch.nn.functional.linear(a, w * layer.c_w, b * layer.c_b) + off
+            a = h if i == len(layers) - 1 else model.act(h)
+        return a, inputs
+
+    offsets = [torch.zeros(x.shape[0], w.shape[0], dtype=x.dtype, device=x.device) for w in weights]
+    out, vjp_fn, inputs = vjp(forward, offsets, has_aux=True)
+    k = out.shape[1]
+    cot = torch.eye(k, dtype=out.dtype, device=out.device)[:, None, :].expand(k, *out.shape)
+    (deltas,) = vmap(vjp_fn)(cot)                    # per layer [k, m, width_l]
+    ntk = 0
+    for layer, delta, a in zip(layers, deltas, inputs):
+        delta_dot = torch.einsum("oai,pbi->aobp", delta, delta)
+        ntk = ntk + delta_dot * (layer.c_w ** 2 * (a @ a.T) + layer.c_b ** 2)[:, None, :, None]
+    return ntk.detach()
 
 
 def flat_ntk(ntk: Tensor) -> Tensor:
