@@ -51,7 +51,8 @@ def run_job(cfg: Dict[str, Any], run_dir: str | Path, resume: bool = False) -> D
                          entity=w["entity"])
     with RunRecorder(run_dir, METRIC_NAMES, essentials(cfg), wandb_log) as recorder:
         trainer = Trainer(model, data, opt, train, log=recorder.log)
+        recorder.update_config(trainer.facts())
         result = trainer.run()
         recorder.set_result(result.status, result.message, result.diverged_step, result.initial,
-                            result.final, **result.info)
+                            result.final)
     return recorder.summary

@@ -9,7 +9,8 @@ half of the computation.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
+import warnings
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -43,7 +44,10 @@ class LinearizedModel:
     def cached(self, x: Tensor) -> Callable[[Params], Tensor]:
         """params ↦ f_lin(params, x) for this fixed x, with f(θ₀, x) and the
         primal part of the jvp computed once."""
-        out0, jvp_fn = linearize(lambda p: self.f(p, x), self.params0)
+        with warnings.catch_warnings():   # linearize's tracer warns about its own internals
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            out0, jvp_fn = linearize(lambda p: self.f(p, x), self.params0)
         out0 = out0.detach()
 
         def f_lin(params: Params) -> Tensor:

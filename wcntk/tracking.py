@@ -92,6 +92,10 @@ class WandbLog:
         if self.run is not None:
             self.run.log({"step": step, **metrics})
 
+    def update_config(self, values: Dict[str, Any]) -> None:
+        if self.run is not None:
+            self.run.config.update(values, allow_val_change=True)
+
     def finish(self, summary: Dict[str, Any], failed: bool) -> None:
         if self.run is None:
             return
@@ -128,12 +132,17 @@ class RunRecorder:
         if self.wandb_log is not None:
             self.wandb_log.log(step, metrics)
 
+    def update_config(self, values: Dict[str, Any]) -> None:
+        """Add facts known only once the run is set up (parameter count, data source, …)."""
+        self.summary["config"].update(values)
+        if self.wandb_log is not None:
+            self.wandb_log.update_config(values)
+
     def set_result(self, status: str, message: Optional[str], diverged_step: Optional[int],
-                   initial: Dict[str, float], final: Dict[str, float], **extra: Any) -> None:
+                   initial: Dict[str, float], final: Dict[str, float]) -> None:
         self.summary.update(status=status, message=message, diverged_step=diverged_step,
                             initial={k: _finite_or_none(v) for k, v in initial.items()},
                             final={k: _finite_or_none(v) for k, v in final.items()})
-        self.summary["config"].update(extra)
 
     def __enter__(self) -> "RunRecorder":
         return self

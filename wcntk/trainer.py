@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -96,7 +96,6 @@ class RunResult:
     diverged_step: Optional[int]
     initial: Dict[str, float]
     final: Dict[str, float]
-    info: Dict[str, object] = field(default_factory=dict)
 
 
 def validate_all(model: ModelConfig, data: DataConfig, opt: OptimizerConfig, train: TrainConfig) -> None:
@@ -136,7 +135,8 @@ def make_optimizer(opt: OptimizerConfig, params, lr: float) -> torch.optim.Optim
 
 
 class MinibatchSampler:
-    """Seeded reshuffling minibatches; full batch when batch_size is None."""
+    """Seeded reshuffling minibatches, epochs without replacement (a short remainder is
+    dropped); full batch when batch_size is None."""
 
     def __init__(self, n: int, batch_size: Optional[int], seed: int, device: torch.device):
         self.n, self.batch_size, self.device = n, batch_size, device
@@ -290,6 +290,9 @@ class Trainer:
                     bar.update(1)
         finally:
             bar.close()
-        return RunResult(status, message, bad_step, initial, final,
-                         info={"n_params": self.n_params, "effective_lr": self.lr,
-                               "data_source": self.data.source, "device": str(self.device)})
+        return RunResult(status, message, bad_step, initial, final)
+
+    def facts(self) -> Dict[str, object]:
+        """What the run resolved from its config: parameter count, η, data source, device."""
+        return {"n_params": self.n_params, "effective_lr": self.lr,
+                "data_source": self.data.source, "device": str(self.device)}
