@@ -68,8 +68,6 @@ def test_twin_gradient_is_jacobian_transpose(net, mode):
     torch.testing.assert_close(got, net["J"].T @ w.reshape(-1), rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: LinearizedModel.__init__ stores "
-                   "params0 with .detach() only (shares storage); fix: .detach().clone()")
 @pytest.mark.parametrize("mode", ["plain", "cached"])
 def test_twin_keeps_its_own_theta0(mode):
     """Building the twin from the live module parameters and then training the

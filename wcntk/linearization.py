@@ -35,7 +35,7 @@ class LinearizedModel:
 
     def __init__(self, f: Fn, params0: Params):
         self.f = f
-        self.params0 = {k: v.detach() for k, v in params0.items()}
+        self.params0 = {k: v.detach().clone() for k, v in params0.items()}   # own copy: θ₀ must not move
 
     def __call__(self, params: Params, x: Tensor) -> Tensor:
         out0, tangent = jvp(lambda p: self.f(p, x), (self.params0,), (tree_sub(params, self.params0),))
