@@ -3,7 +3,9 @@
 Thin Hydra entry point: composes conf/, hands the resolved config to
 wcntk.job.run_job, and turns bad settings and divergence into one-line errors.
 """
+import os
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.config_store import ConfigStore
@@ -16,6 +18,11 @@ from wcntk.job import run_job, validate_config
 from wcntk.schema import RunSchema
 
 ConfigStore.instance().store(name="run_schema", node=RunSchema)
+
+# Launchers that start fresh interpreters (submitit_local, SLURM) unpickle the task by importing
+# wcntk: make the repository importable there whatever the working directory.
+_ROOT = str(Path(__file__).resolve().parent)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
