@@ -11,9 +11,9 @@ import torch
 
 from tests._refs import DT, flat, jacobian, rel_err, seeded, train_sgd
 from wcntk import losses
-from wcntk.linearization import LinearizedModel
+from wcntk.linearization import LinearizedModel, linearized_mlp
 from wcntk.metrics import linearity_deviation
-from wcntk.models import ModelConfig, build_model, functional, params_of
+from wcntk.models import ACTIVATIONS, ModelConfig, build_model, functional, params_of
 from wcntk.ntk import empirical_ntk, flat_ntk, gd_mse_kernel_dynamics
 
 D_IN, K, N_TRAIN, N_TEST = 3, 2, 5, 4
@@ -194,3 +194,24 @@ def test_deep_identity_mlp_is_not_linear_in_theta(net):
     # func_rmse == taylor_rmse exactly
     torch.testing.assert_close(p_lin, p_net, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(dev["func_rmse"], dev["taylor_rmse"], rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("parameterization", ["ntk", "standard", "mean_field"])
+def test_hand_written_mlp_twin_matches_the_jvp_twin(activation, parameterization):
+    """linearized_mlp (the trainer's MLP twin) = f(θ₀) + J(θ₀)(θ − θ₀), values and gradients."""
+    model = build_model(ModelConfig(width=6, depth=3, activation=activation,
+                                    parameterization=parameterization), (D_IN,), K, seed=4, dtype=DT)
+    p0, x = params_of(model), seeded((N_TRAIN, D_IN), 61)
+    theta = {k: (v + 0.3 * seeded(v.shape, 70 + i)).requires_grad_(True)
+             for i, (k, v) in enumerate(p0.items())}
+    reference = LinearizedModel(functional(model), p0)(theta, x)
+    fast = linearized_mlp(model, p0, x)(theta)
+    torch.testing.assert_close(fast, reference, rtol=1e-12, atol=1e-12)
+    w = seeded(reference.shape, 80)
+    g_ref = torch.autograd.grad((reference * w).sum(), list(theta.values()))
+    g_fast = torch.autograd.grad((fast * w).sum(), list(theta.values()))
+    for a, b in zip(g_fast, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():   # at θ₀ exactly the network (same ops), so lin/* start at 0
+        assert torch.equal(linearized_mlp(model, p0, x)(p0), model(x))

@@ -15,6 +15,8 @@ from .trainer import METRIC_NAMES, Trainer, validate_all
 def validate_config(cfg: Dict[str, Any]) -> None:
     """Raise ValueError (one readable line) for any bad setting, before any work."""
     validate_all(*library_configs(cfg))
+    if cfg.get("threads") is not None and cfg["threads"] < 1:
+        raise ValueError(f"threads must be >= 1 or null, got {cfg['threads']}")
     if cfg["wandb"]["mode"] not in WANDB_MODES:
         raise ValueError(f"wandb.mode must be one of {WANDB_MODES}, got {cfg['wandb']['mode']!r}")
 

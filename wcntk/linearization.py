@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.func import jvp, linearize
 
-from .models import Params
+from .models import MLP, Params
 
 Fn = Callable[[Params, Tensor], Tensor]
 
@@ -54,3 +54,42 @@ class LinearizedModel:
             return out0 + jvp_fn(tree_sub(params, self.params0))
 
         return f_lin
+
+
+def linearized_mlp(model: MLP, params0: Params, x: Tensor) -> Callable[[Params], Tensor]:
+    """params ↦ f_lin(params, x) for our MLP and a fixed x, written out by hand.
+
+    The primal pass at θ₀ is done once; with δ = θ − θ₀ each call then computes only
+
+        ḣ_1 = c_w δW_1 x + c_b δb_1,
+        ḣ_{l+1} = c_w (δW_{l+1} a_l + W⁰_{l+1} ȧ_l) + c_b δb_{l+1},   ȧ_l = σ'(h_l) ⊙ ḣ_l,
+        f_lin = f(θ₀) + ḣ_{L+1},
+
+    (one matmul per δW and one per W⁰), which autograd differentiates in δ with one
+    more matmul each: the twin's step costs what the network's does.
+    """
+    layers = [*model.hidden, model.readout]
+    names = [f"hidden.{i}" for i in range(len(model.hidden))] + ["readout"]
+    weights0 = [params0[f"{n}.weight"].detach() for n in names]
+    with torch.no_grad():
+        a, inputs, slopes = x.flatten(1), [], []
+        for i, (layer, w) in enumerate(zip(layers, weights0)):
+            inputs.append(a)
+            h = torch.nn.functional.linear(a, w * layer.c_w, params0[f"{names[i]}.bias"] * layer.c_b)
+            if i < len(model.hidden):
+                a, slope = jvp(model.act, (h,), (torch.ones_like(h),))   # σ(h), σ'(h)
+                slopes.append(slope)
+        out0 = h
+
+    def f_lin(params: Params) -> Tensor:
+        tangent = None
+        for i, (layer, name, w0, a_in) in enumerate(zip(layers, names, weights0, inputs)):
+            dw = params[f"{name}.weight"] - w0
+            db = params[f"{name}.bias"] - params0[f"{name}.bias"]
+            pre = a_in @ dw.T if tangent is None else a_in @ dw.T + tangent @ w0.T
+            tangent = layer.c_w * pre + layer.c_b * db
+            if i < len(slopes):
+                tangent = slopes[i] * tangent
+        return out0 + tangent
+
+    return f_lin

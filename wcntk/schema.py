@@ -74,6 +74,7 @@ class RunSchema:
     corr_every: Optional[int] = None
     probes: int = 32
     progress: bool = True
+    threads: Optional[int] = None
 
 
 def library_configs(cfg: Dict[str, Any]):

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .correlations import derivative_correlations, gd_step_direction, step_ratios
 from .correlations_mlp import mlp_derivative_correlations
 from .data import DataConfig, Dataset, is_image_dataset, load_dataset
-from .linearization import LinearizedModel
+from .linearization import LinearizedModel, linearized_mlp
 from .losses import accuracy, get_loss
 from .metrics import deviation_from_outputs, ntk_rel_change, param_rel_change
 from .models import MLP, ModelConfig, build_model, functional, lr_width_multiplier, num_params, params_of
@@ -184,14 +184,21 @@ class Trainer:
         self.sampler = MinibatchSampler(len(self.data.x_train), opt_cfg.batch_size,
                                         train_cfg.seed + 1, self.device)
         d = self.data
-        self.twin_train = self.twin.cached(d.x_train)
-        self.twin_test = self.twin.cached(d.x_test) if len(d.x_test) else None
+        self.twin_train = self.linearized_at(d.x_train)
+        self.twin_test = self.linearized_at(d.x_test) if len(d.x_test) else None
         self.x_probe = d.x_train[:train_cfg.probes]
         self.ntk0: Optional[Tensor] = None
 
     @property
     def n_params(self) -> int:
         return num_params(self.params0)
+
+    def linearized_at(self, x: Tensor) -> Callable[[Dict[str, Tensor]], Tensor]:
+        """params ↦ f_lin(params, x) for a fixed x, with the θ₀ part computed once: written
+        out by hand for the MLP, traced by torch.func.linearize for any other model."""
+        if isinstance(self.model, MLP):
+            return linearized_mlp(self.model, self.params0, x)
+        return self.twin.cached(x)
 
     # --- one step -------------------------------------------------------------------------
     def step(self) -> None:
@@ -203,7 +210,12 @@ class Trainer:
         self.loss_fn(self.model(x), y).backward()
         self.net_opt.step()
         self.twin_opt.zero_grad(set_to_none=True)
-        twin_out = self.twin_train(self.twin_params) if idx is None else self.twin(self.twin_params, x)
+        if idx is None:
+            twin_out = self.twin_train(self.twin_params)
+        elif isinstance(self.model, MLP):
+            twin_out = linearized_mlp(self.model, self.params0, x)(self.twin_params)
+        else:
+            twin_out = self.twin(self.twin_params, x)
         self.loss_fn(twin_out, y).backward()
         self.twin_opt.step()
 
