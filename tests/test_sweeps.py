@@ -160,7 +160,7 @@ def test_setting_sweeps_cross_every_value_with_widths_and_seeds(sweep, key, valu
 
 def test_job_dir_names_ignore_bookkeeping_overrides():
     """Changing where W&B logs, the progress bar or the data folder must not re-run a sweep."""
-    volatile = ["wandb.mode=disabled", "progress=false", "device=cpu", "wandb.group=g",
+    volatile = ["wandb.mode=disabled", "progress=false", "threads=1", "device=cpu", "wandb.group=g",
                 "wandb.project=p", "wandb.name=n", "dataset.data_dir=/tmp/data", "dataset.download=false"]
     _, plain, _ = expand("width_scaling", sweep_overrides=["width=8", "seed=0"])
     _, noisy, _ = expand("width_scaling", volatile, ["width=8", "seed=0"])
