@@ -13,7 +13,7 @@ the loss curves, the ``metrics.csv`` next to it. Output (default ``SWEEP_DIR/rep
 ``slopes.csv``, ``failures.md`` / ``failures.csv``, ``report.md`` and ``plots/*.png|pdf``.
 
 Setting. A job's setting is the tuple of config values that vary across the sweep, except
-width, seed, n_params and effective_lr (= lr·(width/width_ref)^lr_width_exponent, which varies
+width, seed, n_params, data_source, device and effective_lr (= lr·(width/width_ref)^lr_width_exponent, which varies
 with width by construction; ``lr`` is the base rate η₀ and stays a setting key). Only jobs with
 status "ok" are fitted; every other job is listed in the failures table, never dropped silently.
 
@@ -62,7 +62,7 @@ from matplotlib.figure import Figure
 
 ZERO_TOL = 1e-30
 CONFIDENCE = 0.95
-NON_SETTING = ("width", "seed", "n_params", "effective_lr")
+NON_SETTING = ("width", "seed", "n_params", "effective_lr", "data_source", "device")
 JOB_COLUMNS = ("job_dir", "status", "message", "diverged_step")
 DEFAULT_METRICS = (
     "final/lin/func_rmse_test", "final/lin/func_mse_test", "final/lin/taylor_rmse_test",
@@ -210,7 +210,7 @@ def _sort_key(v):
 
 
 def setting_columns(runs: pd.DataFrame) -> List[str]:
-    """Config columns (other than width, seed, n_params, effective_lr) that vary across the sweep."""
+    """Config columns (other than NON_SETTING) that vary across the sweep."""
     readable = runs[runs["status"] != "unreadable"]
     return [c for c in config_columns(runs)
             if c not in NON_SETTING and readable[c].nunique(dropna=False) > 1]
@@ -409,6 +409,11 @@ def draw_width_scaling(ax, metric: str, slopes: pd.DataFrame, per_width: pd.Data
     if all_widths:
         _set_width_axis(ax, all_widths)
         ax.set_yscale("log")
+    else:   # every setting exactly 0 (or n/a): nothing to draw on log axes
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.text(0.5, 0.5, "no positive values to plot", ha="center", va="center",
+                transform=ax.transAxes, fontsize=fontsize + 1, color="0.4")
     stage, name = metric.split("/", 1)
     ax.set_title(f"{name} ({'at init' if stage == 'init' else 'final'}) vs width", fontsize=fontsize + 2)
     ax.set_xlabel("width n", fontsize=fontsize + 1)
