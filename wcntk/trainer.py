@@ -21,7 +21,7 @@ from .correlations_mlp import mlp_derivative_correlations
 from .data import DataConfig, Dataset, is_image_dataset, load_dataset
 from .linearization import LinearizedModel, linearized_mlp
 from .losses import accuracy, get_loss
-from .metrics import deviation_from_outputs, ntk_rel_change, param_rel_change
+from .metrics import deviation_from_outputs, ntk_rel_change, param_rel_change, rms
 from .models import MLP, ModelConfig, build_model, functional, lr_width_multiplier, num_params, params_of
 from .ntk import empirical_ntk, mlp_ntk
 
@@ -252,7 +252,7 @@ class Trainer:
             ntk = empirical_ntk(self.f, params_t, self.x_probe)
         out: Dict[str, Tensor] = {}
         for name, values in corr.items():
-            out[f"corr/{name}"] = values.pow(2).mean().sqrt()
+            out[f"corr/{name}"] = rms(values)
             out[f"corr/{name}_max"] = values.abs().max()
         d = self.data
         u = gd_step_direction(self.f, params_t, d.x_train, d.y_train, self.loss_fn, self.lr)
