@@ -75,7 +75,7 @@ def linearized_mlp(model: MLP, params0: Params, x: Tensor) -> Callable[[Params],
         a, inputs, slopes = x.flatten(1), [], []
         for i, (layer, w) in enumerate(zip(layers, weights0)):
             inputs.append(a)
-            h = torch.nn.functional.linear(a, w * layer.c_w, params0[f"{names[i]}.bias"] * layer.c_b)
+            h = layer.c_w * torch.nn.functional.linear(a, w) + layer.c_b * params0[f"{names[i]}.bias"]
             if i < len(model.hidden):
                 a, slope = jvp(model.act, (h,), (torch.ones_like(h),))   # σ(h), σ'(h)
                 slopes.append(slope)

@@ -61,7 +61,7 @@ def mlp_ntk(model: MLP, x: Tensor, params: Optional[Params] = None) -> Tensor:
         a, inputs = x.flatten(1), []
         for i, (layer, w, b, off) in enumerate(zip(layers, weights, biases, offsets)):
             inputs.append(a)
-            h = torch.nn.functional.linear(a, w * layer.c_w, b * layer.c_b) + off
+            h = layer.c_w * torch.nn.functional.linear(a, w) + layer.c_b * b + off
             a = h if i == len(layers) - 1 else model.act(h)
         return a, inputs
 
