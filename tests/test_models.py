@@ -30,7 +30,7 @@ def multipliers(parameterization, fan_in, w_std, b_std, readout):
     if parameterization == "standard":
         return 1.0, 1.0
     if parameterization == "mean_field" and readout:
-        return w_std / fan_in, b_std
+        return w_std / fan_in, b_std / math.sqrt(fan_in)
     return w_std / math.sqrt(fan_in), b_std
 
 
@@ -227,20 +227,14 @@ def test_mean_field_differs_from_ntk_by_readout_scale(b_std):
     p_ntk, p_mf = params_of(ntk), params_of(mf)
     assert all(torch.equal(p_ntk[k], p_mf[k]) for k in p_ntk)     # same stored θ₀
     x = seeded((5, D_IN), 13)
-    bias_term = b_std * p_ntk["readout.bias"]
-    readout_ntk = ntk(x).detach() - bias_term
-    readout_mf = mf(x).detach() - bias_term
-    assert readout_ntk.abs().min() > 1e-3
-    torch.testing.assert_close(readout_mf, readout_ntk / math.sqrt(width), rtol=1e-12, atol=1e-15)
-    if b_std == 0.0:
-        torch.testing.assert_close(mf(x), ntk(x) / math.sqrt(width), rtol=1e-12, atol=1e-15)
-    # gradients: everything that flows through the readout weights shrinks by 1/√width,
-    # the readout bias gradient is unchanged
+    assert ntk(x).abs().min() > 1e-3
+    # the whole readout (weight and bias) is 1/√width of ntk's, so the output is too ...
+    torch.testing.assert_close(mf(x), ntk(x) / math.sqrt(width), rtol=1e-12, atol=1e-15)
+    # ... and so is every gradient (every NTK term is 1/width of ntk's)
     w = seeded((5, K), 14)
     g_ntk, g_mf = _grads(ntk, x, w), _grads(mf, x, w)
     for k in g_ntk:
-        scale = 1.0 if k == "readout.bias" else 1 / math.sqrt(width)
-        torch.testing.assert_close(g_mf[k], g_ntk[k] * scale, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(g_mf[k], g_ntk[k] / math.sqrt(width), rtol=1e-12, atol=1e-15)
 
 
 def test_lr_width_multiplier():
@@ -255,10 +249,10 @@ def test_layer_scales_table(parameterization, readout):
     sw, c_w, sb, c_b = layer_scales(parameterization, 16, 1.3, 0.4, readout)
     assert (c_w, c_b) == pytest.approx(multipliers(parameterization, 16, 1.3, 0.4, readout), rel=1e-15)
     # the product (init std × multiplier) is the same in every parameterization,
-    # except mean_field's readout weight
-    expect_w = 1.3 / (16 if (parameterization == "mean_field" and readout) else 4)
-    assert sw * c_w == pytest.approx(expect_w, rel=1e-15)
-    assert sb * c_b == pytest.approx(0.4, rel=1e-15)
+    # except mean_field's readout, 1/√fan_in smaller
+    readout_scale = 4 if (parameterization == "mean_field" and readout) else 1
+    assert sw * c_w == pytest.approx(1.3 / 4 / readout_scale, rel=1e-15)
+    assert sb * c_b == pytest.approx(0.4 / readout_scale, rel=1e-15)
 
 
 # --------------------------------------------------------------------- validation

@@ -9,13 +9,15 @@ name           W stored                c_w          b stored               c_b
 =============  ======================  ===========  =====================  ======
 ntk            N(0, 1)                 σ_w/√fan_in  N(0, 1)                σ_b
 standard       N(0, σ_w²/fan_in)       1            N(0, σ_b²)             1
-mean_field     hidden layers as ntk; readout c_w = σ_w/fan_in (μP-like)
+mean_field     hidden layers as ntk; readout c_w = σ_w/fan_in, c_b = σ_b/√fan_in (μP-like)
 =============  ======================  ===========  =====================  ======
 
 ntk and standard compute the same function at θ₀ for the same seed (the same
 standard normals are drawn and scaled); their gradients differ by c_w.
-mean_field's readout is smaller by 1/√fan_in at θ₀ and its learning rate is
-meant to be scaled up by the width (:func:`lr_width_multiplier`).
+mean_field's whole readout (weight and bias) is smaller by 1/√fan_in than ntk's, so
+every NTK contribution is 1/width of ntk's and the learning rate is scaled up by the width
+(:func:`lr_width_multiplier`) to train at O(1) speed. (An unscaled readout bias would keep
+its O(1) kernel term and make η·width diverge.)
 """
 from __future__ import annotations
 
@@ -61,8 +63,9 @@ def layer_scales(parameterization: str, fan_in: int, w_std: float, b_std: float,
     if parameterization == "standard":
         return w_std / math.sqrt(fan_in), 1.0, b_std, 1.0
     if parameterization == "mean_field":
-        c_w = w_std / fan_in if readout else w_std / math.sqrt(fan_in)
-        return 1.0, c_w, 1.0, b_std
+        if readout:
+            return 1.0, w_std / fan_in, 1.0, b_std / math.sqrt(fan_in)
+        return 1.0, w_std / math.sqrt(fan_in), 1.0, b_std
     raise ValueError(f"unknown parameterization {parameterization!r}; choose one of {PARAMETERIZATIONS}")
 
 
