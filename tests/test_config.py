@@ -5,7 +5,6 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
-from omegaconf.errors import ValidationError
 
 import run  # noqa: F401  (registers the typed schema in Hydra's ConfigStore)
 from wcntk.job import validate_config

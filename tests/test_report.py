@@ -264,8 +264,8 @@ def test_wandb_modes(tmp_path, monkeypatch, mode):
     monkeypatch.setenv("WANDB_MODE", mode)
     make_sweep(tmp_path / "sweep", widths=(8, 32), extra_jobs=False)
     assert report.wandb_group(report.collect(tmp_path / "sweep"), tmp_path / "sweep") == "synthetic-group"
-    res = report.make_report(tmp_path / "sweep", tmp_path / "out", metrics=["lin/func_rmse_test"],
-                             formats=("png",), wandb=True, wandb_mode=mode)
+    report.make_report(tmp_path / "sweep", tmp_path / "out", metrics=["lin/func_rmse_test"],
+                       formats=("png",), wandb=True, wandb_mode=mode)
     assert (tmp_path / "out" / "slopes.md").is_file()
     if mode == "offline":
         assert list((tmp_path / "out" / "wandb").glob("offline-run-*"))

@@ -8,7 +8,6 @@ with α = `lr_width_exponent` and m_param = width for mean_field, 1 otherwise.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
