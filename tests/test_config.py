@@ -104,3 +104,15 @@ def test_bad_values_fail_validation_with_one_line(overrides, message):
     with pytest.raises(ValueError) as err:
         validate_config(composed(*overrides))
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_threads_per_job(monkeypatch):
+    monkeypatch.setattr(run.os, "cpu_count", lambda: 8)
+    assert run.torch_threads(None, None) is None                       # single run: torch's default
+    assert run.torch_threads(3, {"n_jobs": 2}) == 3                    # explicit wins
+    assert run.torch_threads(None, {"n_jobs": 2}) == 4                 # joblib: cores / n_jobs
+    assert run.torch_threads(None, {"n_jobs": -1}) == 1                # one job per core
+    assert run.torch_threads(None, {"n_jobs": 16}) == 1
+    assert run.torch_threads(None, {"partition": "gpu"}) is None       # submitit: no n_jobs
+    with pytest.raises(ValueError, match="threads"):
+        validate_config(composed("threads=0"))
