@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.func import grad, jvp, vmap
 
 from .linearization import tree_norm
-from .models import Params
+from .models import Params, detached
 
 Fn = Callable[[Params, Tensor], Tensor]
 
@@ -61,7 +61,7 @@ def derivative_correlations(f: Fn, params: Params, x: Tensor, lr: float = 1.0,
 
     f(params, x) -> [m, k] must treat rows independently (no batch statistics).
     """
-    params = {k: v.detach() for k, v in params.items()}
+    params = detached(params)
     with torch.no_grad():
         k = f(params, x[:1]).shape[-1]
     m = x.shape[0]
@@ -84,7 +84,7 @@ def derivative_correlations(f: Fn, params: Params, x: Tensor, lr: float = 1.0,
 
 def directional_derivative(f: Fn, params: Params, x: Tensor, u: Params, order: int) -> Tensor:
     """D^order f(x)[u, …, u] as [m, k], by `order` nested jvps along u."""
-    params = {k: v.detach() for k, v in params.items()}
+    params = detached(params)
     fn: Callable[[Params], Tensor] = lambda p: f(p, x)
     for _ in range(order):
         fn = _along(fn, u)
@@ -102,6 +102,6 @@ def step_ratios(f: Fn, params: Params, x: Tensor, u: Params,
 def gd_step_direction(f: Fn, params: Params, x: Tensor, y: Tensor,
                       loss_fn: Callable[[Tensor, Tensor], Tensor], lr: float) -> Params:
     """u = −η ∇_θ L(θ) on (x, y): the first full-batch GD step."""
-    params = {k: v.detach() for k, v in params.items()}
+    params = detached(params)
     g = grad(lambda p: loss_fn(f(p, x), y))(params)
     return {k: -lr * v for k, v in g.items()}

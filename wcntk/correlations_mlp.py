@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 from torch.func import jvp
 
-from .models import MLP, Params
+from .models import MLP, Params, mlp_layers
 
 Layer = Tuple[Tensor, Tensor, float, float]  # (W, b, c_w, c_b)
 
@@ -68,12 +68,7 @@ def mlp_derivative_correlations(model: MLP, x: Tensor, lr: float = 1.0,
     """
     if not isinstance(model, MLP):
         raise TypeError(f"mlp_derivative_correlations needs an MLP, got {type(model).__name__}")
-    if params is None:
-        params = dict(model.named_parameters())
-    names = [f"hidden.{i}" for i in range(len(model.hidden))] + ["readout"]
-    layers: List[Layer] = [(params[f"{n}.weight"].detach(), params[f"{n}.bias"].detach(),
-                            float(mod.c_w), float(mod.c_b))
-                           for n, mod in zip(names, [*model.hidden, model.readout])]
+    layers: List[Layer] = [(w.detach(), b.detach(), c_w, c_b) for w, b, c_w, c_b in mlp_layers(model, params)]
     w0 = layers[0][0]
     x = x.to(device=w0.device, dtype=w0.dtype).flatten(1)
     m, k = x.shape[0], layers[-1][0].shape[0]

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.func import jvp, linearize
 
-from .models import MLP, Params
+from .models import MLP, Params, mlp_layers
 
 Fn = Callable[[Params, Tensor], Tensor]
 
@@ -68,14 +68,12 @@ def linearized_mlp(model: MLP, params0: Params, x: Tensor) -> Callable[[Params],
     (one matmul per δW and one per W⁰), which autograd differentiates in δ with one
     more matmul each: the twin's step costs what the network's does.
     """
-    layers = [*model.hidden, model.readout]
-    names = [f"hidden.{i}" for i in range(len(model.hidden))] + ["readout"]
-    weights0 = [params0[f"{n}.weight"].detach() for n in names]
+    layers0 = [(w.detach(), b.detach(), c_w, c_b) for w, b, c_w, c_b in mlp_layers(model, params0)]
     with torch.no_grad():
         a, inputs, slopes = x.flatten(1), [], []
-        for i, (layer, w) in enumerate(zip(layers, weights0)):
+        for i, (w, b, c_w, c_b) in enumerate(layers0):
             inputs.append(a)
-            h = layer.c_w * torch.nn.functional.linear(a, w) + layer.c_b * params0[f"{names[i]}.bias"]
+            h = c_w * torch.nn.functional.linear(a, w) + c_b * b
             if i < len(model.hidden):
                 a, slope = jvp(model.act, (h,), (torch.ones_like(h),))   # σ(h), σ'(h)
                 slopes.append(slope)
@@ -83,11 +81,11 @@ def linearized_mlp(model: MLP, params0: Params, x: Tensor) -> Callable[[Params],
 
     def f_lin(params: Params) -> Tensor:
         tangent = None
-        for i, (layer, name, w0, a_in) in enumerate(zip(layers, names, weights0, inputs)):
-            dw = params[f"{name}.weight"] - w0
-            db = params[f"{name}.bias"] - params0[f"{name}.bias"]
+        for i, ((w, b, _, _), (w0, b0, c_w, c_b), a_in) in enumerate(
+                zip(mlp_layers(model, params), layers0, inputs)):
+            dw, db = w - w0, b - b0
             pre = a_in @ dw.T if tangent is None else a_in @ dw.T + tangent @ w0.T
-            tangent = layer.c_w * pre + layer.c_b * db
+            tangent = c_w * pre + c_b * db
             if i < len(slopes):
                 tangent = slopes[i] * tangent
         return out0 + tangent

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -208,6 +208,20 @@ def build_model(cfg: ModelConfig, input_shape: Tuple[int, ...], out_features: in
 def params_of(model: nn.Module) -> Params:
     """θ as a dict of detached tensors (a copy)."""
     return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def detached(params: Mapping[str, Tensor]) -> Params:
+    """θ as a dict of detached views (no copy): a fixed point to differentiate at."""
+    return {k: v.detach() for k, v in params.items()}
+
+
+def mlp_layers(model: MLP, params: Optional[Params] = None) -> List[Tuple[Tensor, Tensor, float, float]]:
+    """(W, b, c_w, c_b) of every dense layer of an :class:`MLP`, the readout last, taking W
+    and b from `params` (names as in `params_of`; default: the module's own parameters)."""
+    params = dict(model.named_parameters()) if params is None else params
+    names = [f"hidden.{i}" for i in range(len(model.hidden))] + ["readout"]
+    return [(params[f"{n}.weight"], params[f"{n}.bias"], float(layer.c_w), float(layer.c_b))
+            for n, layer in zip(names, [*model.hidden, model.readout])]
 
 
 def functional(model: nn.Module) -> Callable[[Params, Tensor], Tensor]:

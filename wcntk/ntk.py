@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.func import jvp, vjp, vmap
 
-from .models import MLP, Params
+from .models import MLP, Params, mlp_layers
 
 Fn = Callable[[Params, Tensor], Tensor]
 
@@ -51,29 +51,25 @@ def mlp_ntk(model: MLP, x: Tensor, params: Optional[Params] = None) -> Tensor:
 
     Costs one forward and k backward passes on x; never forms a gradient vector.
     """
-    params = dict(model.named_parameters()) if params is None else params
-    layers = [*model.hidden, model.readout]
-    names = [f"hidden.{i}" for i in range(len(model.hidden))] + ["readout"]
-    weights = [params[f"{n}.weight"].detach() for n in names]
-    biases = [params[f"{n}.bias"].detach() for n in names]
+    layers = [(w.detach(), b.detach(), c_w, c_b) for w, b, c_w, c_b in mlp_layers(model, params)]
 
     def forward(offsets):
         a, inputs = x.flatten(1), []
-        for i, (layer, w, b, off) in enumerate(zip(layers, weights, biases, offsets)):
+        for i, ((w, b, c_w, c_b), off) in enumerate(zip(layers, offsets)):
             inputs.append(a)
-            h = layer.c_w * torch.nn.functional.linear(a, w) + layer.c_b * b + off
+            h = c_w * torch.nn.functional.linear(a, w) + c_b * b + off
             a = h if i == len(layers) - 1 else model.act(h)
         return a, inputs
 
-    offsets = [torch.zeros(x.shape[0], w.shape[0], dtype=x.dtype, device=x.device) for w in weights]
+    offsets = [torch.zeros(x.shape[0], w.shape[0], dtype=x.dtype, device=x.device) for w, _, _, _ in layers]
     out, vjp_fn, inputs = vjp(forward, offsets, has_aux=True)
     k = out.shape[1]
     cot = torch.eye(k, dtype=out.dtype, device=out.device)[:, None, :].expand(k, *out.shape)
     (deltas,) = vmap(vjp_fn)(cot)                    # per layer [k, m, width_l]
     ntk = 0
-    for layer, delta, a in zip(layers, deltas, inputs):
+    for (_, _, c_w, c_b), delta, a in zip(layers, deltas, inputs):
         delta_dot = torch.einsum("oai,pbi->aobp", delta, delta)
-        ntk = ntk + delta_dot * (layer.c_w ** 2 * (a @ a.T) + layer.c_b ** 2)[:, None, :, None]
+        ntk = ntk + delta_dot * (c_w ** 2 * (a @ a.T) + c_b ** 2)[:, None, :, None]
     return ntk.detach()
 
 

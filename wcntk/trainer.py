@@ -21,7 +21,8 @@ from .data import DataConfig, Dataset, is_image_dataset, load_dataset
 from .linearization import LinearizedModel, linearized_mlp
 from .losses import accuracy, get_loss
 from .metrics import deviation_from_outputs, ntk_rel_change, param_rel_change, rms
-from .models import MLP, ModelConfig, build_model, functional, lr_width_multiplier, num_params, params_of
+from .models import (MLP, ModelConfig, build_model, detached, functional, lr_width_multiplier, num_params,
+                     params_of)
 from .ntk import empirical_ntk, mlp_ntk
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
@@ -223,8 +224,8 @@ class Trainer:
     def evaluate(self) -> Dict[str, Tensor]:
         """Losses/accuracies of both models and the lin/* deviations on train and test."""
         d = self.data
-        params_t = {k: v.detach() for k, v in self.model.named_parameters()}
-        twin_params = {k: v.detach() for k, v in self.twin_params.items()}
+        params_t = detached(dict(self.model.named_parameters()))
+        twin_params = detached(self.twin_params)
         out: Dict[str, Tensor] = {}
         splits = [("train", d.x_train, d.y_train, self.twin_train)]
         if self.twin_test is not None:
@@ -242,7 +243,7 @@ class Trainer:
 
     def correlations(self) -> Dict[str, Tensor]:
         """corr/* at the current network parameters and lin/ntk_rel_change on the probes."""
-        params_t = {k: v.detach() for k, v in self.model.named_parameters()}
+        params_t = detached(dict(self.model.named_parameters()))
         if isinstance(self.model, MLP):   # exact rank-one fast paths (tested against the generic ones)
             corr = mlp_derivative_correlations(self.model, self.x_probe, lr=self.lr, params=params_t)
             ntk = mlp_ntk(self.model, self.x_probe, params_t)
