@@ -72,7 +72,6 @@ class WandbLog:
         except ImportError:  # pragma: no cover - wandb is in requirements
             warnings.warn("wandb is not installed; logging to files only")
             return
-        self.wandb = wandb
         kwargs = dict(project=project, group=group, tags=list(tags) or None, name=name,
                       config=config, dir=str(run_dir), entity=entity, reinit="finish_previous",
                       settings=wandb.Settings(console="off", silent=True, x_disable_stats=True,
