@@ -1,0 +1,70 @@
+"""What a run directory's `summary.json` says, for everyone who reads it (runner, resume,
+report, dashboard).
+
+Layout of summary.json::
+
+    status         running | ok | diverged | failed | interrupted
+    message        one line: why the run ended that way (null for ok)
+    diverged_step  step of the first non-finite loss (diverged only)
+    last_step      last step whose metrics were logged (null before step 0 was logged)
+    config         the full resolved config, nested exactly as .hydra/config.yaml
+    facts          what the run resolved at run time: effective_lr, n_params, data_source, device
+    provenance     git_commit, git_dirty, wcntk, torch, cuda, python, host, pid, started_at
+    initial        metrics logged at step 0;  final: at the last logged step
+    wall_time_s
+
+Bookkeeping keys are config keys that never change a run's numbers: they stay out of sweep
+job-dir names and are never a "setting" of the report (which also ignores width and seed,
+the axes it fits along).
+"""
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Dict, Iterator, Mapping, Tuple
+
+STATUSES = ("running", "ok", "diverged", "failed", "interrupted")
+
+BOOKKEEPING_KEYS: Tuple[str, ...] = (
+    "sweep", "progress", "threads", "device", "dataset.data_dir", "dataset.download",
+    "wandb.mode", "wandb.project", "wandb.entity", "wandb.group", "wandb.tags", "wandb.name",
+    "wandb.init_timeout",
+)
+
+
+def is_bookkeeping(key: str) -> bool:
+    """True for a dotted config key (or a key below one) that never changes the numbers."""
+    return any(key == k or key.startswith(k + ".") for k in BOOKKEEPING_KEYS)
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> Iterator[Tuple[str, Any]]:
+    """(dotted key, leaf value) pairs of a nested config dict; lists are leaves."""
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from flatten(value, dotted + ".")
+        else:
+            yield dotted, value
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def effective_status(summary: Mapping[str, Any]) -> str:
+    """The summary's status, except a `running` one whose process is gone (SIGKILL, crash):
+    "stale". Only a process on this host can be checked; elsewhere `running` is kept."""
+    status = summary.get("status") or "unknown"
+    if status != "running":
+        return status
+    prov: Dict[str, Any] = summary.get("provenance") or {}
+    pid, host = prov.get("pid"), prov.get("host")
+    if isinstance(pid, int) and host == socket.gethostname() and not _process_alive(pid):
+        return "stale"
+    return status
