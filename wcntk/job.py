@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
-from .schema import essentials, library_configs
-from .tracking import RunRecorder, WandbLog, WANDB_MODES
+from .lifecycle import interruptible
+from .schema import library_configs
+from .tracking import WANDB_MODES, RunRecorder
 from .trainer import METRIC_NAMES, Trainer, validate_all
 
 
-def validate_config(cfg: Dict[str, Any]) -> None:
+def validate_config(cfg: dict[str, Any]) -> None:
     """Raise ValueError (one readable line) for any bad setting, before any work."""
     validate_all(*library_configs(cfg))
     if cfg.get("threads") is not None and cfg["threads"] < 1:
@@ -21,7 +22,7 @@ def validate_config(cfg: Dict[str, Any]) -> None:
         raise ValueError(f"wandb.mode must be one of {WANDB_MODES}, got {cfg['wandb']['mode']!r}")
 
 
-def finished_summary(run_dir: Path) -> Optional[Dict[str, Any]]:
+def finished_summary(run_dir: Path) -> dict[str, Any] | None:
     """The summary of a run already completed with status ok in run_dir, else None."""
     path = Path(run_dir) / "summary.json"
     try:
@@ -31,16 +32,20 @@ def finished_summary(run_dir: Path) -> Optional[Dict[str, Any]]:
     return summary if summary.get("status") == "ok" else None
 
 
-def default_run_name(cfg: Dict[str, Any]) -> str:
+def default_run_name(cfg: dict[str, Any]) -> str:
     return (f"w{cfg['width']}-d{cfg['depth']}-{cfg['activation']}-{cfg['parameterization']}"
             f"-{cfg['optimizer']['name']}-s{cfg['seed']}")
 
 
-def run_job(cfg: Dict[str, Any], run_dir: str | Path, resume: bool = False) -> Dict[str, Any]:
-    """Train and record one run; returns the summary dict (status ok | diverged | failed).
+def run_job(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False,
+            label: str | None = None) -> dict[str, Any]:
+    """Train and record one run; returns the summary dict (wcntk.record's layout).
 
-    With resume=True a run_dir whose summary.json already says ok is not run again.
-    Exceptions after validation are recorded as status failed and re-raised.
+    With resume=True a run_dir whose summary.json already says ok is not run again (any other
+    status, or none, runs it afresh). Status ok or diverged is returned; an exception after
+    validation is recorded as `failed` and re-raised; SIGINT/SIGTERM/SIGUSR1/SIGUSR2 record
+    `interrupted` and raise wcntk.lifecycle.Interrupted (its `summary` holds the record).
+    `label` names the job in the lines it prints (a sweep job's override dirname).
     """
     validate_config(cfg)
     run_dir = Path(run_dir)
@@ -48,13 +53,12 @@ def run_job(cfg: Dict[str, Any], run_dir: str | Path, resume: bool = False) -> D
         return done
     model, data, opt, train = library_configs(cfg)
     w = cfg["wandb"]
-    wandb_log = WandbLog(mode=w["mode"], project=w["project"], group=w["group"], tags=w["tags"],
-                         name=w["name"] or default_run_name(cfg), config=cfg, run_dir=run_dir,
-                         entity=w["entity"])
-    with RunRecorder(run_dir, METRIC_NAMES, essentials(cfg), wandb_log) as recorder:
+    with interruptible(), RunRecorder(run_dir, METRIC_NAMES, cfg, label=label) as recorder:
+        recorder.start_wandb(w["mode"], project=w["project"], group=w["group"], tags=w["tags"],
+                             name=w["name"] or default_run_name(cfg), entity=w["entity"],
+                             init_timeout=w.get("init_timeout", 10.0))
         trainer = Trainer(model, data, opt, train, log=recorder.log)
-        recorder.update_config(trainer.facts())
-        result = trainer.run()
-        recorder.set_result(result.status, result.message, result.diverged_step, result.initial,
-                            result.final)
+        recorder.set_facts(trainer.facts())
+        result = trainer.run(label=label)
+        recorder.set_result(result.status, result.message, result.diverged_step)
     return recorder.summary

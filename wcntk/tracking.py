@@ -1,31 +1,48 @@
-"""Where a run's numbers go: `metrics.csv` (incremental), `summary.json` (atomic),
-and a Weights & Biases run (offline by default; never blocks a run).
+"""Where a run's numbers go: `metrics.csv` (row by row), `summary.json` (atomic, the layout of
+wcntk.record) and a Weights & Biases run (offline by default; never blocks or stalls a run).
 """
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
+import secrets
+import shutil
 import sys
 import tempfile
 import time
-import warnings
+import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
+
+from .lifecycle import Interrupted
+from .provenance import provenance
 
 WANDB_MODES = ("offline", "online", "disabled")
+WANDB_ID_FILE = "wandb_run_id"
 
 
-def write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
+def say(message: str, label: str | None = None) -> None:
+    """One line on stderr, naming the job (its override dirname) when there is one."""
+    print(f"wcntk: [{label}] {message}" if label else f"wcntk: {message}", file=sys.stderr, flush=True)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write JSON to a temp file in the same directory, then rename over `path`."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, default=_json_default)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, default=_json_default)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _json_default(obj: Any) -> Any:
@@ -34,128 +51,215 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def _finite_or_none(value: float) -> Optional[float]:
+def _finite_or_none(value: float) -> float | None:
     """JSON has no NaN/inf: store them as null."""
     return value if math.isfinite(value) else None
 
 
 class CsvLog:
-    """metrics.csv with a fixed header (`step` + metric names), one flushed row per logged step."""
+    """metrics.csv: a header (`step` + metric names), then one row per logged step. Each row is
+    formatted first and written with one unbuffered write; a failed write (disk full, a signal)
+    is cut back to the last complete row before the error propagates."""
 
     def __init__(self, path: Path, metric_names: Sequence[str]):
         self.columns = ["step", *metric_names]
-        self.fh = open(path, "w", newline="")
-        self.writer = csv.DictWriter(self.fh, fieldnames=self.columns, extrasaction="ignore")
-        self.writer.writeheader()
-        self.fh.flush()
+        self.fh = open(path, "wb", buffering=0)
+        self.size = 0                      # bytes of complete rows
+        self._write(self.columns)
 
-    def log(self, step: int, metrics: Dict[str, float]) -> None:
-        self.writer.writerow({"step": step, **metrics})
-        self.fh.flush()
+    def _write(self, values: Sequence[Any]) -> None:
+        text = io.StringIO()
+        csv.writer(text).writerow(values)
+        raw = text.getvalue().encode()
+        data = memoryview(raw)
+        try:
+            while data:
+                data = data[self.fh.write(data):]
+        except BaseException:
+            try:
+                self.fh.truncate(self.size)
+                self.fh.seek(self.size)
+            except OSError:
+                pass
+            raise
+        self.size += len(raw)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        self._write([step, *(metrics.get(name, "") for name in self.columns[1:])])
 
     def close(self) -> None:
         self.fh.close()
 
 
-class WandbLog:
-    """One W&B run per job; falls back to offline if online init fails, and to no
-    W&B at all (with a warning) if even that fails."""
+def _short(err: BaseException) -> str:
+    first = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first[:200]}"
 
-    def __init__(self, mode: str, project: str, group: Optional[str], tags: List[str],
-                 name: Optional[str], config: Dict[str, Any], run_dir: Path,
-                 entity: Optional[str] = None):
+
+class WandbLog:
+    """One W&B run per run dir. Its id is kept in `<run_dir>/wandb_run_id`, so a re-run job
+    continues the same W&B run (online: resume="allow"), and a previous attempt's local run
+    files are removed first (`wandb sync` uploads one run per job). Online init gives up after
+    `init_timeout` seconds and the run goes on offline (one line says where and how to sync);
+    if even that fails, the run goes on without W&B."""
+
+    def __init__(self, mode: str, project: str, group: str | None, tags: list[str], name: str | None,
+                 config: dict[str, Any], run_dir: Path, entity: str | None = None,
+                 init_timeout: float = 10.0, label: str | None = None):
         self.run = None
         if mode == "disabled":
             return
-        try:
-            import wandb
-        except ImportError:  # pragma: no cover - wandb is in requirements
-            warnings.warn("wandb is not installed; logging to files only")
-            return
-        kwargs = dict(project=project, group=group, tags=list(tags) or None, name=name,
-                      config=config, dir=str(run_dir), entity=entity, reinit="finish_previous",
-                      settings=wandb.Settings(console="off", silent=True, x_disable_stats=True,
-                                              init_timeout=60))
-        for attempt in ([mode, "offline"] if mode == "online" else [mode]):
+        import wandb
+
+        run_dir = Path(run_dir)
+        id_file = run_dir / WANDB_ID_FILE
+        if id_file.is_file():
+            run_id = id_file.read_text().strip()
+        else:
+            run_id = secrets.token_hex(4)
+            id_file.write_text(run_id + "\n")
+        for old in (run_dir / "wandb").glob("*run-*"):
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+        kwargs = dict(project=project, group=group, tags=list(tags) or None, name=name, config=config,
+                      dir=str(run_dir), entity=entity, id=run_id, reinit="finish_previous")
+        settings = dict(console="off", silent=True, x_disable_stats=True)
+        if mode == "online":
             try:
-                self.run = wandb.init(mode=attempt, **kwargs)
-                break
-            except Exception as err:  # noqa: BLE001 - any W&B failure must not block the run
-                print(f"wcntk: wandb.init(mode={attempt}) failed: {err}", file=sys.stderr)
+                self.run = wandb.init(mode="online", resume="allow", **kwargs,
+                                      settings=wandb.Settings(**settings, init_timeout=init_timeout))
+            except Exception as err:  # noqa: BLE001 - no network, no login, bad entity: go on offline
+                reason = _short(err)
+            else:
+                reason = None
         if self.run is None:
-            return
+            try:
+                self.run = wandb.init(mode="offline", **kwargs, settings=wandb.Settings(**settings))
+            except Exception as err:  # noqa: BLE001 - W&B must never stop a run
+                say(f"W&B could not start ({_short(err)}); the run goes on without W&B", label)
+                return
+            if mode == "online":
+                sync_dir = self.run.settings.sync_dir
+                say(f"W&B online init failed ({reason}); the run goes on offline in {sync_dir}; "
+                    f"upload it later with: wandb sync {sync_dir}", label)
         self.run.define_metric("step")
         self.run.define_metric("*", step_metric="step")
 
-    def log(self, step: int, metrics: Dict[str, float]) -> None:
+    def log(self, step: int, metrics: dict[str, float]) -> None:
         if self.run is not None:
             self.run.log({"step": step, **metrics})
 
-    def update_config(self, values: Dict[str, Any]) -> None:
+    def update_config(self, values: dict[str, Any]) -> None:
         if self.run is not None:
             self.run.config.update(values, allow_val_change=True)
 
-    def finish(self, summary: Dict[str, Any], failed: bool) -> None:
+    def finish(self, summary: dict[str, Any], exit_code: int) -> None:
+        """Final values under their metric names, initial ones as `initial/<metric>` (so W&B
+        panels can plot both against config.width), status, last_step, wall time."""
         if self.run is None:
             return
-        for key, value in summary.get("final", {}).items():
-            self.run.summary[key] = value
-        self.run.summary["status"] = summary.get("status")
-        self.run.summary["wall_time_s"] = summary.get("wall_time_s")
-        self.run.finish(exit_code=1 if failed else 0)
+        values = {**summary.get("final", {}),
+                  **{f"initial/{key}": value for key, value in summary.get("initial", {}).items()},
+                  **{key: summary.get(key) for key in ("status", "message", "last_step", "wall_time_s")}}
+        self.run.summary.update(values)
+        self.run.finish(exit_code=exit_code)
 
 
 class RunRecorder:
-    """Context manager that owns a run directory's outputs.
+    """Context manager that owns a run directory's outputs (summary.json: wcntk.record's layout).
 
-    Inside the block call `log(step, metrics)`; on exit `summary.json` is written
-    atomically with status ok / diverged (as set by `set_result`) or failed (exception),
-    and the W&B run is finished (marked failed unless status is ok).
+    On entry summary.json says `running` with the full config and provenance. Inside the block
+    `log(step, metrics)` appends to metrics.csv and W&B and keeps initial (step 0), final (last
+    value of each metric) and last_step. On exit summary.json is written with the status set by
+    `set_result` (ok / diverged), `interrupted` (Interrupted, KeyboardInterrupt) or `failed`
+    (any other exception; its traceback goes to traceback.txt), and the W&B run is finished
+    with exit code 0 (ok), 128 + signal (interrupted) or 1.
     """
 
-    def __init__(self, run_dir: Path, metric_names: Sequence[str], essentials: Dict[str, Any],
-                 wandb_log: Optional[WandbLog] = None):
+    def __init__(self, run_dir: Path, metric_names: Sequence[str], config: dict[str, Any],
+                 label: str | None = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.essentials = dict(essentials)
-        self.summary: Dict[str, Any] = {"status": "running", "message": None, "diverged_step": None,
-                                        "config": self.essentials, "initial": {}, "final": {},
-                                        "wall_time_s": None}
-        self.wandb_log = wandb_log
+        self.label = label
+        self.summary: dict[str, Any] = {
+            "status": "running", "message": None, "diverged_step": None, "last_step": None,
+            "config": config, "facts": {}, "provenance": provenance(), "initial": {}, "final": {},
+            "wall_time_s": None}
+        self.exit_code = 0
+        self.wandb_log: WandbLog | None = None
         self.start = time.perf_counter()
+        (self.run_dir / "traceback.txt").unlink(missing_ok=True)
         self.csv = CsvLog(self.run_dir / "metrics.csv", metric_names)
-        write_json_atomic(self.run_dir / "summary.json", self.summary)
+        self.write_summary()
 
-    def log(self, step: int, metrics: Dict[str, float]) -> None:
+    @property
+    def path(self) -> Path:
+        return self.run_dir / "summary.json"
+
+    def write_summary(self) -> None:
+        write_json_atomic(self.path, self.summary)
+
+    def wandb_config(self) -> dict[str, Any]:
+        """What W&B gets as its config: the full config, plus `facts` and `provenance`."""
+        s = self.summary
+        return {**s["config"], "facts": s["facts"], "provenance": s["provenance"]}
+
+    def start_wandb(self, mode: str, **kwargs: Any) -> None:
+        self.wandb_log = WandbLog(mode, config=self.wandb_config(), run_dir=self.run_dir, label=self.label,
+                                  **kwargs)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
         self.csv.log(step, metrics)
         if self.wandb_log is not None:
             self.wandb_log.log(step, metrics)
+        values = {k: _finite_or_none(v) for k, v in metrics.items()}
+        if step == 0:
+            self.summary["initial"] = dict(values)
+        self.summary["final"].update(values)
+        self.summary["last_step"] = step
 
-    def update_config(self, values: Dict[str, Any]) -> None:
-        """Add facts known only once the run is set up (parameter count, data source, …)."""
-        self.summary["config"].update(values)
+    def set_facts(self, facts: dict[str, Any]) -> None:
+        """What the run resolved at run time (effective_lr, n_params, data_source, device)."""
+        self.summary["facts"] = dict(facts)
+        self.write_summary()
         if self.wandb_log is not None:
-            self.wandb_log.update_config(values)
+            self.wandb_log.update_config({"facts": self.summary["facts"]})
 
-    def set_result(self, status: str, message: Optional[str], diverged_step: Optional[int],
-                   initial: Dict[str, float], final: Dict[str, float]) -> None:
-        self.summary.update(status=status, message=message, diverged_step=diverged_step,
-                            initial={k: _finite_or_none(v) for k, v in initial.items()},
-                            final={k: _finite_or_none(v) for k, v in final.items()})
+    def set_result(self, status: str, message: str | None, diverged_step: int | None) -> None:
+        self.summary.update(status=status, message=message, diverged_step=diverged_step)
+        self.exit_code = 0 if status == "ok" else 1
 
-    def __enter__(self) -> "RunRecorder":
+    def __enter__(self) -> RunRecorder:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None:
-            self.summary["status"] = "failed"
-            self.summary["message"] = f"{exc_type.__name__}: {exc}".splitlines()[0]
-        self.csv.close()
+        if isinstance(exc, Interrupted | KeyboardInterrupt):
+            err = exc if isinstance(exc, Interrupted) else Interrupted(2)
+            self.summary.update(status="interrupted", message=str(err))
+            self.exit_code = err.exit_code
+        elif exc is not None:
+            self.summary.update(status="failed", message=_short(exc))
+            self.exit_code = 1
+            try:
+                (self.run_dir / "traceback.txt").write_text("".join(traceback.format_exception(exc)))
+            except OSError:
+                pass
+        try:
+            self.csv.close()
+        except OSError:
+            pass
         self.summary["wall_time_s"] = round(time.perf_counter() - self.start, 3)
-        write_json_atomic(self.run_dir / "summary.json", self.summary)
+        try:
+            self.write_summary()
+        except OSError as err:
+            say(f"could not write {self.path}: {_short(err)}", self.label)
+            if exc is None:
+                raise
         if self.wandb_log is not None:
             try:
-                self.wandb_log.finish(self.summary, failed=self.summary["status"] != "ok")
-            except Exception as err:  # noqa: BLE001
-                print(f"wcntk: wandb finish failed: {err}", file=sys.stderr)
+                self.wandb_log.finish(self.summary, self.exit_code)
+            except Exception as err:  # noqa: BLE001 - the record on disk is complete already
+                say(f"W&B finish failed: {_short(err)}", self.label)
+        if isinstance(exc, Interrupted):
+            exc.summary = self.summary
         return False

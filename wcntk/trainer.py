@@ -13,7 +13,6 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from .correlations import derivative_correlations, gd_step_direction, step_ratios
 from .correlations_mlp import mlp_derivative_correlations
@@ -24,6 +23,7 @@ from .metrics import deviation_from_outputs, ntk_rel_change, param_rel_change, r
 from .models import (MLP, ModelConfig, build_model, detached, functional, lr_width_multiplier, num_params,
                      params_of)
 from .ntk import empirical_ntk, mlp_ntk
+from .progress import progress_bar
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
@@ -270,13 +270,14 @@ class Trainer:
     def is_log_step(self, t: int) -> bool:
         return t % self.cfg.log_every == 0 or t == self.cfg.steps or self.is_corr_step(t)
 
-    def run(self) -> RunResult:
-        """Train for cfg.steps steps, logging at log/corr steps. Stops at the first non-finite loss."""
+    def run(self, label: Optional[str] = None) -> RunResult:
+        """Train for cfg.steps steps, logging at log/corr steps. Stops at the first non-finite loss.
+        Progress (cfg.progress): a bar on a terminal, a line per 10 % elsewhere, named `label`."""
         steps = self.cfg.steps
         initial: Dict[str, float] = {}
         final: Dict[str, float] = {}
         status, message, bad_step = "ok", None, None
-        bar = tqdm(total=steps, disable=not self.cfg.progress, dynamic_ncols=True, leave=False)
+        bar = progress_bar(steps, self.cfg.progress, label)
         try:
             for t in range(steps + 1):
                 if self.is_log_step(t):

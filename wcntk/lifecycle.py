@@ -1,0 +1,83 @@
+"""Ending a run on a signal. SIGINT (Ctrl-C), SIGTERM (`kill`, SLURM at the time limit) and
+SIGUSR1/SIGUSR2 (SLURM's `--signal` warning before the limit) raise `Interrupted` in the main
+thread, so the run records what it has logged (status `interrupted`) and exits 128 + signal."""
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
+                if hasattr(signal, name))
+
+_installed = False
+
+
+class Interrupted(BaseException):
+    """A termination signal arrived. A BaseException, like KeyboardInterrupt, so that no
+    `except Exception` on the way swallows it. `summary`: the run's record, once written."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.summary: dict[str, Any] | None = None
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        """128 + signal number: 130 for SIGINT, 143 for SIGTERM (the shell's convention)."""
+        return 128 + self.signum
+
+    def __str__(self) -> str:
+        return f"interrupted by {self.signal_name}"
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Within the block the first of SIGNALS raises Interrupted; a second one gets the default
+    action (the process ends at once: "press Ctrl-C again to force").
+
+    Handlers are installed only in the main thread (the only one allowed to; a job run in a
+    worker thread keeps the process's handlers) and not again in a nested block, and are
+    restored on exit. Leaving by Interrupted then calls the signal's previous Python handler,
+    if any (e.g. submitit's requeue on SIGUSR2), once the run has been recorded.
+    """
+    global _installed
+    if _installed or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired: list[int] = []
+
+    def handler(signum: int, _frame: Any) -> None:
+        if fired:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+            return
+        fired.append(signum)
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in SIGNALS}
+    _installed = True
+
+    def restore() -> None:
+        global _installed
+        _installed = False
+        for sig, old in previous.items():
+            signal.signal(sig, signal.SIG_DFL if old is None else old)
+
+    try:
+        yield
+    except Interrupted as err:
+        restore()
+        old = previous.get(err.signum)
+        if callable(old) and old is not signal.default_int_handler:
+            old(err.signum, None)
+        raise
+    finally:
+        if _installed:
+            restore()
