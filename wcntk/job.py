@@ -22,14 +22,19 @@ def validate_config(cfg: dict[str, Any]) -> None:
         raise ValueError(f"wandb.mode must be one of {WANDB_MODES}, got {cfg['wandb']['mode']!r}")
 
 
-def finished_summary(run_dir: Path) -> dict[str, Any] | None:
-    """The summary of a run already completed with status ok in run_dir, else None."""
-    path = Path(run_dir) / "summary.json"
+def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    """run_dir's summary.json, or None if there is none (or it cannot be read)."""
     try:
-        summary = json.loads(path.read_text())
+        return json.loads((Path(run_dir) / "summary.json").read_text())
     except (OSError, ValueError):
         return None
-    return summary if summary.get("status") == "ok" else None
+
+
+def finished_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    """The summary of a run already completed with status ok in run_dir, else None: anything
+    else (missing, failed, diverged, interrupted, `running` left by a killed process) re-runs."""
+    summary = read_summary(run_dir)
+    return summary if summary is not None and summary.get("status") == "ok" else None
 
 
 def default_run_name(cfg: dict[str, Any]) -> str:
