@@ -38,9 +38,10 @@ def outcome_text(summary: dict[str, Any]) -> str:
     return text
 
 
-def closing_line(summary: dict[str, Any], run_dir: str | Path) -> str:
-    """A run's last line: status (and why), the final lin/func_rmse_test and corr/C02, run dir."""
-    return f"{outcome_text(summary)}  {metrics_text(summary)}  {run_dir}"
+def closing_line(summary: dict[str, Any], run_dir: str | Path | None = None) -> str:
+    """A run's last line: status (and why), the final lin/func_rmse_test and corr/C02, run dir
+    (left out for a sweep job, whose label already names its dir)."""
+    return f"{outcome_text(summary)}  {metrics_text(summary)}" + (f"  {run_dir}" if run_dir else "")
 
 
 def _mtime(path: Path) -> int | None:
@@ -73,6 +74,19 @@ class SweepSummary:
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         self.before = {d: (_mtime(d / ".hydra" / "overrides.yaml"), _mtime(d / "summary.json"))
                        for d in _job_dirs(self.sweep_dir)}
+
+    # Hydra calls every callback method on every callback: the others do nothing here.
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_run_end(self, config: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_job_start(self, config: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
+        pass
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         if self.sweep_dir is None:
