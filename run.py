@@ -1,9 +1,14 @@
 """Train a network and its linearized twin side by side: `python run.py width=4096`.
 
-Thin Hydra entry point: composes conf/, hands the resolved config to
-wcntk.job.run_job, and turns bad settings and divergence into one-line errors.
+Thin Hydra entry point. Before Hydra starts, the command line is checked against the schema
+(wcntk.config.RunConfig, registered here in Hydra's ConfigStore): unknown keys, wrong types,
+bad interpolations and bad settings end with one `wcntk: error: …` line and leave no run
+directory; a timestamped run directory is then claimed exclusively. Each job hands its
+resolved config to wcntk.job.run_job.
 """
 import os
+import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,21 +18,120 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import hydra  # noqa: E402
 import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra._internal.utils import get_args_parser  # noqa: E402
 from hydra.core.config_store import ConfigStore  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
+from hydra.errors import HydraException  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
+from wcntk.config import RunConfig, config_keys, one_line, unknown_key_message, validate_config  # noqa: E402
 from wcntk.data import DatasetUnavailable  # noqa: E402
-from wcntk.job import run_job, validate_config  # noqa: E402
-from wcntk.schema import RunSchema  # noqa: E402
+from wcntk.job import finished_summary, read_summary, run_job  # noqa: E402
+from wcntk.lifecycle import Interrupted, interruptible  # noqa: E402
+from wcntk.outcome import closing_line, metrics_text  # noqa: E402
+from wcntk.record import BOOKKEEPING_KEYS  # noqa: E402
+from wcntk.tracking import say  # noqa: E402
 
-ConfigStore.instance().store(name="run_schema", node=RunSchema)
+CONF = Path(__file__).resolve().parent / "conf"
 
-# Launchers that start fresh interpreters (submitit_local, SLURM) unpickle the task by importing
-# wcntk: make the repository importable there whatever the working directory.
-_ROOT = str(Path(__file__).resolve().parent)
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)
+ConfigStore.instance().store(name="run_schema", node=RunConfig)
+# Keys that never change a run's numbers stay out of sweep job-dir names (one list, in wcntk.record).
+# Stored here rather than in YAML; the ConfigStore reaches joblib/submitit workers, which name the dirs.
+ConfigStore.instance().store(name="bookkeeping_keys", node={
+    "hydra": {"job": {"config": {"override_dirname": {"exclude_keys": list(BOOKKEEPING_KEYS)}}}}})
+
+
+class ConfigError(ValueError):
+    """A user mistake on the command line or in a config value: reported as one line."""
+
+
+def config_groups() -> dict[str, list[str]]:
+    """Config group -> its options (conf/<group>/<option>.yaml), Hydra's own groups left out."""
+    return {d.name: sorted(p.stem for p in d.glob("*.yaml"))
+            for d in sorted(CONF.iterdir()) if d.is_dir() and d.name != "hydra"}
+
+
+def check_keys(overrides: list) -> None:
+    """Every override names a schema key, a config group, or a Hydra setting; else one line
+    naming the closest valid key (`+key` is no way around the schema)."""
+    groups = config_groups()
+    known = set(config_keys())
+    for override in overrides:
+        key = override.key_or_group
+        if override.is_hydra_override():
+            continue
+        if key in groups:
+            if override.is_delete():
+                continue
+            values = override.sweep_string_iterator() if override.is_sweep_override() else [override.value()]
+            for value in values:
+                if str(value) not in groups[key]:
+                    raise ConfigError(f"unknown {key} {value!r}: choose one of {', '.join(groups[key])}")
+            continue
+        if key not in known and re.sub(r"\.\d+$", "", key) not in known:  # optimizer.betas.0 is fine
+            raise ConfigError(unknown_key_message(key, tuple(groups)))
+
+
+def claim_dir(pattern_resolved: str) -> str:
+    """Create `pattern_resolved` (or, if another run took it first, the same name + `-1`, `-2`, …)
+    with an exclusive mkdir: two runs never share a directory."""
+    Path(pattern_resolved).parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1000):
+        path = pattern_resolved if n == 0 else f"{pattern_resolved}-{n}"
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            continue
+    raise ConfigError(f"could not create a fresh run directory next to {pattern_resolved}")
+
+
+def check_command_line(argv: list[str]) -> list[str]:
+    """Compose and validate the config of `python run.py *argv` before Hydra runs (no run dir
+    yet), raising ConfigError with one line. Returns argv to hand to Hydra: with a timestamped
+    run (or multirun) dir claimed here and pinned as `hydra.run.dir=…` (`hydra.sweep.dir=…`).
+
+    Under multirun the sweep's base config (command-line sweeps left out) is checked here and
+    each job again when it starts."""
+    args = get_args_parser().parse_args(argv)
+    if args.help or args.hydra_help or args.info or args.shell_completion or args.cfg:
+        return argv
+    overrides = OverridesParser.create().parse_overrides(args.overrides)
+    check_keys(overrides)
+    sweeps = [o for o in overrides if o.is_sweep_override()]
+    fixed = [o.input_line for o in overrides if not o.is_sweep_override()]
+    config_dir = os.path.abspath(args.config_dir) if args.config_dir else str(CONF)
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            cfg = compose(args.config_name or "config", overrides=fixed, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException, ValueError) as err:
+        raise ConfigError(one_line(err)) from None
+    multirun = args.multirun or cfg.hydra.mode == RunMode.MULTIRUN
+    if sweeps and not multirun:
+        line = sweeps[0].input_line
+        key, _, value = line.partition("=")
+        raise ConfigError(f"{line} is a sweep: add --multirun (or +sweep=…)"
+                          + (f", or write a list as {key}=[{value}]" if "," in value else ""))
+    task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    try:
+        validate_config(OmegaConf.to_container(task, resolve=True))
+    except (OmegaConfBaseException, ValueError) as err:
+        raise ConfigError(one_line(err)) from None
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    if "${now:" not in str(OmegaConf.to_container(cfg.hydra, resolve=False)[key.split(".")[1]]["dir"]):
+        return argv  # a stable dir (a sweep's, or set on the command line): re-running reuses it
+    try:
+        resolved = str(OmegaConf.select(cfg, key, throw_on_missing=True))
+    except OmegaConfBaseException as err:
+        raise ConfigError(one_line(err)) from None
+    claimed = claim_dir(resolved)
+    if not re.fullmatch(r"[\w/.:+@~-]+", claimed):
+        claimed = "'" + claimed.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return [*argv, f"{key}={claimed}"]
 
 
 def torch_threads(requested, launcher) -> int | None:
@@ -42,31 +146,67 @@ def torch_threads(requested, launcher) -> int | None:
     return max(1, cores // (cores if n_jobs < 0 else max(1, n_jobs)))
 
 
+def remove_if_untouched(run_dir: Path) -> None:
+    """Remove a run dir that holds only what Hydra wrote (.hydra/, <job>.log): no results."""
+    if run_dir.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
+        shutil.rmtree(run_dir)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    config = OmegaConf.to_container(cfg, resolve=True)
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    job = hydra_cfg.job.override_dirname if multirun else None
     try:
+        config = OmegaConf.to_container(cfg, resolve=True)
         validate_config(config)
-    except ValueError as err:
-        if multirun:
-            raise
-        sys.exit(f"wcntk: error: {err}")
+    except (OmegaConfBaseException, ValueError) as err:
+        remove_if_untouched(run_dir)
+        if multirun:  # the launcher records the failed job; the other jobs go on
+            raise ConfigError(f"job {job or run_dir.name}: {one_line(err)}") from None
+        sys.exit(f"wcntk: error: {one_line(err)}")
     threads = torch_threads(config["threads"], hydra_cfg.launcher if multirun else None)
     if threads is not None:
         torch.set_num_threads(threads)
+    where = None if multirun else run_dir  # a sweep job's label names its dir
+    if multirun and (done := finished_summary(run_dir)) is not None:
+        print(f"wcntk: [{job}] skipped (already ok)  {metrics_text(done)}", flush=True)
+        return
     try:
-        summary = run_job(config, hydra_cfg.runtime.output_dir, resume=multirun)
-    except DatasetUnavailable as err:
-        if multirun:
+        summary = run_job(config, run_dir, resume=multirun, label=job)
+    except Interrupted as err:
+        say(closing_line(err.summary, where), job)
+        raise
+    except Exception as err:
+        summary = read_summary(run_dir)
+        if summary is None:  # failed before the run was recorded
             raise
-        sys.exit(f"wcntk: error: {err}")
-    if summary["status"] != "ok":
-        print(f"wcntk: {summary['message']}", file=sys.stderr)
+        say(closing_line(summary, where), job)
+        if multirun:  # the other jobs go on; the sweep's closing table lists this one and exits 1
+            return
+        if not isinstance(err, DatasetUnavailable | OSError):
+            raise  # a bug, not a setting or the machine: Hydra shows where
+        sys.exit(1)
+    if summary["status"] == "ok":
+        print(f"wcntk: {f'[{job}] ' if job else ''}{closing_line(summary, where)}", flush=True)
+    else:
+        say(closing_line(summary, where), job)
         if not multirun:
             sys.exit(1)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        sys.argv[1:] = check_command_line(sys.argv[1:])
+    except ConfigError as err:
+        sys.exit(f"wcntk: error: {err}")
+    try:
+        with interruptible():
+            main()
+    except (Interrupted, KeyboardInterrupt) as err:
+        # A job's interruption has been recorded and reported by the job; anything else (Ctrl-C
+        # while Hydra starts, or in the launcher's process) gets one line here, never a traceback.
+        if not isinstance(err, Interrupted) or err.summary is None:
+            say(str(err) if isinstance(err, Interrupted) else "interrupted by SIGINT")
+        sys.exit(err.exit_code if isinstance(err, Interrupted) else 130)
