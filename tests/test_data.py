@@ -175,8 +175,8 @@ def test_constant_train_data_does_not_divide_by_zero(tmp_path):
 # --------------------------------------------------------------------------- config errors
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(name="imagenet"), "data.name"),
-    (dict(source="web"), "data.source"),
+    (dict(name="imagenet"), "dataset.name"),
+    (dict(source="web"), "dataset.source"),
     (dict(name="cifar10", source="bundled"), "not available for cifar10"),
     (dict(name="digits", source="torchvision"), "not available for digits"),
     (dict(n_train=0), "n_train"),

@@ -94,14 +94,14 @@ class DatasetUnavailable(RuntimeError):
     """The dataset's files are not on disk and could not be downloaded."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class DataConfig:
     """What data to load; see the module docstring for the meaning of each source."""
 
     name: str = "mnist"
     n_train: int = 256
     n_test: int = 256
-    classes: Optional[Tuple[int, ...]] = None
+    classes: list[int] | None = None
     source: str = "auto"
     data_dir: str = "~/.cache/wcntk"
     download: bool = True
@@ -114,32 +114,32 @@ class DataConfig:
     def validate(self) -> None:
         """Raise ValueError with one readable line if the config is inconsistent."""
         if self.name not in DATASETS:
-            raise ValueError(f"data.name={self.name!r} is unknown; choose one of {list(DATASETS)}")
+            raise ValueError(f"dataset.name={self.name!r} is unknown; choose one of {list(DATASETS)}")
         if self.source not in SOURCES:
-            raise ValueError(f"data.source={self.source!r} is unknown; choose one of {list(SOURCES)}")
+            raise ValueError(f"dataset.source={self.source!r} is unknown; choose one of {list(SOURCES)}")
         if self.source not in ALLOWED_SOURCES[self.name]:
-            raise ValueError(f"data.source={self.source!r} is not available for {self.name}; "
+            raise ValueError(f"dataset.source={self.source!r} is not available for {self.name}; "
                              f"choose one of {list(ALLOWED_SOURCES[self.name])}")
         for field, low in (("n_train", 1), ("n_test", 0)):
             value = getattr(self, field)
             if not _is_int(value) or value < low:
-                raise ValueError(f"data.{field} must be an integer >= {low}, got {value!r}")
+                raise ValueError(f"dataset.{field} must be an integer >= {low}, got {value!r}")
         if self.grayscale and self.name != "cifar10":
-            raise ValueError(f"data.grayscale only applies to cifar10, not {self.name}")
+            raise ValueError(f"dataset.grayscale only applies to cifar10, not {self.name}")
         if self.name == "synthetic":
             if self.classes is not None:
-                raise ValueError("data.classes does not apply to synthetic data; set data.n_classes")
+                raise ValueError("dataset.classes does not apply to synthetic data; set dataset.n_classes")
             for field, low in (("input_dim", 1), ("n_classes", 2), ("teacher_width", 1)):
                 value = getattr(self, field)
                 if not _is_int(value) or value < low:
-                    raise ValueError(f"data.{field} must be an integer >= {low}, got {value!r}")
+                    raise ValueError(f"dataset.{field} must be an integer >= {low}, got {value!r}")
         elif self.classes is not None:
             classes = list(self.classes)
             if len(classes) < 2 or not all(_is_int(c) and 0 <= c < NATIVE_CLASSES for c in classes):
-                raise ValueError(f"data.classes={classes} must list at least two labels in "
+                raise ValueError(f"dataset.classes={classes} must list at least two labels in "
                                  f"0..{NATIVE_CLASSES - 1}")
             if len(set(classes)) != len(classes):
-                raise ValueError(f"data.classes={classes} repeats a label")
+                raise ValueError(f"dataset.classes={classes} repeats a label")
 
 
 @dataclass

@@ -114,7 +114,7 @@ class ScaledConv2d(nn.Module):
         return self.c_w * h + (self.c_b * self.bias)[:, None, None]
 
 
-@dataclass(frozen=True)
+@dataclass
 class ModelConfig:
     """Everything that defines a network and its initialization."""
 
@@ -137,8 +137,10 @@ class ModelConfig:
         if self.parameterization not in PARAMETERIZATIONS:
             raise ValueError(f"unknown parameterization {self.parameterization!r}; "
                              f"choose one of {PARAMETERIZATIONS}")
-        if self.w_std <= 0 or self.b_std < 0:
-            raise ValueError("w_std must be > 0 and b_std >= 0")
+        if not (math.isfinite(self.w_std) and self.w_std > 0):
+            raise ValueError(f"model.w_std must be finite and > 0, got {self.w_std}")
+        if not (math.isfinite(self.b_std) and self.b_std >= 0):
+            raise ValueError(f"model.b_std must be finite and >= 0, got {self.b_std}")
 
 
 class MLP(nn.Module):

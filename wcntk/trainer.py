@@ -8,7 +8,7 @@ with α = `lr_width_exponent` and m_param = width for mean_field, 1 otherwise.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -37,7 +37,7 @@ CORR_METRICS = ["lin/ntk_rel_change"] + [f"corr/{c}{suffix}" for c in ("C02", "C
 METRIC_NAMES: List[str] = EVAL_METRICS + LIN_METRICS + CORR_METRICS
 
 
-@dataclass(frozen=True)
+@dataclass
 class OptimizerConfig:
     name: str = "gd"                   # gd | sgd | momentum | adam
     lr: float = 1.0
@@ -45,21 +45,27 @@ class OptimizerConfig:
     lr_width_exponent: float = 0.0     # α in η = lr · (width/width_ref)^α
     width_ref: int = 1024
     momentum: float = 0.9              # momentum only
-    betas: tuple = (0.9, 0.999)        # adam only
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam only
 
     def validate(self, n_train: int) -> None:
         if self.name not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.name!r}; choose one of {OPTIMIZERS}")
-        if not self.lr > 0:
-            raise ValueError(f"optimizer.lr must be > 0, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"optimizer.lr must be finite and > 0, got {self.lr}")
+        if not math.isfinite(self.lr_width_exponent):
+            raise ValueError(f"optimizer.lr_width_exponent must be finite, got {self.lr_width_exponent}")
         if self.width_ref <= 0:
             raise ValueError(f"optimizer.width_ref must be > 0, got {self.width_ref}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"optimizer.momentum must be in [0, 1), got {self.momentum}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"optimizer.betas must be two numbers in [0, 1), got {list(self.betas)}")
         if self.batch_size is not None and not 0 < self.batch_size <= n_train:
             raise ValueError(f"optimizer.batch_size must be in 1..n_train={n_train} (or null for "
                              f"full batch), got {self.batch_size}")
 
 
-@dataclass(frozen=True)
+@dataclass
 class TrainConfig:
     steps: int = 1000
     loss: str = "mse"                  # mse | xent

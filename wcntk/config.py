@@ -1,0 +1,179 @@
+"""The run configuration: one typed schema, made of the library's own config dataclasses.
+
+`RunConfig` is both the schema run.py registers in Hydra's ConfigStore (the library itself
+never imports Hydra) and what `OmegaConf.to_object` turns a composed config back into.
+Its keys are the command line's:
+
+    width depth activation parameterization, model.*   -> ModelConfig
+    dataset.*                                          =  DataConfig
+    optimizer.*                                        =  OptimizerConfig
+    seed steps loss precision device log_every
+    corr_every probes progress                         -> TrainConfig
+    threads                                            torch CPU threads per job (run.py)
+    wandb.*                                            =  WandbConfig
+
+Defaults are the library classes' own; `validate_config` runs every check that needs no
+data and raises ValueError with one line.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .data import DataConfig
+from .models import ModelConfig
+from .tracking import WANDB_MODES
+from .trainer import OptimizerConfig, TrainConfig, effective_lr, validate_all
+
+WANDB_PROJECT_FORBIDDEN = "/\\#?%:"  # W&B rejects these; ".." would also escape a local folder
+
+
+@dataclass
+class ModelGroup:
+    """The `model.*` keys (group `model=mlp|cnn`): which network, and its init scales σ_w, σ_b."""
+
+    kind: str = ModelConfig.kind
+    w_std: float = ModelConfig.w_std
+    b_std: float = ModelConfig.b_std
+
+
+@dataclass
+class WandbConfig:
+    """Where the run's W&B record goes; `init_timeout` bounds an online wandb.init (seconds)
+    before the run goes on offline."""
+
+    mode: str = "offline"              # offline | online | disabled
+    project: str = "wcntk"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    name: str | None = None            # null: w<width>-d<depth>-<act>-<param>-<opt>-s<seed>
+    init_timeout: float = 10.0
+
+    def validate(self) -> None:
+        if self.mode not in WANDB_MODES:
+            raise ValueError(f"wandb.mode must be one of {', '.join(WANDB_MODES)}, got {self.mode!r}")
+        bad = sorted(set(WANDB_PROJECT_FORBIDDEN) & set(self.project))
+        if not self.project or bad or ".." in self.project or len(self.project) > 128:
+            raise ValueError(f"wandb.project={self.project!r} is not a valid W&B project name (1 to 128 "
+                             f"characters, none of {' '.join(WANDB_PROJECT_FORBIDDEN)}, no '..')")
+        if not (math.isfinite(self.init_timeout) and self.init_timeout > 0):
+            raise ValueError(f"wandb.init_timeout must be finite seconds > 0, got {self.init_timeout}")
+
+
+@dataclass
+class RunConfig:
+    """Everything one run of run.py is: see the module docstring for where each key goes."""
+
+    dataset: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    model: ModelGroup = field(default_factory=ModelGroup)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    width: int = ModelConfig.width     # hidden units (MLP) or channels (CNN)
+    depth: int = ModelConfig.depth     # hidden layers
+    activation: str = ModelConfig.activation
+    parameterization: str = ModelConfig.parameterization
+    seed: int = TrainConfig.seed
+    steps: int = TrainConfig.steps
+    loss: str = TrainConfig.loss
+    precision: str = TrainConfig.precision
+    device: str = TrainConfig.device
+    log_every: int = TrainConfig.log_every
+    corr_every: int | None = TrainConfig.corr_every
+    probes: int = TrainConfig.probes
+    progress: bool = TrainConfig.progress
+    threads: int | None = None         # CPU threads per job (null: torch's default; joblib: cores/n_jobs)
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(kind=self.model.kind, width=self.width, depth=self.depth,
+                           activation=self.activation, parameterization=self.parameterization,
+                           w_std=self.model.w_std, b_std=self.model.b_std)
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(**{f.name: getattr(self, f.name) for f in fields(TrainConfig)})
+
+    def library_configs(self) -> tuple[ModelConfig, DataConfig, OptimizerConfig, TrainConfig]:
+        return self.model_config(), self.dataset, self.optimizer, self.train_config()
+
+    def validate(self) -> None:
+        """Every check that needs no data; ValueError with one line."""
+        model, data, opt, train = self.library_configs()
+        validate_all(model, data, opt, train)
+        lr = effective_lr(opt, model)
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"the effective learning rate lr·(width/width_ref)^lr_width_exponent is {lr} "
+                             f"at width {self.width}: lower optimizer.lr or optimizer.lr_width_exponent")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or null, got {self.threads}")
+        self.wandb.validate()
+
+
+def config_keys(node: Any = RunConfig, prefix: str = "") -> Iterator[str]:
+    """Every dotted key of the schema, nodes (`optimizer`) and leaves (`optimizer.lr`)."""
+    for f in fields(node):
+        yield prefix + f.name
+        value = f.default_factory() if callable(f.default_factory) else f.default
+        if is_dataclass(value):
+            yield from config_keys(type(value), f"{prefix}{f.name}.")
+
+
+def unknown_key_message(key: str, extra: tuple[str, ...] = ()) -> str:
+    """`unknown config key 'widht' (did you mean 'width'?)`: the nearest schema key (or one of
+    `extra`, e.g. config group names); under a known node (`optimizer.lrr`), its keys only."""
+    keys = [*config_keys(), *extra]
+    parent, _, leaf = key.rpartition(".")
+    if parent not in keys:
+        near = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+        return f"unknown config key {key!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+    leaves = [k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == parent]
+    near = difflib.get_close_matches(leaf, leaves, n=1, cutoff=0.6)
+    hint = f"did you mean '{parent}.{near[0]}'?" if near else f"{parent} has {', '.join(leaves)}"
+    return f"unknown config key {key!r} ({hint})"
+
+
+def one_line(err: BaseException) -> str:
+    """An OmegaConf/Hydra error message (multi-line, maybe with an OmegaConf cause) as one line:
+    its lines joined, the key it is about kept, hints to set HYDRA_FULL_ERROR dropped."""
+    lines = str(err).splitlines()
+    if isinstance(err.__cause__, OmegaConfBaseException):
+        lines += str(err.__cause__).splitlines()
+    kept: list[str] = []
+    key = None
+    for line in filter(None, (ln.strip() for ln in lines)):
+        if line.startswith("full_key:"):
+            key = key or line.split(":", 1)[1].strip()
+        elif line not in kept and not line.startswith(("object_type=", "reference_type=", "Set the env")):
+            kept.append(line)
+    text = " ".join(kept) or type(err).__name__
+    return f"{key}: {text}" if key and key not in text else text
+
+
+def run_config(cfg: Mapping[str, Any]) -> RunConfig:
+    """The typed RunConfig of a plain config dict (keys left out take their defaults).
+    Unknown keys, wrong types and unresolvable interpolations raise ValueError (one line)."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        if type(err).__name__ == "ConfigKeyError" and key:
+            raise ValueError(unknown_key_message(key)) from None
+        raise ValueError(one_line(err)) from None
+
+
+def library_configs(cfg: Mapping[str, Any]) -> tuple[ModelConfig, DataConfig, OptimizerConfig, TrainConfig]:
+    """(ModelConfig, DataConfig, OptimizerConfig, TrainConfig) of a resolved config dict."""
+    return run_config(cfg).library_configs()
+
+
+def validate_config(cfg: Mapping[str, Any]) -> RunConfig:
+    """Raise ValueError (one readable line) for any bad key or setting, before any work."""
+    run = run_config(cfg)
+    run.validate()
+    return run
