@@ -96,6 +96,13 @@ def _short(err: BaseException) -> str:
     return f"{type(err).__name__}: {first[:200]}"
 
 
+def _remove_local_runs(run_dir: Path, pattern: str) -> None:
+    """Remove local W&B run folders `<run_dir>/wandb/<pattern>` (a previous or failed attempt)."""
+    for old in (run_dir / "wandb").glob(pattern):
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+
+
 class WandbLog:
     """One W&B run per run dir. Its id is kept in `<run_dir>/wandb_run_id`, so a re-run job
     continues the same W&B run (online: resume="allow"), and a previous attempt's local run
@@ -118,18 +125,19 @@ class WandbLog:
         else:
             run_id = secrets.token_hex(4)
             id_file.write_text(run_id + "\n")
-        for old in (run_dir / "wandb").glob("*run-*"):
-            if old.is_dir() and not old.is_symlink():
-                shutil.rmtree(old, ignore_errors=True)
+        _remove_local_runs(run_dir, "*run-*")
         kwargs = dict(project=project, group=group, tags=list(tags) or None, name=name, config=config,
                       dir=str(run_dir), entity=entity, id=run_id, reinit="finish_previous")
         settings = dict(console="off", silent=True, x_disable_stats=True)
         if mode == "online":
+            wandb.setup(settings=wandb.Settings(silent=True))  # no "Loaded credentials" line
             try:
                 self.run = wandb.init(mode="online", resume="allow", **kwargs,
                                       settings=wandb.Settings(**settings, init_timeout=init_timeout))
             except Exception as err:  # noqa: BLE001 - no network, no login, bad entity: go on offline
                 reason = _short(err)
+                wandb.teardown()  # else the failed attempt keeps holding the run id
+                _remove_local_runs(run_dir, f"run-*-{run_id}")
             else:
                 reason = None
         if self.run is None:
