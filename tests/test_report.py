@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
-from wcntk import report
+from wcntk import powerlaw, report
 
 WIDTHS = (8, 16, 32, 64, 128, 256, 512)
 SEEDS = (0, 1, 2)
@@ -29,19 +30,25 @@ TRUTH = {
 LOSSES = ("net/train_loss", "twin/train_loss", "net/test_loss", "twin/test_loss")
 
 
-def config(width, seed, activation="relu"):
-    return {"width": width, "depth": 1, "activation": activation, "parameterization": "ntk",
-            "dataset": "mnist", "model": "mlp", "optimizer": "gd", "lr": 1.0, "effective_lr": 1.0,
-            "lr_width_exponent": 0.0, "width_ref": 1024, "batch_size": None, "loss": "mse",
-            "steps": 100, "seed": seed, "precision": "float32", "n_train": 256, "n_test": 256,
-            "n_params": 795 * width + 10}
+def config(width, seed, activation="relu", b_std=0.05, group="synthetic-group", threads=None):
+    """A nested resolved config as summary.json records it (wcntk.record)."""
+    return {"width": width, "depth": 1, "activation": activation, "parameterization": "ntk", "seed": seed,
+            "steps": 100, "loss": "mse", "precision": "float32", "threads": threads, "progress": False,
+            "model": {"kind": "mlp", "w_std": 1.0, "b_std": b_std},
+            "dataset": {"name": "mnist", "n_train": 256, "n_test": 256, "data_dir": "~/.cache/wcntk"},
+            "optimizer": {"name": "gd", "lr": 1.0, "lr_width_exponent": 0.0, "width_ref": 1024,
+                          "batch_size": None},
+            "wandb": {"mode": "offline", "project": "wcntk-test", "group": group, "tags": []}}
 
 
 def write_job(path: Path, cfg, status="ok", initial=None, final=None, message=None, diverged_step=None,
-              curves=None):
+              curves=None, provenance=None):
     path.mkdir(parents=True)
     (path / "summary.json").write_text(json.dumps({
-        "status": status, "message": message, "diverged_step": diverged_step, "config": cfg,
+        "status": status, "message": message, "diverged_step": diverged_step, "last_step": 100,
+        "config": cfg, "facts": {"effective_lr": 1.0, "n_params": 795 * cfg["width"] + 10,
+                                 "data_source": "synthetic", "device": "cpu"},
+        "provenance": provenance or {"host": "elsewhere", "pid": 1},
         "initial": initial or {}, "final": final or {}, "wall_time_s": 1.5}))
     if curves is not None:
         curves.to_csv(path / "metrics.csv", index=False)
@@ -97,29 +104,29 @@ def sweep(tmp_path_factory):
     return root, report.make_report(root, metrics=REPORT_METRICS)
 
 
-def test_t_quantile_known_values():
-    for df, t in [(1, 12.7062047), (2, 4.3026527), (3, 3.1824463), (10, 2.2281389), (30, 2.0422725)]:
-        assert report.t_quantile(0.975, df) == pytest.approx(t, rel=1e-7)
-    assert report.t_quantile(0.025, 5) == pytest.approx(-report.t_quantile(0.975, 5))
-    scipy_stats = pytest.importorskip("scipy.stats")
-    for df in (1, 2, 5, 19, 20, 101):
-        for p in (0.6, 0.9, 0.975, 0.995):
-            assert report.t_quantile(p, df) == pytest.approx(scipy_stats.t.ppf(p, df), rel=1e-9)
+def test_fit_power_law_matches_scipy():
+    rng = np.random.default_rng(0)
+    w = np.repeat([8.0, 16, 32, 64], 3)
+    v = 2.0 * w ** -0.6 * np.exp(0.1 * rng.standard_normal(len(w)))
+    fit = powerlaw.fit_power_law(w, v)
+    ref = stats.linregress(np.log(w), np.log(v))
+    assert fit["slope"] == pytest.approx(ref.slope, rel=1e-12)
+    assert fit["intercept"] == pytest.approx(ref.intercept, rel=1e-12)
+    assert fit["stderr"] == pytest.approx(ref.stderr, rel=1e-10)
+    assert fit["r2"] == pytest.approx(ref.rvalue ** 2, rel=1e-10)
+    # 95 % Student-t CI with N − 2 = 10 degrees of freedom: t_{0.975, 10} = 2.2281389 (tables)
+    assert fit["ci_half"] == pytest.approx(2.2281389 * ref.stderr, rel=1e-7)
+    assert powerlaw.fit_power_law(w, v, confidence=0.99)["ci_half"] == pytest.approx(
+        stats.t.ppf(0.995, 10) * ref.stderr, rel=1e-12)
 
 
 def test_fit_power_law_noiseless():
     w = np.array([8, 16, 32, 64] * 2, float)
-    fit = report.fit_power_law(w, 3.0 * w ** -0.75)
+    fit = powerlaw.fit_power_law(w, 3.0 * w ** -0.75)
     assert fit["slope"] == pytest.approx(-0.75) and fit["intercept"] == pytest.approx(math.log(3.0))
     assert fit["r2"] == pytest.approx(1.0) and fit["ci_half"] < 1e-9 and fit["n_points"] == 8
-
-
-def test_theory_slopes():
-    assert report.theory_slope("final/lin/func_rmse_test") == (-1.0, -0.5)
-    assert report.theory_slope("init/corr/C02_max") == (-1.0, -1.0)
-    assert report.theory_slope("init/corr/step_ratio_3") == (-1.0, -1.0)
-    assert report.theory_slope("final/lin/loss_gap_train") is None
-    assert report.theory_slope("final/net/test_acc") is None
+    two = powerlaw.fit_power_law([8, 16], [1.0, 0.5])
+    assert two["slope"] == pytest.approx(-1.0) and math.isnan(two["ci_half"])
 
 
 def test_collect_is_tidy(sweep):
@@ -127,8 +134,8 @@ def test_collect_is_tidy(sweep):
     runs = res["runs"]
     assert len(runs) == 2 * len(WIDTHS) * len(SEEDS) + 3
     assert list(runs["job_dir"][:3]) == ["0", "1", "2"]  # natural order
-    for col in ("job_dir", "status", "message", "width", "seed", "activation", "n_params",
-                "wall_time_s", "init/corr/C02", "final/lin/func_rmse_test"):
+    for col in ("job_dir", "status", "message", "width", "seed", "activation", "facts.n_params",
+                "model.b_std", "optimizer.lr", "wall_time_s", "init/corr/C02", "final/lin/func_rmse_test"):
         assert col in runs
     assert report.setting_columns(runs) == ["activation"]
     assert list(runs["setting"].cat.categories) == ["activation=relu", "activation=tanh", "(unreadable)"]
@@ -179,7 +186,7 @@ def test_failures_listed(sweep):
     assert counts.loc["activation=relu", "total"] == len(WIDTHS) * len(SEEDS) + 1
     text = res["files"]["failures_md"].read_text()
     assert "CUDA out of memory" in text and "non-finite loss at step 17" in text
-    assert "| activation=tanh | 512 | 3 | diverged | 17 |" in text
+    assert "| activation=tanh | 512 | 3 | diverged | 100 | 17 |" in text
 
 
 def test_files_written(sweep):
@@ -190,7 +197,9 @@ def test_files_written(sweep):
                  "report.md"):
         assert (out / name).stat().st_size > 0, name
     md = (out / "slopes.md").read_text()
-    assert "slope ± 95% CI (t)" in md and "theory (ntk)" in md and "-1 … -0.5" in md
+    assert "slope ± 95% CI (t)" in md and "| theory | verdict |" in md and "≤ -0.5 | consistent" in md
+    text = (out / "report.md").read_text()
+    assert "DESIGN" not in text and "docs/theory.md" in text and "## Deviation vs correlation" in text
     assert len(pd.read_csv(out / "slopes.csv")) == 2 * len(REPORT_METRICS)
     for stem in ("width_all", "width_final_lin_func_rmse_test", "width_init_corr_C02", "loss_curves_w512"):
         for ext in ("png", "pdf"):
@@ -211,7 +220,8 @@ def test_loss_curves_read_metrics_csv(sweep):
     assert len(fig.axes) == 4  # 2 settings × (train, test)
     # ok jobs are preferred; a setting whose only job at that width diverged still gets curves
     runs = res["runs"].copy()
-    runs.loc[(runs["width"] == 512) & (runs["activation"] == "tanh") & (runs["status"] == "ok"), "width"] = 511
+    moved = (runs["width"] == 512) & (runs["activation"] == "tanh") & (runs["status"] == "ok")
+    runs.loc[moved, "width"] = 511
     _, jobs_div = report.curve_jobs(runs, root, 512)
     assert list(jobs_div["status"]) == ["ok", "diverged"] and list(jobs_div["seed"]) == [0, 3]
 
@@ -223,7 +233,8 @@ def test_single_width_and_missing_metric_are_na(tmp_path):
     s = res["slopes"].set_index("metric")
     assert s.loc["final/lin/func_rmse_test", "result"] == "n/a"
     assert "fewer than 2 widths" in s.loc["final/lin/func_rmse_test", "note"]
-    assert s.loc["final/net/test_acc", "result"] == "n/a" and s.loc["final/net/test_acc", "note"] == "not logged"
+    assert s.loc["final/net/test_acc", "result"] == "n/a"
+    assert s.loc["final/net/test_acc", "note"] == "not logged"
     assert list(s["setting"].unique()) == ["all"]
     assert (tmp_path / "out" / "plots" / "width_all.png").is_file()
 
@@ -240,21 +251,25 @@ def _env(tmp_path):
     return root, env
 
 
+@pytest.mark.slow
 def test_cli(tmp_path):
     make_sweep(tmp_path / "sweep", widths=(8, 32, 128))
     root, env = _env(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "wcntk.report", str(tmp_path / "sweep"), "--out",
                            str(tmp_path / "out"), "--width-metric", "lin/func_rmse_test", "corr/C02",
-                           "--formats", "png"], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+                           "--formats", "png"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "slope ± 95% CI (t)" in proc.stdout and "init/corr/C02" in proc.stdout
     assert "CUDA out of memory" in proc.stdout
-    assert (tmp_path / "out" / "slopes.md").is_file() and (tmp_path / "out" / "plots" / "width_all.png").is_file()
+    assert (tmp_path / "out" / "slopes.md").is_file()
+    assert (tmp_path / "out" / "plots" / "width_all.png").is_file()
     bad = subprocess.run([sys.executable, "-m", "wcntk.report", str(tmp_path / "empty_missing")], cwd=root,
                          env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "not a directory" in bad.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["disabled", "offline"])
 def test_wandb_modes(tmp_path, monkeypatch, mode):
     pytest.importorskip("wandb")
@@ -271,6 +286,7 @@ def test_wandb_modes(tmp_path, monkeypatch, mode):
         assert list((tmp_path / "out" / "wandb").glob("offline-run-*"))
 
 
+@pytest.mark.slow
 def test_wandb_failure_only_warns(tmp_path, monkeypatch):
     wandb = pytest.importorskip("wandb")
 
@@ -281,3 +297,66 @@ def test_wandb_failure_only_warns(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="wandb logging failed"):
         res = report.make_report(tmp_path, metrics=["lin/func_rmse_test"], formats=("png",), wandb=True)
     assert res["wandb_dir"] is None and (tmp_path / "report" / "slopes.md").is_file()
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_never_pools_settings_and_never_fits_unfinished_jobs(tmp_path):
+    """issue 8 item 5: model.b_std=0.05,0.5 are two settings; stale/interrupted jobs are listed,
+    not fitted; bookkeeping keys (wandb.group, threads) and facts that vary are not settings."""
+    import socket
+    job = 0
+    for b_std, slope in ((0.05, -1.0), (0.5, -0.5)):
+        for w in (16, 64, 256):
+            for s in (0, 1):
+                c02 = 2.0 * w ** slope * math.exp(0.02 * (-1) ** s)  # the seeds' noise cancels in the fit
+                cfg = config(w, s, b_std=b_std, group=f"g{job % 2}", threads=job % 3 or None)
+                write_job(tmp_path / str(job), cfg, initial={"corr/C02": c02},
+                          final={"lin/func_rmse_test": c02 ** 0.5})
+                job += 1
+    write_job(tmp_path / "interrupted", config(1024, 0, b_std=0.5), status="interrupted",
+              message="SIGTERM", initial={"corr/C02": 1e3}, final={"lin/func_rmse_test": 1e3})
+    write_job(tmp_path / "stale", config(1024, 1, b_std=0.05), status="running",
+              provenance={"host": socket.gethostname(), "pid": _dead_pid()}, initial={"corr/C02": 1e3})
+    res = report.make_report(tmp_path, tmp_path / "out", metrics=["corr/C02"], formats=("png",))
+    runs = res["runs"]
+    assert report.setting_columns(runs) == ["model.b_std"]
+    assert list(runs["setting"].cat.categories) == ["b_std=0.05", "b_std=0.5"]
+    slopes = res["slopes"].set_index("setting")
+    assert slopes.loc["b_std=0.05", "slope"] == pytest.approx(-1.0, abs=1e-9)
+    assert slopes.loc["b_std=0.5", "slope"] == pytest.approx(-0.5, abs=1e-9)
+    assert (slopes["n_points"] == 6).all()  # the interrupted and stale jobs (width 1024) are not fitted
+    assert slopes.loc["b_std=0.05", "verdict"] == "yes" and slopes.loc["b_std=0.5", "verdict"] == "no"
+    fails = res["failures"].set_index("job_dir")
+    assert fails.loc["interrupted", "status"] == "interrupted" and fails.loc["stale", "status"] == "stale"
+    assert fails.loc["stale", "setting"] == "b_std=0.05"
+    assert "process is gone" in fails.loc["stale", "message"]
+    # final deviation ∝ C02^0.5 in both settings
+    dev = res["deviation"]
+    fit = dev[(dev["correlation"] == "init/corr/C02") & (dev["deviation"] == "final/lin/func_rmse_test")]
+    assert fit["slope"].to_numpy() == pytest.approx([0.5, 0.5], abs=1e-9)
+
+
+def test_setting_labels_short_unless_ambiguous():
+    assert report.setting_labels(["model.b_std", "optimizer.lr_width_exponent", "activation"]) == {
+        "model.b_std": "b_std", "optimizer.lr_width_exponent": "α", "activation": "activation"}
+    assert report.setting_labels(["model.kind", "optimizer.momentum", "dataset.name", "optimizer.name"]) == {
+        "model.kind": "kind", "optimizer.momentum": "momentum", "dataset.name": "dataset.name",
+        "optimizer.name": "optimizer.name"}
+    assert not report.is_setting_key("facts.effective_lr") and not report.is_setting_key("wandb.group")
+    assert not report.is_setting_key("model.width") and report.is_setting_key("dataset.standardize")
+
+
+def test_deviation_trajectories_one_line_per_width(sweep):
+    root, res = sweep
+    fig = report.plot_deviation_trajectories(res["runs"], root, ["net/train_loss", "twin/test_loss"])
+    assert len(fig.axes) == 2 * 2  # 2 settings × 2 metrics
+    assert [len(ax.lines) for ax in fig.axes] == [len(WIDTHS)] * 4
+    first = pd.concat(pd.read_csv(root / str(j) / "metrics.csv") for j in range(3))  # relu, width 8, 3 seeds
+    mean = first.groupby("step")["net/train_loss"].mean()
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), mean.to_numpy())
+    assert (root / "report" / "plots" / "deviation_vs_correlation.png").stat().st_size > 1000

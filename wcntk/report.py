@@ -1,4 +1,6 @@
-"""Sweep report: width-scaling power laws of linearity deviation and derivative correlations.
+"""Sweep report: width-scaling power laws of linearity deviation and derivative correlations,
+each slope judged against the theory of its own setting, and the deviation against the
+correlations (the paper's comparison).
 
 Usage::
 
@@ -7,15 +9,19 @@ Usage::
 
 or, from a notebook, ``make_report(sweep_dir)`` (returns the tables and the written paths).
 
-Input: every ``summary.json`` below SWEEP_DIR (one per job, as the runner writes it) and, for
-the loss curves, the ``metrics.csv`` next to it. Output (default ``SWEEP_DIR/report/``):
-``runs.csv`` (+ ``runs.parquet`` when pyarrow imports), ``per_width.csv``, ``slopes.md`` /
-``slopes.csv``, ``failures.md`` / ``failures.csv``, ``report.md`` and ``plots/*.png|pdf``.
+Input: every ``summary.json`` below SWEEP_DIR (layout: :mod:`wcntk.record`) and, for the
+curves, the ``metrics.csv`` next to it. Output (default ``SWEEP_DIR/report/``): ``runs.csv``
+(+ ``runs.parquet`` when pyarrow imports), ``per_width.csv``, ``slopes.md`` / ``slopes.csv``,
+``deviation_vs_correlation.md`` / ``.csv``, ``failures.md`` / ``failures.csv``, ``report.md``
+and ``plots/*.png|pdf``.
 
-Setting. A job's setting is the tuple of config values that vary across the sweep, except
-width, seed, n_params, data_source, device and effective_lr (= lr·(width/width_ref)^lr_width_exponent, which varies
-with width by construction; ``lr`` is the base rate η₀ and stays a setting key). Only jobs with
-status "ok" are fitted; every other job is listed in the failures table, never dropped silently.
+Setting. A job's setting is the tuple of config values (dotted keys of the nested config) that
+vary across the sweep, except width, seed and the bookkeeping keys of
+:data:`wcntk.record.BOOKKEEPING_KEYS`; facts (effective lr, n_params, …) are never settings.
+A setting is labelled by the last component of each key (the full key where two would clash;
+``optimizer.lr_width_exponent`` is written α). Only jobs with status "ok" are fitted; every
+other job (diverged, failed, interrupted, running, stale, unreadable) is listed in the
+failures table, never dropped silently.
 
 Metrics are named ``final/<name>`` (value at the last logged step) or ``init/<name>`` (at θ₀).
 A bare name means ``init/`` for ``corr/*`` (the headline correlations are at θ₀), else ``final/``.
@@ -24,123 +30,54 @@ Per width (setting s, metric M, width n, seeds i = 1..k, finite values only)::
 
     mean = (1/k) Σ_i M_i,        s.e. = std_{ddof=1}(M_i) / √k
 
-Power law, fitted on all N (width, seed) points j of a setting, not on the per-width means::
-
-    x_j = ln n_j,   y_j = ln M_j,   y = a + b·x + ε              (ordinary least squares)
-    b = S_xy / S_xx,   a = ȳ − b·x̄,   R² = 1 − Σ_j r_j² / Σ_j (y_j − ȳ)²
-    s² = Σ_j r_j² / (N − 2),   SE(b) = s / √S_xx
-    95 % CI of b:  b ± t_{0.975, N−2} · SE(b)
-
-The CI is the regression-standard-error interval with Student-t quantiles (i.i.d. normal
-residuals in log space, the (width, seed) points treated as independent). The t quantile is
-computed here without scipy, exactly for integer degrees of freedom: the closed-form t CDF of
-Abramowitz & Stegun 26.7.3-4 in θ = atan(t/√ν), inverted by bisection (`t_quantile`).
+Slopes: :func:`wcntk.powerlaw.fit_power_law` of M against n on all (width, seed) points of a
+setting (not on the per-width means): OLS in log-log space, 95 % Student-t CI. The deviation
+vs correlation table fits final deviation against initial correlation the same way.
 
 Special cases: |M| ≤ 1e-30 in every ok run of the setting → "exactly 0", not fitted (e.g.
 corr/C03 of a 1-hidden-layer ReLU net); fewer than 2 distinct widths → "n/a"; N = 2 → slope
 without CI. Single non-finite or ≤ 1e-30 values are left out of the fit and counted in "note".
 
-Theory (DESIGN.md §3-4, NTK parameterization at fixed learning rate; printed as "theory (ntk)"):
-func_rmse, taylor_rmse, ntk_rel_change: −1 … −0.5; func_mse: −2 … −1; param_rel_change: −0.5;
-C02, C03, step_ratio_d: −1; C11: −0.5; loss_gap: none. ``*_max`` variants share their slope.
+Theory: :func:`wcntk.theory.expected` per setting and metric (prediction, bound, exact 0 or
+"—"), derived in docs/theory.md; the verdict is "yes"/"no" for a prediction (does the CI
+cover it), "consistent"/"above bound" for a bound.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import re
 import sys
 import warnings
+from collections.abc import Sequence
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .powerlaw import fit_power_law
+from .record import effective_status, flatten, is_bookkeeping
+from .theory import Expectation, expected
+
 ZERO_TOL = 1e-30
-CONFIDENCE = 0.95
-NON_SETTING = ("width", "seed", "n_params", "effective_lr", "data_source", "device")
-JOB_COLUMNS = ("job_dir", "status", "message", "diverged_step")
+THEORY_DOC = Path(__file__).resolve().parents[1] / "docs" / "theory.md"
+# Facts that the old summary layout kept inside its flat config: never settings.
+OLD_LAYOUT_FACTS = ("n_params", "effective_lr", "data_source", "device")
+JOB_COLUMNS = ("job_dir", "status", "message", "diverged_step", "last_step")
 DEFAULT_METRICS = (
     "final/lin/func_rmse_test", "final/lin/func_mse_test", "final/lin/taylor_rmse_test",
     "final/lin/param_rel_change", "final/lin/ntk_rel_change", "final/lin/loss_gap_test",
     "init/corr/C02", "init/corr/C03", "init/corr/C11", "init/corr/step_ratio_2",
     "init/corr/step_ratio_3",
 )
+DEVIATIONS = ("final/lin/func_rmse_test", "final/lin/loss_gap_test")
+CORRELATIONS = ("init/corr/C02", "init/corr/C11")
 LOSS_CURVES = (("train", "net/train_loss", "twin/train_loss"), ("test", "net/test_loss", "twin/test_loss"))
-# Expected log-log slope ranges (low, high) vs width, NTK parameterization (DESIGN.md §3-4).
-THEORY: Dict[str, Optional[Tuple[float, float]]] = {
-    "lin/func_rmse": (-1.0, -0.5),
-    "lin/func_mse": (-2.0, -1.0),
-    "lin/taylor_rmse": (-1.0, -0.5),
-    "lin/param_rel_change": (-0.5, -0.5),
-    "lin/ntk_rel_change": (-1.0, -0.5),
-    "lin/loss_gap": None,
-    "corr/C02": (-1.0, -1.0),
-    "corr/C03": (-1.0, -1.0),
-    "corr/C11": (-0.5, -0.5),
-    "corr/step_ratio": (-1.0, -1.0),
-}
-
-
-# ----------------------------------------------------------------------------- statistics
-
-def _t_central(theta: float, df: int) -> float:
-    """P(|T| < √df·tan θ) for Student's t with integer df (Abramowitz & Stegun 26.7.3-4)."""
-    c2, total, term = math.cos(theta) ** 2, 1.0, 1.0
-    if df % 2:
-        if df == 1:
-            return 2.0 * theta / math.pi
-        for k in range(1, (df - 1) // 2):
-            term *= 2 * k / (2 * k + 1) * c2
-            total += term
-        return 2.0 / math.pi * (theta + math.sin(theta) * math.cos(theta) * total)
-    for k in range(1, df // 2):
-        term *= (2 * k - 1) / (2 * k) * c2
-        total += term
-    return math.sin(theta) * total
-
-
-def t_quantile(p: float, df: int) -> float:
-    """p-quantile of Student's t with integer df ≥ 1 (bisection on the exact CDF, no scipy)."""
-    if df < 1 or int(df) != df or not 0.0 < p < 1.0:
-        raise ValueError(f"need integer df >= 1 and 0 < p < 1, got df={df}, p={p}")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    target, lo, hi = 2.0 * p - 1.0, 0.0, math.pi / 2
-    for _ in range(64):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if _t_central(mid, int(df)) < target else (lo, mid)
-    return math.sqrt(df) * math.tan(0.5 * (lo + hi))
-
-
-def fit_power_law(width: Sequence[float], value: Sequence[float]) -> Dict[str, float]:
-    """OLS of ln(value) on ln(width): slope b, intercept a, SE(b), 95 % t-CI half-width, R², N."""
-    x, y = np.log(np.asarray(width, float)), np.log(np.asarray(value, float))
-    n = len(x)
-    sxx = float(((x - x.mean()) ** 2).sum())
-    b = float(((x - x.mean()) * (y - y.mean())).sum()) / sxx
-    a = float(y.mean() - b * x.mean())
-    ssr = float(((y - a - b * x) ** 2).sum())
-    sst = float(((y - y.mean()) ** 2).sum())
-    se = math.sqrt(ssr / (n - 2) / sxx) if n > 2 else math.nan
-    half = t_quantile(0.5 + CONFIDENCE / 2, n - 2) * se if n > 2 else math.nan
-    return {"slope": b, "intercept": a, "stderr": se, "ci_half": half,
-            "r2": 1.0 - ssr / sst if sst > 0 else math.nan, "n_points": n}
-
-
-def theory_slope(metric: str) -> Optional[Tuple[float, float]]:
-    """Theoretical slope range for a metric name (prefix init/ or final/ optional), or None."""
-    name = re.sub(r"^(init|final)/", "", metric)
-    while name not in THEORY:
-        stripped = re.sub(r"_(train|test|max|\d+)$", "", name)
-        if stripped == name:
-            return None
-        name = stripped
-    return THEORY[name]
+SHORT_NAMES = {"lr_width_exponent": "α"}
 
 
 # ----------------------------------------------------------------------------- collection
@@ -152,32 +89,50 @@ def _number(v) -> float:
         return math.nan
 
 
+def _axis_key(config: dict, name: str) -> str | None:
+    """The config key of an axis ("width", "seed"): the key itself, else the one ending in .name."""
+    if name in config:
+        return name
+    hits = [k for k in config if k.endswith("." + name)]
+    return hits[0] if len(hits) == 1 else None
+
+
 def _read_summary(path: Path, root: Path) -> dict:
     row = {"job_dir": path.parent.relative_to(root).as_posix()}
     try:
         s = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         return {**row, "status": "unreadable", "message": f"{type(e).__name__}: {e}"}
-    row.update(status=s.get("status") or "unknown", message=s.get("message"),
-               diverged_step=s.get("diverged_step"))
-    for k, v in (s.get("config") or {}).items():
+    row.update(status=effective_status(s), message=s.get("message"),
+               diverged_step=s.get("diverged_step"), last_step=s.get("last_step"))
+    if row["status"] == "stale":
+        row["message"] = row["message"] or "status running, but its process is gone (killed?)"
+    config = dict(flatten(s.get("config") or {}))
+    for k, v in config.items():
         row[k] = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
+    for axis in ("width", "seed"):
+        key = _axis_key(config, axis)
+        if key is not None:
+            row[axis] = config[key]
+    for k, v in (s.get("facts") or {}).items():
+        row[f"facts.{k}"] = v
     row["wall_time_s"] = _number(s.get("wall_time_s"))
     row.update({f"init/{k}": _number(v) for k, v in (s.get("initial") or {}).items()})
     row.update({f"final/{k}": _number(v) for k, v in (s.get("final") or {}).items()})
     return row
 
 
-def config_columns(runs: pd.DataFrame) -> List[str]:
-    """The config keys among the columns of a `collect` table."""
+def config_columns(runs: pd.DataFrame) -> list[str]:
+    """The config keys among the columns of a `collect` table (facts.* included)."""
     return [c for c in runs.columns if c not in JOB_COLUMNS + ("wall_time_s", "setting")
             and not c.startswith(("init/", "final/"))]
 
 
 def collect(sweep_dir) -> pd.DataFrame:
-    """One row per job below sweep_dir: job_dir (relative), status, message, diverged_step,
-    every config key, wall_time_s, init/<metric>, final/<metric>. Unparsable summary.json files
-    become rows with status "unreadable"."""
+    """One row per job below sweep_dir: job_dir (relative), status (stale for a dead running
+    job), message, diverged_step, last_step, every config key (dotted), width, seed, facts.<k>,
+    wall_time_s, init/<metric>, final/<metric>. Unparsable summary.json files become rows with
+    status "unreadable"."""
     root = Path(sweep_dir)
     paths = sorted(root.rglob("summary.json"),
                    key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.as_posix())])
@@ -185,10 +140,11 @@ def collect(sweep_dir) -> pd.DataFrame:
     if not rows:
         raise FileNotFoundError(f"no summary.json below {root}")
     runs = pd.DataFrame(rows)
-    for c in JOB_COLUMNS:
+    for c in JOB_COLUMNS + ("width", "seed"):
         if c not in runs:
             runs[c] = None
-    runs["diverged_step"] = pd.to_numeric(runs["diverged_step"], errors="coerce").astype("Int64")
+    for c in ("diverged_step", "last_step"):
+        runs[c] = pd.to_numeric(runs[c], errors="coerce").astype("Int64")
     cols = list(runs.columns)
     metrics = [c for c in cols if c.startswith("init/")] + [c for c in cols if c.startswith("final/")]
     ordered = list(JOB_COLUMNS) + config_columns(runs) + ["wall_time_s"] + metrics
@@ -196,7 +152,7 @@ def collect(sweep_dir) -> pd.DataFrame:
 
 
 def _fmt(v) -> str:
-    if pd.isna(v):
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
         return "none"
     return f"{v:.10g}" if isinstance(v, (float, np.floating)) else str(v)
 
@@ -209,30 +165,55 @@ def _sort_key(v):
     return (1, 0.0, str(v))
 
 
-def setting_columns(runs: pd.DataFrame) -> List[str]:
-    """Config columns (other than NON_SETTING) that vary across the sweep."""
+def is_setting_key(key: str) -> bool:
+    """False for width and seed (also as model.width, train.seed, …), bookkeeping keys and facts."""
+    return not (key.split(".")[-1] in ("width", "seed") or key.startswith("facts.")
+                or is_bookkeeping(key) or key in OLD_LAYOUT_FACTS)
+
+
+def setting_columns(runs: pd.DataFrame) -> list[str]:
+    """Config columns that vary across the sweep's readable jobs and are setting keys."""
     readable = runs[runs["status"] != "unreadable"]
     return [c for c in config_columns(runs)
-            if c not in NON_SETTING and readable[c].nunique(dropna=False) > 1]
+            if is_setting_key(c) and readable[c].nunique(dropna=False) > 1]
+
+
+def setting_labels(columns: Sequence[str]) -> dict[str, str]:
+    """Short label of each setting column: its last dotted component (α for lr_width_exponent),
+    the full key where two columns would share one."""
+    last = [c.split(".")[-1] for c in columns]
+    return {c: SHORT_NAMES.get(s, s) if last.count(s) == 1 else c
+            for c, s in zip(columns, last, strict=True)}
 
 
 def with_settings(runs: pd.DataFrame) -> pd.DataFrame:
-    """Copy of runs with an ordered categorical "setting" label ("activation=relu, ..." or "all")."""
+    """Copy of runs with an ordered categorical "setting" label ("b_std=0.5, α=-1", or "all")."""
     cols = setting_columns(runs)
+    names = setting_labels(cols)
 
     def label(row) -> str:
         if row["status"] == "unreadable":
             return "(unreadable)"
-        return ", ".join(f"{c}={_fmt(row[c])}" for c in cols) or "all"
+        return ", ".join(f"{names[c]}={_fmt(row[c])}" for c in cols) or "all"
 
     out = runs.copy()
     labels = [label(r) for _, r in out.iterrows()]
     first = {}
-    for lab, (_, r) in zip(labels, out.iterrows()):
+    for lab, (_, r) in zip(labels, out.iterrows(), strict=False):
         first.setdefault(lab, tuple(_sort_key(r[c]) for c in cols) if lab != "(unreadable)" else ((3,),))
     order = sorted(first, key=first.get)
     out.insert(1, "setting", pd.Categorical(labels, categories=order, ordered=True))
     return out
+
+
+def setting_config(runs: pd.DataFrame, setting: str) -> dict:
+    """The config of a setting (dotted keys, from its first readable job) for :func:`expected`."""
+    rows = runs[runs["setting"] == setting]
+    return {c: v for c, v in rows.iloc[0][config_columns(runs)].items() if not _missing(v)}
+
+
+def _missing(v) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
 
 
 def metric_column(spec: str) -> str:
@@ -244,10 +225,43 @@ def metric_column(spec: str) -> str:
 
 # ----------------------------------------------------------------------------- fitting
 
+def _fit_row(x: np.ndarray, v: np.ndarray, row: dict, x_name: str = "widths") -> dict:
+    """Fill row (result, note, n_points, n_<x_name>, fit columns) from points (x, v)."""
+    finite = np.isfinite(v) & np.isfinite(x) & (x > 0)
+    if not finite.any():
+        return {**row, "note": "no finite values"}
+    if (np.abs(v[finite]) <= ZERO_TOL).all():
+        return {**row, "result": "exactly 0", "n_points": int(finite.sum()),
+                f"n_{x_name}": len(np.unique(x[finite]))}
+    use = finite & (v > ZERO_TOL)
+    dropped = len(v) - int(use.sum())
+    row = {**row, "n_points": int(use.sum()), f"n_{x_name}": len(np.unique(x[use])),
+           "note": f"{dropped} non-finite/≤0 value(s) left out" if dropped else ""}
+    if row[f"n_{x_name}"] < 2:
+        return {**row, "note": "; ".join(filter(None, [f"fewer than 2 {x_name}", row["note"]]))}
+    return {**row, **fit_power_law(x[use], v[use]), "result": "fit"}
+
+
+def _theory_columns(e: Expectation, row: dict) -> dict:
+    return {"theory": e.text(), "theory_kind": e.kind, "theory_slope": e.slope, "theory_reason": e.reason,
+            "verdict": e.verdict(row["result"], row.get("slope", math.nan), row.get("ci_half", math.nan))}
+
+
+def _finish(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    for c in ("slope", "intercept", "stderr", "ci_half", "r2"):
+        if c not in df:
+            df[c] = math.nan
+    df["ci_low"] = df["slope"] - df["ci_half"]
+    df["ci_high"] = df["slope"] + df["ci_half"]
+    return df
+
+
 def fit_slopes(runs: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS
-               ) -> Tuple[pd.DataFrame, pd.DataFrame]:
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(slopes, per_width) for every setting × metric, from the status-ok rows of a
-    `with_settings` table. slopes.result is "fit", "exactly 0" or "n/a"."""
+    `with_settings` table. slopes.result is "fit", "exactly 0" or "n/a"; theory, theory_kind,
+    theory_slope, theory_reason and verdict come from :func:`wcntk.theory.expected`."""
     cols = setting_columns(runs)
     ok = runs[runs["status"] == "ok"]
     slope_rows, width_rows = [], []
@@ -256,56 +270,61 @@ def fit_slopes(runs: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS
             continue
         g = ok[ok["setting"] == setting]
         keys = runs.loc[runs["setting"] == setting, cols].iloc[0].to_dict()
+        config = setting_config(runs, setting)
         for metric in map(metric_column, metrics):
-            theory = theory_slope(metric)
             row = {"setting": setting, **keys, "metric": metric, "result": "n/a", "note": "",
-                   "n_points": 0, "n_widths": 0,
-                   "theory_low": theory[0] if theory else math.nan,
-                   "theory_high": theory[1] if theory else math.nan}
-            slope_rows.append(row)
+                   "n_points": 0, "n_widths": 0}
             if g.empty:
                 row["note"] = "no ok jobs"
-                continue
-            if metric not in g:
+            elif metric not in g:
                 row["note"] = "not logged"
-                continue
-            w = g["width"].astype(float).to_numpy()
-            v = g[metric].astype(float).to_numpy()
-            finite = np.isfinite(v) & np.isfinite(w) & (w > 0)
-            for width in np.unique(w[finite]):
-                vals = v[finite & (w == width)]
-                width_rows.append({"setting": setting, "metric": metric, "width": width,
-                                   "n": len(vals), "mean": vals.mean(),
-                                   "se": vals.std(ddof=1) / math.sqrt(len(vals)) if len(vals) > 1 else math.nan})
-            if not finite.any():
-                row["note"] = "no finite values"
-                continue
-            if (np.abs(v[finite]) <= ZERO_TOL).all():
-                row.update(result="exactly 0", n_points=int(finite.sum()),
-                           n_widths=len(np.unique(w[finite])))
-                continue
-            use = finite & (v > ZERO_TOL)
-            dropped = len(v) - int(use.sum())
-            row.update(n_points=int(use.sum()), n_widths=len(np.unique(w[use])),
-                       note=f"{dropped} non-finite/≤0 value(s) left out" if dropped else "")
-            if row["n_widths"] < 2:
-                row["note"] = "; ".join(filter(None, ["fewer than 2 widths", row["note"]]))
-                continue
-            row.update(fit_power_law(w[use], v[use]), result="fit")
-    slopes = pd.DataFrame(slope_rows)
-    for c in ("slope", "intercept", "stderr", "ci_half", "r2"):
-        if c not in slopes:
-            slopes[c] = math.nan
-    slopes["ci_low"] = slopes["slope"] - slopes["ci_half"]
-    slopes["ci_high"] = slopes["slope"] + slopes["ci_half"]
+            else:
+                w = g["width"].astype(float).to_numpy()
+                v = g[metric].astype(float).to_numpy()
+                finite = np.isfinite(v) & np.isfinite(w) & (w > 0)
+                for width in np.unique(w[finite]):
+                    vals = v[finite & (w == width)]
+                    width_rows.append({"setting": setting, "metric": metric, "width": width, "n": len(vals),
+                                       "mean": vals.mean(),
+                                       "se": vals.std(ddof=1) / math.sqrt(len(vals)) if len(vals) > 1
+                                       else math.nan})
+                row = _fit_row(w, v, row)
+            slope_rows.append({**row, **_theory_columns(expected(metric, config), row)})
     per_width = pd.DataFrame(width_rows, columns=["setting", "metric", "width", "n", "mean", "se"])
-    return slopes, per_width
+    return _finish(slope_rows), per_width
+
+
+def fit_deviation_vs_correlation(runs: pd.DataFrame, deviations: Sequence[str] = DEVIATIONS,
+                                 correlations: Sequence[str] = CORRELATIONS) -> pd.DataFrame:
+    """Per setting, deviation ∝ correlation^b over all ok (width, seed) points: one row per
+    setting × deviation × correlation with the fit columns of :func:`fit_power_law`."""
+    ok = runs[runs["status"] == "ok"]
+    rows = []
+    for setting in runs["setting"].cat.categories:
+        if setting == "(unreadable)":
+            continue
+        g = ok[ok["setting"] == setting]
+        for dev in map(metric_column, deviations):
+            for corr in map(metric_column, correlations):
+                row = {"setting": setting, "deviation": dev, "correlation": corr, "result": "n/a",
+                       "note": "", "n_points": 0, "n_values": 0}
+                if g.empty:
+                    row["note"] = "no ok jobs"
+                elif dev not in g or corr not in g:
+                    row["note"] = "not logged"
+                else:
+                    x = g[corr].astype(float).to_numpy()
+                    row = _fit_row(x, g[dev].astype(float).to_numpy(), row, "values")
+                    if row["result"] == "fit" and row["n_points"] < 3:
+                        row["note"] = "; ".join(filter(None, ["2 points: no CI", row["note"]]))
+                rows.append(row)
+    return _finish(rows)
 
 
 def failures(runs: pd.DataFrame) -> pd.DataFrame:
     """Every job whose status is not "ok", with its setting, width, seed and message."""
     bad = runs[runs["status"] != "ok"]
-    cols = ["setting", "width", "seed", "status", "diverged_step", "message", "job_dir"]
+    cols = ["setting", "width", "seed", "status", "last_step", "diverged_step", "message", "job_dir"]
     return bad[[c for c in cols if c in bad]].sort_values(["setting", "job_dir"]).reset_index(drop=True)
 
 
@@ -319,16 +338,10 @@ def status_counts(runs: pd.DataFrame) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- markdown
 
-def _theory_text(low: float, high: float) -> str:
-    if math.isnan(low):
-        return "—"
-    return f"{low:g}" if low == high else f"{low:g} … {high:g}"
-
-
 def markdown_table(df: pd.DataFrame) -> str:
     """GitHub markdown table of df (cells stringified, '|' escaped, NaN → empty)."""
     def cell(v) -> str:
-        return "" if pd.isna(v) else _fmt(v).replace("|", "\\|").replace("\n", " ")
+        return "" if _missing(v) else _fmt(v).replace("|", "\\|").replace("\n", " ")
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
@@ -336,32 +349,48 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 SLOPES_HEADER = ("Slope b of ln(metric) = a + b·ln(width): ordinary least squares on all (width, seed) "
                  "points of the status-ok jobs of each setting; ± is the 95 % CI half-width "
-                 "t_{0.975, N−2}·SE(b) from the regression standard error (Student t). "
-                 "\"theory (ntk)\" is the expected range (DESIGN.md §3-4), valid for the ntk "
-                 "parameterization at fixed learning rate.")
+                 "t_{0.975, N−2}·SE(b) (Student t). \"theory\" is the setting's expected slope: a "
+                 "prediction (verdict yes/no: does the CI cover it), a bound \"≤ b\" (verdict consistent "
+                 "when slope − CI ≤ b), \"0 exactly\", or \"—\" where no result applies; the reasons and "
+                 "derivations are in docs/theory.md of the wcntk repository.")
+DEVIATION_HEADER = ("Final deviation vs initial correlation, per setting, over all ok (width, seed) points: "
+                    "slope b of ln(deviation) = a + b·ln(correlation), 95 % Student-t CI.")
+
+
+def _slope_text(r) -> str:
+    if r.result != "fit":
+        return r.result
+    return f"{r.slope:+.3f} ± {r.ci_half:.3f}" if not math.isnan(r.ci_half) else f"{r.slope:+.3f} (no CI)"
 
 
 def slopes_markdown(slopes: pd.DataFrame) -> str:
     """The slope table as markdown (one row per setting × metric)."""
-    rows = []
-    for r in slopes.itertuples(index=False):
-        if r.result == "fit":
-            slope = f"{r.slope:+.3f} ± {r.ci_half:.3f}" if not math.isnan(r.ci_half) else f"{r.slope:+.3f} (no CI)"
-            agree = "" if math.isnan(r.theory_low) or math.isnan(r.ci_half) else \
-                ("yes" if r.ci_low <= r.theory_high and r.ci_high >= r.theory_low else "no")
-            r2 = f"{r.r2:.3f}"
-        else:
-            slope, agree, r2 = r.result, "", ""
-        rows.append({"setting": r.setting, "metric": r.metric, "slope ± 95% CI (t)": slope, "R²": r2,
-                     "n points": r.n_points, "widths": r.n_widths,
-                     "theory (ntk)": _theory_text(r.theory_low, r.theory_high),
-                     "CI meets theory": agree, "note": r.note})
+    rows = [{"setting": r.setting, "metric": r.metric, "slope ± 95% CI (t)": _slope_text(r),
+             "R²": f"{r.r2:.3f}" if r.result == "fit" else "", "n points": r.n_points, "widths": r.n_widths,
+             "theory": r.theory, "verdict": r.verdict, "note": r.note}
+            for r in slopes.itertuples(index=False)]
     return markdown_table(pd.DataFrame(rows))
+
+
+def deviation_markdown(dev: pd.DataFrame) -> str:
+    """The deviation-vs-correlation table as markdown."""
+    rows = [{"setting": r.setting, "deviation (final)": r.deviation.split("/", 1)[1],
+             "correlation (init)": r.correlation.split("/", 1)[1], "slope ± 95% CI (t)": _slope_text(r),
+             "R²": f"{r.r2:.3f}" if r.result == "fit" else "", "n points": r.n_points, "note": r.note}
+            for r in dev.itertuples(index=False)]
+    return markdown_table(pd.DataFrame(rows))
+
+
+def theory_markdown(slopes: pd.DataFrame) -> str:
+    """One line per distinct (metric, theory, reason) of the slope table: the reasons."""
+    seen = slopes[slopes["theory_kind"] != "none"].drop_duplicates(["metric", "theory", "theory_reason"])
+    return "\n".join(f"- `{r.metric}` ({r.setting}): {r.theory_kind} {r.theory} — {r.theory_reason}"
+                     for r in seen.itertuples(index=False))
 
 
 # ----------------------------------------------------------------------------- plots
 
-def _setting_colors(runs: pd.DataFrame) -> Dict[str, str]:
+def _setting_colors(runs: pd.DataFrame) -> dict[str, str]:
     return {s: f"C{i % 10}" for i, s in enumerate(runs["setting"].cat.categories)}
 
 
@@ -370,22 +399,26 @@ def _set_width_axis(ax, widths) -> None:
     ax.set_xscale("log", base=2 if powers_of_two else 10)
 
 
+def _empty_panel(ax, fontsize: float) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.text(0.5, 0.5, "no positive values to plot", ha="center", va="center",
+            transform=ax.transAxes, fontsize=fontsize + 1, color="0.4")
+
+
 def draw_width_scaling(ax, metric: str, slopes: pd.DataFrame, per_width: pd.DataFrame,
-                       colors: Dict[str, str], fontsize: float = 8) -> None:
+                       colors: dict[str, str], fontsize: float = 8) -> None:
     """Metric vs width on log-log axes: per-setting mean ± s.e. (error bars), fitted power law
-    (dotted), theoretical slope(s) as dashed guides anchored at the smallest width."""
-    theory = theory_slope(metric)
-    guides = False
+    (dotted), the setting's theory as a guide anchored at its smallest width (dashed:
+    prediction, dash-dot: bound)."""
     all_widths = []
     for r in slopes[slopes["metric"] == metric].itertuples(index=False):
         color = colors[r.setting]
         pw = per_width[(per_width["setting"] == r.setting) & (per_width["metric"] == metric)
                        & (per_width["mean"] > 0)].sort_values("width")
-        if r.result == "fit":
-            ci = f" ± {r.ci_half:.2f}" if not math.isnan(r.ci_half) else ""
-            label = f"{r.setting}: slope {r.slope:+.2f}{ci}"
-        else:
-            label = f"{r.setting}: {r.result}"
+        fitted = f"slope {_slope_text(r)}" if r.result == "fit" else r.result
+        theory = "" if r.theory_kind == "none" else f"; theory {r.theory}"
+        label = f"{r.setting}: {fitted}{theory}"
         if pw.empty:
             ax.plot([], [], " ", label=label)
             continue
@@ -397,23 +430,14 @@ def draw_width_scaling(ax, metric: str, slopes: pd.DataFrame, per_width: pd.Data
         grid = np.geomspace(w.min(), w.max(), 50)
         if r.result == "fit":
             ax.plot(grid, np.exp(r.intercept) * grid ** r.slope, ":", color=color, lw=1)
-        if theory and len(w) > 1:
-            guides = True
-            lines = [m[0] * (grid / w[0]) ** s for s in sorted(set(theory))]
-            for line in lines:
-                ax.plot(grid, line, "--", color=color, lw=0.8, alpha=0.6)
-            if len(lines) == 2:
-                ax.fill_between(grid, lines[0], lines[1], color=color, alpha=0.08, lw=0)
-    if guides:
-        ax.plot([], [], "--", color="0.5", label=f"theory (ntk): slope {_theory_text(*theory)}")
+        if r.theory_kind in ("prediction", "bound") and len(w) > 1:
+            style = "--" if r.theory_kind == "prediction" else "-."
+            ax.plot(grid, m[0] * (grid / w[0]) ** r.theory_slope, style, color=color, lw=0.8, alpha=0.6)
     if all_widths:
         _set_width_axis(ax, all_widths)
         ax.set_yscale("log")
     else:   # every setting exactly 0 (or n/a): nothing to draw on log axes
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.text(0.5, 0.5, "no positive values to plot", ha="center", va="center",
-                transform=ax.transAxes, fontsize=fontsize + 1, color="0.4")
+        _empty_panel(ax, fontsize)
     stage, name = metric.split("/", 1)
     ax.set_title(f"{name} ({'at init' if stage == 'init' else 'final'}) vs width", fontsize=fontsize + 2)
     ax.set_xlabel("width n", fontsize=fontsize + 1)
@@ -424,7 +448,7 @@ def draw_width_scaling(ax, metric: str, slopes: pd.DataFrame, per_width: pd.Data
 
 
 def width_figures(runs: pd.DataFrame, slopes: pd.DataFrame, per_width: pd.DataFrame,
-                  metrics: Sequence[str]) -> Dict[str, Figure]:
+                  metrics: Sequence[str]) -> dict[str, Figure]:
     """One figure per metric ("width_<metric>") plus a grid of all of them ("width_all")."""
     colors = _setting_colors(runs)
     metrics = [metric_column(m) for m in metrics]
@@ -439,12 +463,98 @@ def width_figures(runs: pd.DataFrame, slopes: pd.DataFrame, per_width: pd.DataFr
     for i, metric in enumerate(metrics):
         draw_width_scaling(grid.add_subplot(nrows, ncols, i + 1), metric, slopes, per_width, colors,
                            fontsize=6)
-    grid.suptitle("width scaling (mean ± s.e. over seeds; dotted: fit; dashed: theory, ntk)")
+    grid.suptitle("width scaling (mean ± s.e. over seeds; dotted: fit; dashed: predicted slope; "
+                  "dash-dot: bound)")
     figs["width_all"] = grid
     return figs
 
 
-def curve_jobs(runs: pd.DataFrame, sweep_dir, width: Optional[float] = None) -> Tuple[float, pd.DataFrame]:
+def plot_deviation_vs_correlation(runs: pd.DataFrame, dev: pd.DataFrame) -> Figure:
+    """Final deviation vs initial correlation on log-log axes: every ok (width, seed) point,
+    colored by setting, marker size growing with width, with each setting's fitted power law."""
+    colors = _setting_colors(runs)
+    ok = runs[runs["status"] == "ok"]
+    devs, corrs = list(dict.fromkeys(dev["deviation"])), list(dict.fromkeys(dev["correlation"]))
+    fig = Figure(figsize=(5.2 * len(corrs), 4.2 * len(devs)), layout="constrained")
+    axes = fig.subplots(len(devs), len(corrs), squeeze=False)
+    widths = np.log2(ok["width"].astype(float)) if len(ok) else pd.Series(dtype=float)
+    size = 12 + 10 * (widths - widths.min()) if len(ok) else widths
+    for (i, d), (j, c) in ((a, b) for a in enumerate(devs) for b in enumerate(corrs)):
+        ax, drawn = axes[i][j], False
+        for r in dev[(dev["deviation"] == d) & (dev["correlation"] == c)].itertuples(index=False):
+            g = ok[ok["setting"] == r.setting]
+            if d not in g or c not in g:
+                continue
+            x, y = g[c].astype(float).to_numpy(), g[d].astype(float).to_numpy()
+            keep = np.isfinite(x) & np.isfinite(y) & (x > ZERO_TOL) & (y > ZERO_TOL)
+            if not keep.any():
+                continue
+            drawn = True
+            fitted = f"slope {_slope_text(r)}" if r.result == "fit" else r.result
+            ax.scatter(x[keep], y[keep], s=size.loc[g.index].to_numpy()[keep], color=colors[r.setting],
+                       alpha=0.7, label=f"{r.setting}: {fitted}")
+            if r.result == "fit":
+                grid = np.geomspace(x[keep].min(), x[keep].max(), 50)
+                ax.plot(grid, np.exp(r.intercept) * grid ** r.slope, ":", color=colors[r.setting], lw=1)
+        if drawn:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.legend(fontsize=7, loc="best")
+        else:
+            _empty_panel(ax, 8)
+        ax.set_xlabel(f"{c.split('/', 1)[1]} at init", fontsize=9)
+        ax.set_ylabel(f"{d.split('/', 1)[1]} (final)", fontsize=9)
+        ax.grid(True, which="major", alpha=0.25)
+    fig.suptitle("final linearity deviation vs initial correlation (one point per width and seed; "
+                 "larger marker = wider; dotted: fit)")
+    return fig
+
+
+def plot_deviation_trajectories(runs: pd.DataFrame, sweep_dir, metrics: Sequence[str] = DEVIATIONS
+                                ) -> Figure | None:
+    """Each deviation vs step, one line per width (mean over the ok seeds that have a metrics.csv),
+    one row per setting; None when no ok job has a metrics.csv."""
+    root = Path(sweep_dir)
+    names = [metric_column(m).split("/", 1)[1] for m in metrics]
+    ok = runs[(runs["status"] == "ok") & runs["job_dir"].map(lambda d: (root / d / "metrics.csv").is_file())]
+    settings = [s for s in runs["setting"].cat.categories if (ok["setting"] == s).any()]
+    if not settings:
+        return None
+    widths = sorted(ok["width"].astype(float).unique())
+    cmap = {w: c for w, c in zip(widths, _viridis(len(widths)), strict=False)}
+    fig = Figure(figsize=(5.2 * len(names), 3.3 * len(settings) + 0.6), layout="constrained")
+    axes = fig.subplots(len(settings), len(names), squeeze=False)
+    for row, setting in zip(axes, settings, strict=False):
+        jobs = ok[ok["setting"] == setting]
+        curves = {w: [pd.read_csv(root / d / "metrics.csv") for d in jobs.loc[jobs["width"] == w, "job_dir"]]
+                  for w in sorted(jobs["width"].astype(float).unique())}
+        for ax, name in zip(row, names, strict=False):
+            for w, frames in curves.items():
+                frames = [f[["step", name]].dropna() for f in frames if name in f]
+                if not frames:
+                    continue
+                mean = pd.concat(frames).groupby("step")[name].mean()
+                mean = mean[mean > 0]
+                if len(mean):
+                    ax.plot(mean.index, mean.to_numpy(), "-", color=cmap[w], lw=1.3,
+                            label=f"width {_fmt(w)} ({len(frames)} seed{'s' if len(frames) > 1 else ''})")
+            if ax.lines:
+                ax.set_yscale("log")
+                ax.legend(fontsize=6, loc="best")
+            ax.set_title(f"{name} — {setting}", fontsize=9)
+            ax.set_xlabel("step")
+            ax.set_ylabel(name)
+            ax.grid(True, which="major", alpha=0.25)
+    fig.suptitle("linearity deviation during training, per width (mean over seeds)")
+    return fig
+
+
+def _viridis(n: int) -> list:
+    from matplotlib import colormaps
+    return [colormaps["viridis"](t) for t in np.linspace(0.0, 0.9, max(n, 1))][:n]
+
+
+def curve_jobs(runs: pd.DataFrame, sweep_dir, width: float | None = None) -> tuple[float, pd.DataFrame]:
     """(width, one job per setting) for the loss curves: the given width (default: the largest
     width of an ok job, else of any job), first seed, ok jobs preferred, metrics.csv required."""
     root = Path(sweep_dir)
@@ -457,7 +567,7 @@ def curve_jobs(runs: pd.DataFrame, sweep_dir, width: Optional[float] = None) -> 
     return width, cand.drop_duplicates("setting").sort_values("setting").drop(columns="_bad")
 
 
-def plot_loss_curves(runs: pd.DataFrame, sweep_dir, width: Optional[float] = None) -> Optional[Figure]:
+def plot_loss_curves(runs: pd.DataFrame, sweep_dir, width: float | None = None) -> Figure | None:
     """Network vs linearized twin loss vs step (train | test panels, one row per setting), read
     from the metrics.csv of the `curve_jobs`; None when no such job has a metrics.csv."""
     width, jobs = curve_jobs(runs, sweep_dir, width)
@@ -465,9 +575,9 @@ def plot_loss_curves(runs: pd.DataFrame, sweep_dir, width: Optional[float] = Non
         return None
     fig = Figure(figsize=(10, 3.2 * len(jobs) + 0.6), layout="constrained")
     axes = fig.subplots(len(jobs), 2, squeeze=False)
-    for (_, job), row in zip(jobs.iterrows(), axes):
+    for (_, job), row in zip(jobs.iterrows(), axes, strict=False):
         curves = pd.read_csv(Path(sweep_dir) / job["job_dir"] / "metrics.csv")
-        for ax, (split, net, twin) in zip(row, LOSS_CURVES):
+        for ax, (split, net, twin) in zip(row, LOSS_CURVES, strict=False):
             positive = True
             for col, style, who in ((net, "-", "network"), (twin, "--", "linearized twin")):
                 if col in curves:
@@ -486,7 +596,7 @@ def plot_loss_curves(runs: pd.DataFrame, sweep_dir, width: Optional[float] = Non
     return fig
 
 
-def save_figure(fig: Figure, stem: Path, formats: Sequence[str]) -> List[Path]:
+def save_figure(fig: Figure, stem: Path, formats: Sequence[str]) -> list[Path]:
     """Write fig as stem.<fmt> for each format; returns the paths."""
     paths = [stem.with_suffix("." + fmt) for fmt in formats]
     for p in paths:
@@ -512,14 +622,15 @@ def _hydra_wandb_section(runs: pd.DataFrame, sweep_dir) -> dict:
 
 
 def wandb_group(runs: pd.DataFrame, sweep_dir) -> str:
-    """wandb.group from the jobs' .hydra/config.yaml (unless an unresolved ${...}), else the sweep dir name."""
+    """wandb.group from the jobs' .hydra/config.yaml (unless an unresolved ${...}), else the sweep
+    dir name."""
     group = _hydra_wandb_section(runs, sweep_dir).get("group")
     if isinstance(group, str) and group and "${" not in group:
         return group
     return Path(sweep_dir).resolve().name
 
 
-def log_to_wandb(result: dict, sweep_dir, mode: str = "offline") -> Optional[str]:
+def log_to_wandb(result: dict, sweep_dir, mode: str = "offline") -> str | None:
     """Log the slope table and the PNG plots as one W&B run "report" in the sweep's group.
     Returns the run directory, or None (with a warning) if anything in wandb fails."""
     try:
@@ -541,49 +652,66 @@ def log_to_wandb(result: dict, sweep_dir, mode: str = "offline") -> Optional[str
             run.log({"slopes": wandb.Table(dataframe=slopes), **images})
             return getattr(run, "dir", None)
     except Exception as e:  # noqa: BLE001 — wandb must never break the report
-        warnings.warn(f"wandb logging failed, report written without it: {type(e).__name__}: {e}")
+        warnings.warn(f"wandb logging failed, report written without it: {type(e).__name__}: {e}",
+                      stacklevel=2)
         return None
 
 
 # ----------------------------------------------------------------------------- report
 
+def _theory_link(out: Path) -> str:
+    """docs/theory.md as a link relative to the report dir (plain text if the repo is elsewhere)."""
+    if THEORY_DOC.is_file():
+        return f"[docs/theory.md]({Path(os.path.relpath(THEORY_DOC, out.resolve())).as_posix()})"
+    return "docs/theory.md of the wcntk repository"
+
+
 def make_report(sweep_dir, out_dir=None, metrics: Sequence[str] = DEFAULT_METRICS,
-                curve_width: Optional[float] = None, formats: Sequence[str] = ("png", "pdf"),
+                curve_width: float | None = None, formats: Sequence[str] = ("png", "pdf"),
                 wandb: bool = False, wandb_mode: str = "offline") -> dict:
     """Collect, fit, tabulate and plot a sweep; write everything to out_dir (default
-    sweep_dir/report). Returns {"runs", "slopes", "per_width", "failures", "counts": DataFrames,
-    "slopes_md", "failures_md": str, "out_dir": Path, "files": {name: Path | [Path]}, "wandb_dir"}."""
+    sweep_dir/report). Returns {"runs", "slopes", "per_width", "deviation", "failures", "counts":
+    DataFrames, "slopes_md", "deviation_md", "failures_md": str, "out_dir": Path,
+    "files": {name: Path | [Path]}, "wandb_dir"}."""
     sweep_dir = Path(sweep_dir)
     out = Path(out_dir) if out_dir is not None else sweep_dir / "report"
     (out / "plots").mkdir(parents=True, exist_ok=True)
     runs = with_settings(collect(sweep_dir))
     slopes, per_width = fit_slopes(runs, metrics)
+    dev = fit_deviation_vs_correlation(runs)
     fails, counts = failures(runs), status_counts(runs)
-    files: Dict[str, object] = {"runs_csv": out / "runs.csv", "per_width_csv": out / "per_width.csv",
-                                "slopes_md": out / "slopes.md", "slopes_csv": out / "slopes.csv",
-                                "failures_md": out / "failures.md", "failures_csv": out / "failures.csv",
-                                "report_md": out / "report.md"}
+    files: dict[str, object] = {name: out / name for name in (
+        "runs.csv", "per_width.csv", "slopes.md", "slopes.csv", "deviation_vs_correlation.md",
+        "deviation_vs_correlation.csv", "failures.md", "failures.csv", "report.md")}
+    files = {k.replace(".", "_"): v for k, v in files.items()}
     runs.to_csv(files["runs_csv"], index=False)
     if find_spec("pyarrow") is not None:
         try:
             runs.to_parquet(out / "runs.parquet", index=False)
             files["runs_parquet"] = out / "runs.parquet"
         except Exception as e:  # noqa: BLE001 — mixed-type config columns; the CSV has everything
-            warnings.warn(f"runs.parquet not written: {type(e).__name__}: {e}")
+            warnings.warn(f"runs.parquet not written: {type(e).__name__}: {e}", stacklevel=2)
     per_width.to_csv(files["per_width_csv"], index=False)
     slopes.to_csv(files["slopes_csv"], index=False)
+    dev.to_csv(files["deviation_vs_correlation_csv"], index=False)
     fails.to_csv(files["failures_csv"], index=False)
 
-    slopes_md = slopes_markdown(slopes)
+    slopes_md, deviation_md = slopes_markdown(slopes), deviation_markdown(dev)
     files["slopes_md"].write_text(f"{SLOPES_HEADER}\n\n{slopes_md}\n")
+    files["deviation_vs_correlation_md"].write_text(f"{DEVIATION_HEADER}\n\n{deviation_md}\n")
     failures_md = (f"Jobs per setting and status:\n\n{markdown_table(counts)}\n\n"
                    + (f"Jobs not fitted (status ≠ ok):\n\n{markdown_table(fails)}\n"
                       if len(fails) else "All jobs ok.\n"))
     files["failures_md"].write_text(failures_md)
 
-    plots: List[Path] = []
+    plots: list[Path] = []
     for name, fig in width_figures(runs, slopes, per_width, metrics).items():
         plots += save_figure(fig, out / "plots" / name, formats)
+    plots += save_figure(plot_deviation_vs_correlation(runs, dev), out / "plots" / "deviation_vs_correlation",
+                         formats)
+    trajectories = plot_deviation_trajectories(runs, sweep_dir)
+    if trajectories is not None:
+        plots += save_figure(trajectories, out / "plots" / "deviation_vs_step", formats)
     width, _ = curve_jobs(runs, sweep_dir, curve_width)
     curves = plot_loss_curves(runs, sweep_dir, width)
     if curves is not None:
@@ -593,21 +721,24 @@ def make_report(sweep_dir, out_dir=None, metrics: Sequence[str] = DEFAULT_METRIC
     pngs = [p for p in plots if p.suffix == ".png"]
     files["report_md"].write_text(
         f"# wcntk sweep report: {sweep_dir}\n\n{len(runs)} jobs, settings by: "
-        f"{', '.join(setting_columns(runs)) or '(single setting)'}.\n\n"
+        f"{', '.join(setting_columns(runs)) or '(single setting)'}. Theory and definitions: "
+        f"{_theory_link(out)}.\n\n"
         f"## Width-scaling slopes\n\n{SLOPES_HEADER}\n\n{slopes_md}\n\n"
+        f"Reasons for the theory entries:\n\n{theory_markdown(slopes)}\n\n"
+        f"## Deviation vs correlation\n\n{DEVIATION_HEADER}\n\n{deviation_md}\n\n"
         f"## Job status\n\n{failures_md}\n## Plots\n\n"
         + "".join(f"![{p.stem}](plots/{p.name})\n\n" for p in pngs)
         + ("" if curves is not None else "No metrics.csv found for the loss curves.\n"))
 
-    result = {"runs": runs, "slopes": slopes, "per_width": per_width, "failures": fails,
-              "counts": counts, "slopes_md": slopes_md, "failures_md": failures_md,
-              "out_dir": out, "files": files, "wandb_dir": None}
+    result = {"runs": runs, "slopes": slopes, "per_width": per_width, "deviation": dev, "failures": fails,
+              "counts": counts, "slopes_md": slopes_md, "deviation_md": deviation_md,
+              "failures_md": failures_md, "out_dir": out, "files": files, "wandb_dir": None}
     if wandb:
         result["wandb_dir"] = log_to_wandb(result, sweep_dir, wandb_mode)
     return result
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """CLI: python -m wcntk.report SWEEP_DIR [options]; prints the tables, writes the report."""
     p = argparse.ArgumentParser(prog="python -m wcntk.report", description=__doc__.split("\n\n")[0])
     p.add_argument("sweep_dir", type=Path, help="directory tree containing the jobs' summary.json")
@@ -628,7 +759,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              args.wandb, args.wandb_mode)
     except FileNotFoundError as e:
         p.error(str(e))
-    print(f"{SLOPES_HEADER}\n\n{result['slopes_md']}\n\n{result['failures_md']}")
+    print(f"{SLOPES_HEADER}\n\n{result['slopes_md']}\n\n{DEVIATION_HEADER}\n\n{result['deviation_md']}\n\n"
+          f"{result['failures_md']}")
     print(f"report written to {result['out_dir']}")
     return 0
 

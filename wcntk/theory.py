@@ -1,0 +1,177 @@
+"""Expected width exponents of every reported metric, as a function of the setting.
+
+A metric M that scales as M ∝ n^b with the width n has log-log slope b. For a setting
+(the flattened config of a job: dotted keys such as ``optimizer.lr_width_exponent``; the old
+flat layout is read too) :func:`expected` returns an :class:`Expectation`:
+
+    prediction   the slope the theory gives (verdict "yes" when the fit's 95 % CI covers it)
+    bound        an upper bound on the slope, from an O(n^b) result (verdict "consistent"
+                 when slope − CI half-width ≤ b)
+    exact 0      the metric vanishes identically in this setting (verdict "yes" when every
+                 run measured 0)
+    none         no result applies ("—"): no verdict
+
+With α = ``optimizer.lr_width_exponent`` (η = lr·(n/n_ref)^α), NTK parameterization, and the
+correlations C_{D,d} = η^{D/2+d}/(D! d!)·∇^{D+d}f·(∇f)^{⊗d} at θ₀:
+
+    corr/C02            −1 + 2α            D²f[g,g] = O(1/n), times η²
+    corr/C11            −1/2 + 3α/2        ‖∇²f g‖ = O(1/√n), times η^{3/2}
+    corr/C03            −1 + 3α            smooth σ (the σ''' self-term of each unit)
+                        −2 + 3α            piecewise-linear σ (relu, leaky_relu, identity), depth ≥ 2
+                        exact 0            piecewise-linear σ, depth 1 (f is bilinear a.e.)
+    corr/step_ratio_d   e_d + (d−1)α       e_2 = −1; e_3 as C03 at α = 0 (gd, sgd, momentum)
+    lin/param_rel_change  −1/2 (prediction: depth 1, α = 0), else bound −1/2 (α ≤ 0)
+    lin/func_rmse, lin/taylor_rmse, lin/ntk_rel_change   bound −1/2 (α ≤ 0, gd/sgd/momentum, mse)
+    lin/func_mse        bound −1 (its square)
+    lin/loss_gap        none
+
+Everything else ("standard" and "mean_field" parameterizations, adam, xent for lin/*,
+α > 0 for lin/*) is "none". docs/theory.md derives each entry.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+PIECEWISE_LINEAR = ("relu", "leaky_relu", "identity")
+SMOOTH = ("erf", "tanh", "sigmoid", "gelu")
+GRADIENT_DESCENT = ("gd", "sgd", "momentum")
+KINDS = ("prediction", "bound", "exact 0", "none")
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What the theory says about one metric's width exponent in one setting."""
+
+    kind: str                  # one of KINDS
+    slope: float = math.nan    # the predicted slope or the bound (nan for "exact 0" / "none")
+    reason: str = ""
+
+    def text(self) -> str:
+        """Short cell text: "−1", "≤ −0.5", "0 exactly", "—"."""
+        if self.kind == "prediction":
+            return f"{self.slope:+.3g}"
+        if self.kind == "bound":
+            return f"≤ {self.slope:+.3g}"
+        return "0 exactly" if self.kind == "exact 0" else "—"
+
+    def verdict(self, result: str, slope: float = math.nan, ci_half: float = math.nan) -> str:
+        """"yes"/"no" (prediction, exact 0), "consistent"/"above bound" (bound), "" (no verdict).
+        `result` is the fit's result ("fit", "exactly 0", "n/a")."""
+        if self.kind == "exact 0":
+            return {"exactly 0": "yes", "fit": "no"}.get(result, "")
+        if self.kind == "none" or result != "fit" or not math.isfinite(ci_half):
+            return ""
+        if self.kind == "prediction":
+            return "yes" if abs(slope - self.slope) <= ci_half else "no"
+        return "consistent" if slope - ci_half <= self.slope else "above bound"
+
+
+NONE = Expectation("none")
+
+
+def lookup(config: Mapping[str, Any], name: str, default: Any = None) -> Any:
+    """config[name], else the value of the one dotted key ending in "." + name, else default."""
+    if name in config:
+        return config[name]
+    hits = [v for k, v in config.items() if k.endswith("." + name)]
+    return hits[0] if len(hits) == 1 else default
+
+
+def optimizer_name(config: Mapping[str, Any]) -> str:
+    """`optimizer.name` of a flattened config (the bare `optimizer` key of the old layout)."""
+    name = config.get("optimizer.name", config.get("optimizer"))
+    return str(name) if name is not None else "gd"
+
+
+def base_metric(metric: str) -> str:
+    """'final/lin/func_rmse_test' → 'lin/func_rmse', 'init/corr/C02_max' → 'corr/C02';
+    step_ratio_<d> keeps its order."""
+    name = re.sub(r"^(init|final|initial)/", "", metric)
+    name = re.sub(r"_(train|test)$", "", name)
+    return re.sub(r"_max$", "", name)
+
+
+def _number(v: Any, default: float) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return default
+
+
+def expected(metric: str, config: Mapping[str, Any]) -> Expectation:
+    """The theory entry for `metric` (any of init/, final/, _train/_test/_max forms) in the
+    setting described by the flattened `config`."""
+    name = base_metric(metric)
+    param = str(lookup(config, "parameterization", "ntk"))
+    alpha = _number(lookup(config, "lr_width_exponent", 0.0), math.nan)
+    if param == "mean_field":
+        return Expectation("none", reason="mean_field is the control: the weak-correlation scaling "
+                                          "is derived for the ntk parameterization")
+    if param != "ntk":
+        return Expectation("none", reason=f"{param} parameterization: layer-wise effective learning "
+                                          "rates mix width exponents; no single law")
+    if not math.isfinite(alpha):
+        return NONE
+    activation = str(lookup(config, "activation", ""))
+    depth = int(_number(lookup(config, "depth", 1), 1))
+    pl = activation in PIECEWISE_LINEAR
+    if not pl and activation not in SMOOTH and name in ("corr/C03", "corr/step_ratio_3"):
+        return Expectation("none", reason=f"activation {activation!r} not classified")
+    if name == "corr/C02":
+        return Expectation("prediction", -1 + 2 * alpha,
+                           "C02 = η²/2·D²f[g,g]; D²f[g,g] = O(1/n), η² ∝ n^{2α}")
+    if name == "corr/C11":
+        return Expectation("prediction", -0.5 + 1.5 * alpha,
+                           "C11 = η^{3/2}‖∇²f g‖; ‖∇²f g‖ = O(1/√n), η^{3/2} ∝ n^{3α/2}")
+    third = _third_order(pl, depth)
+    if name == "corr/C03":
+        return third if third.kind == "exact 0" else Expectation(
+            "prediction", third.slope + 3 * alpha, third.reason + "; η³ ∝ n^{3α}")
+    step = re.fullmatch(r"corr/step_ratio_(\d+)", name)
+    if step:
+        if optimizer_name(config) not in GRADIENT_DESCENT:
+            return Expectation("none", reason="the first step is not −η∇L (adam)")
+        d = int(step.group(1))
+        if d == 2:
+            return Expectation("prediction", -1 + alpha, "ratio ∝ η·D²f[g,g]/Θ: O(1/n)·η")
+        if d == 3:
+            return third if third.kind == "exact 0" else Expectation(
+                "prediction", third.slope + 2 * alpha, third.reason + "; ratio ∝ η²·D³f[g,g,g]/Θ")
+        return NONE
+    return _training(name, config, alpha, depth)
+
+
+def _third_order(piecewise_linear: bool, depth: int) -> Expectation:
+    """Width exponent of D³f[g,g,g] at α = 0 (the C03 entry without its η³)."""
+    if not piecewise_linear:
+        return Expectation("prediction", -1.0, "smooth σ: the σ''' self-term is O(1/n)")
+    if depth <= 1:
+        return Expectation("exact 0", reason="piecewise-linear σ, 1 hidden layer: f is bilinear "
+                                             "in (W₁, W₂) a.e., D³f = 0")
+    return Expectation("prediction", -2.0, "piecewise-linear σ: σ'' = 0 a.e., only cross-layer "
+                                           "terms, each O(1/n)")
+
+
+def _training(name: str, config: Mapping[str, Any], alpha: float, depth: int) -> Expectation:
+    """lin/* after training: bounds (and one prediction) for gradient descent on the MSE."""
+    if name not in ("lin/func_rmse", "lin/func_mse", "lin/taylor_rmse", "lin/ntk_rel_change",
+                    "lin/param_rel_change"):
+        return NONE
+    opt, loss = optimizer_name(config), str(lookup(config, "loss", "mse"))
+    if opt not in GRADIENT_DESCENT:
+        return Expectation("none", reason=f"{opt}: per-coordinate step sizes do not shrink with width")
+    if loss != "mse":
+        return Expectation("none", reason=f"{loss}: no convergence, outputs keep growing")
+    if alpha > 0:
+        return Expectation("none", reason="α > 0: the learning rate outgrows the lazy regime")
+    if name == "lin/param_rel_change":
+        if depth == 1 and alpha == 0:
+            return Expectation("prediction", -0.5, "‖θ_t − θ₀‖ → O(1) at fixed ηt; ‖θ₀‖ ∝ √P ∝ √n")
+        return Expectation("bound", -0.5, "‖θ_t − θ₀‖ does not grow for α ≤ 0; ‖θ₀‖ grows ≥ √n")
+    if name == "lin/func_mse":
+        return Expectation("bound", -1.0, "square of func_rmse")
+    return Expectation("bound", -0.5, "O(1/√n) deviation from linear dynamics (α ≤ 0)")
