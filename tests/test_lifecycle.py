@@ -1,0 +1,301 @@
+"""The run lifecycle in-process: signals end a run as `interrupted` with what was logged, a full
+disk gives `failed` with only complete CSV rows, a stale `running` record is re-run on resume,
+one W&B run per run dir, provenance, progress lines, closing lines and the sweep's end table."""
+import csv
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from wcntk import provenance as prov
+from wcntk.job import run_job
+from wcntk.lifecycle import Interrupted, interruptible
+from wcntk.outcome import SweepSummary, closing_line
+from wcntk.progress import LineProgress, progress_bar
+from wcntk.record import STATUSES, effective_status, flatten
+from wcntk.tracking import CsvLog, RunRecorder
+from wcntk.trainer import METRIC_NAMES
+from wcntk.wandb_records import config_values, read_records, summary_values
+
+
+def tiny_config(**changes) -> dict:
+    cfg = {"dataset": dict(name="digits", n_train=48, n_test=16, classes=None, source="auto",
+                           data_dir="~/.cache/wcntk", download=True, grayscale=False, standardize=True,
+                           input_dim=32, n_classes=10, teacher_width=64),
+           "optimizer": dict(name="gd", lr=0.5, batch_size=None, lr_width_exponent=0.0, width_ref=1024,
+                             momentum=0.9, betas=[0.9, 0.999]),
+           "model": dict(kind="mlp", w_std=1.0, b_std=0.05),
+           "wandb": dict(mode="disabled", project="wcntk", entity=None, group=None, tags=[], name=None,
+                         init_timeout=10.0),
+           "width": 8, "depth": 1, "activation": "tanh", "parameterization": "ntk", "seed": 0,
+           "steps": 12, "loss": "mse", "precision": "float32", "device": "cpu", "log_every": 3,
+           "corr_every": None, "probes": 4, "progress": False, "threads": None}
+    for key, value in changes.items():
+        *parents, leaf = key.split(".")
+        node = cfg
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return cfg
+
+
+def read_rows(path: Path) -> list[list[str]]:
+    with open(path, newline="") as fh:
+        return list(csv.reader(fh))
+
+
+def exit_codes(run_dir: Path) -> list[int]:
+    (run_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    return [r.exit.exit_code for r in read_records(run_file) if r.WhichOneof("record_type") == "exit"]
+
+
+def signal_at_step(monkeypatch, step: int, signum: int) -> None:
+    """Deliver `signum` to this process right after `step` has been logged."""
+    log = RunRecorder.log
+
+    def log_then_signal(self, t, metrics):
+        log(self, t, metrics)
+        if t == step:
+            os.kill(os.getpid(), signum)
+    monkeypatch.setattr(RunRecorder, "log", log_then_signal)
+
+
+# ----------------------------------------------------------------------------- signals
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130),
+                                          (signal.SIGUSR1, 128 + signal.SIGUSR1)])
+def test_signal_ends_the_run_as_interrupted_with_what_was_logged(tmp_path, monkeypatch, signum, code):
+    signal_at_step(monkeypatch, 6, signum)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
+    with pytest.raises(Interrupted) as caught:
+        run_job(tiny_config(), tmp_path)
+    assert caught.value.exit_code == code and caught.value.signum == signum
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert caught.value.summary == summary
+    assert summary["status"] == "interrupted" and summary["message"] == f"interrupted by {signum.name}"
+    assert summary["last_step"] == 6
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert [int(r[0]) for r in rows[1:]] == [0, 3, 6]
+    assert summary["initial"]["corr/C02"] == pytest.approx(float(rows[1][rows[0].index("corr/C02")]))
+    assert summary["final"]["net/train_loss"] == pytest.approx(float(rows[-1][1]))
+    assert {s: signal.getsignal(s) for s in before} == before  # handlers restored
+
+
+def test_interruptible_only_in_the_main_thread_and_chains_the_previous_handler():
+    seen = []
+    old = signal.signal(signal.SIGUSR2, lambda signum, frame: seen.append(signum))
+    try:
+        with pytest.raises(Interrupted):
+            with interruptible():
+                with interruptible():      # nested: no second installation
+                    os.kill(os.getpid(), signal.SIGUSR2)
+        assert seen == [signal.SIGUSR2]    # e.g. submitit's requeue handler still runs
+        errors = []
+
+        def in_thread():
+            try:
+                with interruptible():
+                    pass
+            except Exception as err:  # noqa: BLE001
+                errors.append(err)
+        thread = threading.Thread(target=in_thread)
+        thread.start()
+        thread.join()
+        assert errors == []
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGUSR2, old)
+
+
+def test_interrupted_pickles_with_its_summary():
+    import pickle
+    err = Interrupted(signal.SIGTERM)
+    err.summary = {"status": "interrupted"}
+    back = pickle.loads(pickle.dumps(err))   # crosses joblib's process boundary
+    assert (back.signum, back.exit_code, back.summary, str(back)) == \
+        (signal.SIGTERM, 143, {"status": "interrupted"}, "interrupted by SIGTERM")
+
+
+# ----------------------------------------------------------------------------- disk full
+
+class FullDisk:
+    """A raw file whose writes after `budget` bytes write half the data, then fail (ENOSPC)."""
+
+    def __init__(self, fh, budget: int):
+        self.fh, self.budget = fh, budget
+
+    def write(self, data) -> int:
+        if len(data) > self.budget:
+            self.fh.write(bytes(data[:len(data) // 2]))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.budget -= len(data)
+        return self.fh.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.fh, name)
+
+
+def test_csv_log_never_keeps_a_half_row(tmp_path):
+    log = CsvLog(tmp_path / "m.csv", ["a", "b"])
+    log.log(0, {"a": 1.5, "b": 2.0})
+    log.fh = FullDisk(log.fh, budget=0)
+    with pytest.raises(OSError):
+        log.log(1, {"a": 3.25})
+    log.fh = log.fh.fh
+    log.log(2, {"a": 4.0, "b": 5.0})       # the disk has room again: rows go on, complete
+    log.close()
+    assert read_rows(tmp_path / "m.csv") == [["step", "a", "b"], ["0", "1.5", "2.0"], ["2", "4.0", "5.0"]]
+
+
+def test_disk_full_gives_failed_with_complete_rows(tmp_path, monkeypatch):
+    init = CsvLog.__init__
+
+    def small_disk(self, path, names):
+        init(self, path, names)
+        self.fh = FullDisk(self.fh, budget=self.size * 3)   # room for about two rows
+    monkeypatch.setattr(CsvLog, "__init__", small_disk)
+    with pytest.raises(OSError):
+        run_job(tiny_config(), tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed" and "No space left on device" in summary["message"]
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert len(rows) >= 2 and all(len(r) == len(rows[0]) for r in rows)
+    assert summary["last_step"] == int(rows[-1][0]) and summary["initial"]
+    assert "OSError" in (tmp_path / "traceback.txt").read_text()
+
+
+# ----------------------------------------------------------------------------- record and resume
+
+def test_summary_holds_the_full_config_facts_and_provenance(tmp_path):
+    cfg = tiny_config()
+    summary = run_job(cfg, tmp_path)
+    assert set(summary) >= {"status", "message", "diverged_step", "last_step", "config", "facts",
+                            "provenance", "initial", "final", "wall_time_s"}
+    assert summary["status"] in STATUSES and summary["last_step"] == 12
+    assert summary["config"] == cfg and dict(flatten(summary["config"]))["dataset.n_train"] == 48
+    assert summary["facts"] == {"n_params": 64 * 8 + 8 + 8 * 10 + 10, "effective_lr": 0.5,
+                                "data_source": "sklearn-digits", "device": "cpu"}
+    p = summary["provenance"]
+    assert set(p) == {"git_commit", "git_dirty", "wcntk", "torch", "cuda", "python", "host", "pid",
+                      "started_at"}
+    assert p["pid"] == os.getpid() and p["started_at"].endswith("+00:00")
+    assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
+
+
+def test_provenance_git_state(monkeypatch, tmp_path):
+    commit, dirty = prov.git_state()
+    if (Path(prov.__file__).resolve().parents[1] / ".git").exists():
+        assert len(commit) == 40 and isinstance(dirty, bool)
+    monkeypatch.setattr(prov, "_REPO", tmp_path)            # wcntk outside any checkout of its own
+    assert prov.git_state() == (None, None)
+    monkeypatch.setenv("PATH", str(tmp_path))                # no git at all
+    assert prov.git_state() == (None, None) and prov.provenance()["git_commit"] is None
+
+
+def test_resume_reruns_a_stale_running_job_and_skips_an_ok_one(tmp_path):
+    first = run_job(tiny_config(), tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = {**first, "status": "running", "provenance": {**first["provenance"], "pid": dead.pid}}
+    (tmp_path / "summary.json").write_text(json.dumps(stale))
+    assert effective_status(stale) == "stale"
+    again = run_job(tiny_config(), tmp_path, resume=True)
+    assert again["status"] == "ok" and again["provenance"]["started_at"] >= first["provenance"]["started_at"]
+    assert again["final"] == first["final"]
+    stamp = (tmp_path / "summary.json").stat().st_mtime_ns
+    assert run_job(tiny_config(), tmp_path, resume=True) == again
+    assert (tmp_path / "summary.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_wandb_gets_the_same_record_and_one_run_per_job_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = tiny_config(**{"wandb.mode": "offline"})
+    signal_at_step(monkeypatch, 3, signal.SIGTERM)
+    with pytest.raises(Interrupted):
+        run_job(cfg, tmp_path)
+    assert exit_codes(tmp_path) == [143]
+    monkeypatch.undo()
+    summary = run_job(cfg, tmp_path, resume=True)            # the re-run of an interrupted job
+    runs = list((tmp_path / "wandb").glob("*run-*"))
+    assert len(runs) == 1 and runs[0].name.endswith((tmp_path / "wandb_run_id").read_text().strip())
+    assert exit_codes(tmp_path) == [0]
+    (run_file,) = runs[0].glob("run-*.wandb")
+    config = {k: v for k, v in config_values(run_file).items() if k != "_wandb"}
+    assert config == {**summary["config"], "facts": summary["facts"], "provenance": summary["provenance"]}
+    logged = summary_values(run_file)
+    for key in METRIC_NAMES:
+        assert logged[f"initial/{key}"] == pytest.approx(summary["initial"][key])
+        assert logged[key] == pytest.approx(summary["final"][key])
+    assert (logged["status"], logged["last_step"]) == ("ok", 12)
+
+
+# ----------------------------------------------------------------------------- what is printed
+
+def test_progress_lines_every_tenth_without_carriage_returns(capsys):
+    bar = LineProgress(1000, label="seed=0,width=8")
+    for _ in range(1000):
+        bar.update(1)
+        bar.set_postfix(net="0.5", refresh=False)
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 10 and "\r" not in err
+    assert lines[0].startswith("wcntk: [seed=0,width=8] step 100/1000 (10 %")
+    assert lines[-1].startswith("wcntk: [seed=0,width=8] step 1000/1000 (100 %")
+    assert lines[-1].endswith("net 0.5")
+    assert isinstance(progress_bar(10, True), LineProgress)  # pytest's stderr is not a terminal
+
+
+def test_closing_lines():
+    final = {"lin/func_rmse_test": 0.0012345, "corr/C02": None}
+    ok = {"status": "ok", "message": None, "final": final, "last_step": 10}
+    assert closing_line(ok, "out/r") == "ok  lin/func_rmse_test 0.001234  corr/C02 n/a  out/r"
+    cut = {**ok, "status": "interrupted", "message": "interrupted by SIGTERM", "last_step": 40}
+    assert closing_line(cut) == ("interrupted by SIGTERM (last step 40)  lin/func_rmse_test 0.001234  "
+                                 "corr/C02 n/a")
+    failed = {**ok, "status": "failed", "message": "OSError: [Errno 28] No space left on device"}
+    assert closing_line(failed).startswith("failed: OSError: [Errno 28]")
+
+
+def write_job(sweep: Path, name: str, status: str | None) -> Path:
+    job = sweep / name
+    (job / ".hydra").mkdir(parents=True, exist_ok=True)
+    (job / ".hydra" / "overrides.yaml").write_text(f"- {name}\n")
+    if status is not None:
+        final = {"lin/func_rmse_test": 0.5, "corr/C02": 0.25}
+        (job / "summary.json").write_text(json.dumps({"status": status, "message": f"{status} because",
+                                                      "last_step": 3, "final": final}))
+    return job
+
+
+def test_sweep_summary_lists_every_job_of_this_sweep(tmp_path, capsys):
+    from omegaconf import OmegaConf
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    for name in ("a=1", "a=2", "old=1"):
+        write_job(tmp_path, name, "ok")
+    os.utime(tmp_path / "a=1" / "summary.json", ns=(1, 1))
+    os.utime(tmp_path / "a=1" / ".hydra" / "overrides.yaml", ns=(1, 1))
+    callback = SweepSummary()
+    callback.on_multirun_start(config)
+    write_job(tmp_path, "a=1", None)                     # launched again, skipped: summary untouched
+    write_job(tmp_path, "a=2", "ok")                      # re-run
+    write_job(tmp_path, "a=3", "diverged")
+    write_job(tmp_path, "a=4", "failed")
+    with pytest.raises(SystemExit) as exit_:
+        callback.on_multirun_end(config)
+    assert exit_.value.code == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"wcntk: sweep {tmp_path}: 4 jobs: 1 skipped (already ok), 1 ok, 1 diverged, 1 failed"
+    rows = {line.split()[1]: line.split()[0] for line in out[1:]}
+    assert rows == {"a=1": "skipped", "a=2": "ok", "a=3": "diverged", "a=4": "failed"}  # not old=1
+    write_job(tmp_path, "a=4", "ok")
+    callback.on_multirun_start(config)
+    write_job(tmp_path, "a=4", "ok")
+    callback.on_multirun_end(config)                      # all ok: no exit
+    assert "1 jobs: 1 ok" in capsys.readouterr().out
