@@ -68,8 +68,9 @@ def test_no_result_is_no_verdict():
         for m in ("corr/C02", "corr/C11", "lin/func_rmse_test", "lin/param_rel_change"):
             e = expected(m, c)
             assert e.kind == "none" and e.text() == "—" and e.verdict("fit", -1.0, 0.1) == "" and e.reason
-    assert expected("corr/step_ratio_2", cfg(optimizer="adam")).kind == "none"
-    assert expected("corr/C02", cfg(optimizer="adam")).kind == "prediction"  # a property of θ₀ and η
+    # init correlations and the step ratios (u = −η∇L(θ₀) by definition) are properties of θ₀ and η
+    assert expected("corr/step_ratio_2", cfg(optimizer="adam", loss="xent")).kind == "prediction"
+    assert expected("corr/C02", cfg(optimizer="adam")).kind == "prediction"
     assert expected("lin/func_rmse_test", cfg(optimizer="adam")).kind == "none"
     assert expected("lin/func_rmse_test", cfg(loss="xent")).kind == "none"
     assert expected("lin/func_rmse_test", cfg(alpha=0.5)).kind == "none"

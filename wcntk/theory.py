@@ -19,7 +19,7 @@ correlations C_{D,d} = η^{D/2+d}/(D! d!)·∇^{D+d}f·(∇f)^{⊗d} at θ₀:
     corr/C03            −1 + 3α            smooth σ (the σ''' self-term of each unit)
                         −2 + 3α            piecewise-linear σ (relu, leaky_relu, identity), depth ≥ 2
                         exact 0            piecewise-linear σ, depth 1 (f is bilinear a.e.)
-    corr/step_ratio_d   e_d + (d−1)α       e_2 = −1; e_3 as C03 at α = 0 (gd, sgd, momentum)
+    corr/step_ratio_d   e_d + (d−1)α       e_2 = −1; e_3 as C03 at α = 0 (u = −η∇L(θ₀), any optimizer)
     lin/param_rel_change  −1/2 (prediction: depth 1, α = 0), else bound −1/2 (α ≤ 0)
     lin/func_rmse, lin/taylor_rmse, lin/ntk_rel_change   bound −1/2 (α ≤ 0, gd/sgd/momentum, mse)
     lin/func_mse        bound −1 (its square)
@@ -133,11 +133,9 @@ def expected(metric: str, config: Mapping[str, Any]) -> Expectation:
             "prediction", third.slope + 3 * alpha, third.reason + "; η³ ∝ n^{3α}")
     step = re.fullmatch(r"corr/step_ratio_(\d+)", name)
     if step:
-        if optimizer_name(config) not in GRADIENT_DESCENT:
-            return Expectation("none", reason="the first step is not −η∇L (adam)")
         d = int(step.group(1))
         if d == 2:
-            return Expectation("prediction", -1 + alpha, "ratio ∝ η·D²f[g,g]/Θ: O(1/n)·η")
+            return Expectation("prediction", -1 + alpha, "u = −η∇L(θ₀): ratio ∝ η·D²f[g,g]/Θ = O(1/n)·η")
         if d == 3:
             return third if third.kind == "exact 0" else Expectation(
                 "prediction", third.slope + 2 * alpha, third.reason + "; ratio ∝ η²·D³f[g,g,g]/Θ")
