@@ -1,33 +1,38 @@
-"""End-to-end runs: run.py as a subprocess (files, W&B records, exit codes) and the
-trainer in-process (optimizers, models, determinism, twin vs kernel dynamics)."""
+"""End-to-end runs: run.py as a subprocess (files, W&B records, exit codes, signals, what it
+prints) and the trainer in-process (optimizers, models, determinism, twin vs kernel dynamics)."""
 import csv
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from wcntk.data import DataConfig
 from wcntk.job import run_job
 from wcntk.losses import mse
 from wcntk.models import ModelConfig
 from wcntk.ntk import empirical_ntk, gd_mse_kernel_dynamics
+from wcntk.record import flatten
 from wcntk.trainer import METRIC_NAMES, MinibatchSampler, OptimizerConfig, TrainConfig, Trainer
-from wcntk.wandb_records import history_rows, read_records, summary_values
+from wcntk.wandb_records import config_values, history_rows, read_records, summary_values
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["dataset=digits", "width=16", "steps=20", "log_every=5", "dataset.n_train=64",
         "dataset.n_test=32", "probes=8", "progress=false"]
+ENV = {**os.environ, "WANDB_SILENT": "true"}
 
 
-def run_cli(tmp_path: Path, *overrides: str, name: str = "run"):
+def run_cli(tmp_path: Path, *overrides: str, name: str = "run", env=None):
     run_dir = tmp_path / name
     proc = subprocess.run([sys.executable, "run.py", f"hydra.run.dir={run_dir}", *overrides],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "WANDB_SILENT": "true"})
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env or ENV)
     return proc, run_dir
 
 
@@ -36,24 +41,40 @@ def read_csv(path: Path):
         return list(csv.DictReader(fh))
 
 
+def exit_codes(run_dir: Path):
+    (run_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    return [r.exit.exit_code for r in read_records(run_file) if r.WhichOneof("record_type") == "exit"]
+
+
 @pytest.fixture(scope="module")
 def offline_run(tmp_path_factory):
     proc, run_dir = run_cli(tmp_path_factory.mktemp("e2e"), *TINY, "wandb.mode=offline")
     assert proc.returncode == 0, proc.stderr
-    return run_dir
+    return proc, run_dir
 
 
+@pytest.mark.slow
 def test_cli_run_writes_config_csv_and_summary(offline_run):
+    _, offline_run = offline_run
     assert (offline_run / ".hydra" / "config.yaml").is_file()
     rows = read_csv(offline_run / "metrics.csv")
     assert [int(r["step"]) for r in rows] == [0, 5, 10, 15, 20]
     assert list(rows[0]) == ["step", *METRIC_NAMES]
     assert rows[1]["corr/C02"] == "" and rows[0]["corr/C02"] != "" and rows[-1]["corr/C02"] != ""
     summary = json.loads((offline_run / "summary.json").read_text())
-    assert summary["status"] == "ok" and summary["message"] is None
-    cfg = summary["config"]
-    assert (cfg["width"], cfg["dataset"], cfg["optimizer"], cfg["seed"]) == (16, "digits", "gd", 0)
-    assert cfg["n_params"] == 64 * 16 + 16 + 16 * 10 + 10 and cfg["data_source"] == "sklearn-digits"
+    assert summary["status"] == "ok" and summary["message"] is None and summary["last_step"] == 20
+    # The full resolved config, nested exactly as .hydra/config.yaml (every key, not a selection).
+    assert summary["config"] == yaml.safe_load((offline_run / ".hydra" / "config.yaml").read_text())
+    cfg = dict(flatten(summary["config"]))
+    assert (cfg["width"], cfg["dataset.name"], cfg["optimizer.name"], cfg["seed"]) == (16, "digits", "gd", 0)
+    assert cfg["model.b_std"] == 0.05 and cfg["dataset.standardize"] is True
+    facts = summary["facts"]
+    assert facts["n_params"] == 64 * 16 + 16 + 16 * 10 + 10 and facts["data_source"] == "sklearn-digits"
+    assert facts["effective_lr"] == cfg["optimizer.lr"] and facts["device"] == "cpu"
+    prov = summary["provenance"]
+    assert prov["torch"] == torch.__version__ and prov["pid"] > 0 and prov["started_at"].endswith("+00:00")
+    if (ROOT / ".git").exists():
+        assert len(prov["git_commit"]) == 40 and isinstance(prov["git_dirty"], bool)
     assert summary["wall_time_s"] > 0
     assert set(summary["final"]) == set(METRIC_NAMES) == set(summary["initial"])
     for key in METRIC_NAMES:
@@ -64,37 +85,50 @@ def test_cli_run_writes_config_csv_and_summary(offline_run):
     assert summary["final"]["net/train_loss"] < summary["initial"]["net/train_loss"]
 
 
-def test_cli_run_wandb_records_hold_the_same_metrics(offline_run):
+@pytest.mark.slow
+def test_cli_run_ends_with_one_closing_line(offline_run):
+    """progress=false still prints the closing line: status, the headline metrics, the run dir."""
+    proc, run_dir = offline_run
+    final = json.loads((run_dir / "summary.json").read_text())["final"]
+    assert proc.stdout.splitlines()[-1] == (f"wcntk: ok  lin/func_rmse_test {final['lin/func_rmse_test']:.4g}"
+                                            f"  corr/C02 {final['corr/C02']:.4g}  {run_dir}")
+    assert proc.stderr == ""
+
+
+@pytest.mark.slow
+def test_cli_run_wandb_records_hold_the_same_metrics_and_config(offline_run):
+    _, offline_run = offline_run
     (run_file,) = offline_run.glob("wandb/offline-run-*/run-*.wandb")
     history = history_rows(run_file)
     csv_rows = read_csv(offline_run / "metrics.csv")
     assert [row["step"] for row in history] == [int(r["step"]) for r in csv_rows]
-    for logged, row in zip(history, csv_rows):
+    for logged, row in zip(history, csv_rows, strict=True):
         for key in METRIC_NAMES:
             if row[key] != "":
                 assert logged[key] == pytest.approx(float(row[key]), rel=1e-6), key
+    record = json.loads((offline_run / "summary.json").read_text())
     summary = summary_values(run_file)
-    assert summary["status"] == "ok"
+    assert summary["status"] == "ok" and summary["last_step"] == 20
     assert summary["lin/func_rmse_test"] == pytest.approx(float(csv_rows[-1]["lin/func_rmse_test"]), rel=1e-6)
-    (run_record,) = [r.run for r in read_records(run_file) if r.WhichOneof("record_type") == "run"]
-    config = {item.key: json.loads(item.value_json) for item in run_record.config.update}
-    assert config["width"] == 16 and config["dataset"]["name"] == "digits"
-    exits = [r.exit for r in read_records(run_file) if r.WhichOneof("record_type") == "exit"]
-    assert exits and exits[-1].exit_code == 0
+    assert summary["initial/corr/C02"] == pytest.approx(float(csv_rows[0]["corr/C02"]), rel=1e-6)
+    config = {k: v for k, v in config_values(run_file).items() if k != "_wandb"}
+    assert config == {**record["config"], "facts": record["facts"], "provenance": record["provenance"]}
+    assert exit_codes(offline_run) == [0]
 
 
+@pytest.mark.slow
 def test_cli_divergence_stops_cleanly(tmp_path):
     proc, run_dir = run_cli(tmp_path, *TINY, "optimizer.lr=1e8", "wandb.mode=offline")
-    assert proc.returncode != 0
-    assert "diverged at step" in proc.stderr
+    assert proc.returncode == 1
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("wcntk: diverged at step") and line.endswith(str(run_dir))
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "diverged" and summary["diverged_step"] is not None
+    assert summary["status"] == "diverged" and summary["diverged_step"] == summary["last_step"] is not None
     assert summary["final"]["net/train_loss"] is None          # NaN/inf stored as null
-    (run_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
-    exits = [r.exit for r in read_records(run_file) if r.WhichOneof("record_type") == "exit"]
-    assert exits[-1].exit_code != 0
+    assert exit_codes(run_dir)[-1] != 0
 
 
+@pytest.mark.slow
 def test_cli_bad_override_is_one_line_and_no_work(tmp_path):
     proc, run_dir = run_cli(tmp_path, *TINY, "width=0")
     assert proc.returncode != 0
@@ -102,13 +136,82 @@ def test_cli_bad_override_is_one_line_and_no_work(tmp_path):
     assert not (run_dir / "metrics.csv").exists() and not (run_dir / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_cli_missing_dataset_files_fail_clearly_and_are_recorded(tmp_path):
     proc, run_dir = run_cli(tmp_path, "dataset=fashion_mnist", f"dataset.data_dir={tmp_path / 'data'}",
                             "dataset.download=false", "steps=1", "wandb.mode=disabled", "progress=false")
-    assert proc.returncode != 0
-    assert proc.stderr.startswith("wcntk: error:") and "FashionMNIST" in proc.stderr
+    assert proc.returncode == 1
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("wcntk: failed: DatasetUnavailable:") and "FashionMNIST" in line
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "failed" and "FashionMNIST" in summary["message"]
+    assert summary["last_step"] is None and summary["initial"] == {}
+
+
+def start_long_run(tmp_path: Path):
+    """run.py in its own process group (as a shell runs it), stopped once 2 rows were logged."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "run.py", f"hydra.run.dir={run_dir}", *TINY, "steps=100000",
+                             "wandb.mode=offline"], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (run_dir / "metrics.csv").is_file() and len(read_csv(run_dir / "metrics.csv")) >= 2:
+            return proc, run_dir
+        time.sleep(0.2)
+    proc.kill()
+    pytest.fail(f"the run did not log two rows: {proc.communicate()[1][-2000:]}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_cli_signal_ends_the_run_as_interrupted(tmp_path, signum, code):
+    """`kill` (SIGTERM: also SLURM at a time limit) and Ctrl-C (SIGINT to the whole process group,
+    W&B's service included): within seconds, status interrupted, one line, the W&B run closed."""
+    proc, run_dir = start_long_run(tmp_path)
+    os.killpg(proc.pid, signum) if signum == signal.SIGINT else proc.send_signal(signum)
+    sent = time.monotonic()
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 30
+    assert proc.returncode == code
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["message"] == f"interrupted by {signum.name}"
+    rows = read_csv(run_dir / "metrics.csv")
+    assert summary["last_step"] == int(rows[-1]["step"]) >= 5
+    assert summary["initial"]["corr/C02"] == pytest.approx(float(rows[0]["corr/C02"]), rel=1e-6)
+    assert summary["final"]["net/train_loss"] == pytest.approx(float(rows[-1]["net/train_loss"]), rel=1e-6)
+    assert err.splitlines() == [f"wcntk: interrupted by {signum.name} (last step {summary['last_step']})  "
+                                f"lin/func_rmse_test {summary['final']['lin/func_rmse_test']:.4g}  "
+                                f"corr/C02 {summary['final']['corr/C02']:.4g}  {run_dir}"]
+    assert "Traceback" not in out + err
+    assert exit_codes(run_dir) == [code]
+
+
+@pytest.mark.slow
+def test_cli_progress_to_a_file_has_no_carriage_returns(tmp_path):
+    """`python run.py ... 2>log`: a line per ~10 % instead of a redrawn bar."""
+    proc, run_dir = run_cli(tmp_path, *TINY, "progress=true", "wandb.mode=disabled")
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert 5 <= len(lines) <= 10 and all(line.startswith("wcntk: step ") for line in lines)
+
+
+@pytest.mark.slow
+def test_cli_online_wandb_unreachable_falls_back_offline_within_the_timeout(tmp_path):
+    env = {**ENV, "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "x" * 40}
+    env.pop("WANDB_MODE", None)
+    proc, run_dir = run_cli(tmp_path, *TINY, "wandb.mode=online", "wandb.init_timeout=2", env=env)
+    assert proc.returncode == 0, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    (offline,) = run_dir.glob("wandb/offline-run-*")
+    assert line.startswith("wcntk: W&B online init failed (")
+    assert line.endswith(f"the run goes on offline in {offline}; upload it later with: wandb sync {offline}")
+    assert [p.name for p in run_dir.glob("wandb/*run-*")] == [offline.name]
+    # The whole run, W&B's online attempt included, takes the 2 s timeout plus a few seconds of
+    # work (an online init used to stall for about a minute before falling back).
+    assert json.loads((run_dir / "summary.json").read_text())["wall_time_s"] < 2 + 25
+    assert exit_codes(run_dir) == [0]
 
 
 def tiny_trainer(**changes):

@@ -92,8 +92,9 @@ class CsvLog:
 
 
 def _short(err: BaseException) -> str:
+    """`Type: first line of the message`."""
     first = (str(err).strip().splitlines() or [""])[0]
-    return f"{type(err).__name__}: {first[:200]}"
+    return f"{type(err).__name__}: {first}"
 
 
 def _remove_local_runs(run_dir: Path, pattern: str) -> None:
