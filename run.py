@@ -162,9 +162,9 @@ def main(cfg: DictConfig) -> None:
         config = OmegaConf.to_container(cfg, resolve=True)
         validate_config(config)
     except (OmegaConfBaseException, ValueError) as err:
-        remove_if_untouched(run_dir)
-        if multirun:  # the launcher records the failed job; the other jobs go on
+        if multirun:  # the launcher records the failed job (its dir stays, for the sweep's table)
             raise ConfigError(f"job {job or run_dir.name}: {one_line(err)}") from None
+        remove_if_untouched(run_dir)
         sys.exit(f"wcntk: error: {one_line(err)}")
     threads = torch_threads(config["threads"], hydra_cfg.launcher if multirun else None)
     if threads is not None:

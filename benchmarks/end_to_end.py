@@ -78,8 +78,8 @@ def compose_default(overrides: List[str]) -> Dict:
     from hydra import compose, initialize_config_dir
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
-    from wcntk.schema import RunSchema
-    ConfigStore.instance().store(name="run_schema", node=RunSchema)
+    from wcntk.config import RunConfig
+    ConfigStore.instance().store(name="run_schema", node=RunConfig)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     return OmegaConf.to_container(cfg, resolve=True)
@@ -92,7 +92,7 @@ def in_process_breakdown(overrides: List[str], run_dir: Path) -> Dict[str, float
     t0 = clock()
     from wcntk.data import load_dataset
     from wcntk.models import build_model
-    from wcntk.schema import essentials, library_configs
+    from wcntk.config import library_configs
     from wcntk.tracking import RunRecorder, WandbLog
     from wcntk.trainer import METRIC_NAMES, PRECISIONS, Trainer, resolve_device
     T["imports_s"] = clock() - t0
@@ -118,7 +118,7 @@ def in_process_breakdown(overrides: List[str], run_dir: Path) -> Dict[str, float
     T["model_build_s"] = clock() - t
 
     log_s = [0.0]
-    recorder = RunRecorder(run_dir, METRIC_NAMES, essentials(cfg), wandb_log)
+    recorder = RunRecorder(run_dir, METRIC_NAMES, cfg, wandb_log)
 
     def log(step, metrics):
         t = clock()

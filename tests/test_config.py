@@ -1,70 +1,120 @@
-"""Compose-API tests of conf/: defaults, documented overrides, and bad overrides."""
+"""The config: one strict schema (wcntk.config.RunConfig), conf/ groups, the debug preset,
+run.py's command-line check (one line, before any work, no run dir) and its run dirs.
+
+Composing in-process is fast; the tests that run `python run.py` as a subprocess are `slow`."""
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
-import run  # noqa: F401  (registers the typed schema in Hydra's ConfigStore)
-from wcntk.job import validate_config
-from wcntk.schema import essentials, library_configs
+import run
+from wcntk.config import RunConfig, config_keys, library_configs, run_config, validate_config
+from wcntk.data import DataConfig
+from wcntk.models import ModelConfig
+from wcntk.record import BOOKKEEPING_KEYS
+from wcntk.trainer import OptimizerConfig, TrainConfig
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+REAL_SWEEPS = ["activations", "lr_scaling", "parameterization", "width_scaling"]
+
+
+def compose_cfg(*overrides, hydra_node=False):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra_node)
 
 
 def composed(*overrides):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)
+    return OmegaConf.to_container(compose_cfg(*overrides), resolve=True)
 
+
+# ----------------------------------------------------------------------------- the schema
 
 def test_defaults_reproduce_the_reference_experiment():
     cfg = composed()
     validate_config(cfg)
-    assert (cfg["width"], cfg["depth"], cfg["activation"], cfg["parameterization"]) == (1024, 1, "relu", "ntk")
-    assert (cfg["steps"], cfg["loss"], cfg["precision"], cfg["device"], cfg["probes"]) == (1000, "mse", "float32", "auto", 32)
-    assert cfg["dataset"]["name"] == "mnist" and cfg["dataset"]["n_train"] == 256 and cfg["dataset"]["n_test"] == 256
+    assert (cfg["width"], cfg["depth"], cfg["activation"], cfg["parameterization"]) == \
+        (1024, 1, "relu", "ntk")
+    assert (cfg["steps"], cfg["loss"], cfg["precision"], cfg["device"], cfg["probes"]) == \
+        (1000, "mse", "float32", "auto", 32)
+    assert (cfg["dataset"]["name"], cfg["dataset"]["n_train"], cfg["dataset"]["n_test"]) == \
+        ("mnist", 256, 256)
     assert cfg["optimizer"] == {**cfg["optimizer"], "name": "gd", "lr": 1.0, "batch_size": None}
     assert cfg["model"] == {"kind": "mlp", "w_std": 1.0, "b_std": 0.05}
-    assert cfg["wandb"]["mode"] == "offline"
+    assert cfg["wandb"]["mode"] == "offline" and cfg["wandb"]["init_timeout"] == 10.0
     model, data, opt, train = library_configs(cfg)
-    assert model.width == 1024 and data.name == "mnist" and opt.name == "gd" and train.steps == 1000
+    assert (model, data, opt, train) == (ModelConfig(), DataConfig(), OptimizerConfig(), TrainConfig())
+
+
+def test_the_schema_is_the_library_configs():
+    """Every library setting is a key of the schema, with the library's own default: one definition."""
+    run_cfg = RunConfig()
+    assert run_cfg.dataset == DataConfig() and run_cfg.optimizer == OptimizerConfig()
+    assert run_cfg.model_config() == ModelConfig() and run_cfg.train_config() == TrainConfig()
+    keys = set(config_keys())
+    top = ("width", "depth", "activation", "parameterization")
+    model_keys = {f.name if f.name in top else f"model.{f.name}" for f in dataclasses.fields(ModelConfig)}
+    assert model_keys <= keys
+    assert {f.name for f in dataclasses.fields(TrainConfig)} <= keys
+    assert {f"dataset.{f.name}" for f in dataclasses.fields(DataConfig)} <= keys
+    assert {f"optimizer.{f.name}" for f in dataclasses.fields(OptimizerConfig)} <= keys
+    # and a composed config turns back into the library's objects
+    cfg = compose_cfg("optimizer=adam", "dataset.classes=[0,7]", "model=cnn", "dataset=digits", "width=8")
+    obj = OmegaConf.to_object(cfg)
+    assert isinstance(obj, RunConfig) and isinstance(obj.optimizer, OptimizerConfig)
+    assert obj.optimizer.betas == [0.9, 0.999] and obj.dataset.classes == [0, 7]
+    assert obj.model_config() == ModelConfig(kind="cnn", width=8)
+
+
+def test_group_files_hold_only_what_differs_from_the_schema():
+    defaults = {"dataset": DataConfig(), "optimizer": OptimizerConfig(), "model": RunConfig().model}
+    for group, default in defaults.items():
+        for path in sorted((CONF / group).glob("*.yaml")):
+            for key, value in yaml.safe_load(path.read_text()).items():
+                if key not in ("name", "kind"):  # what the option is
+                    assert value != getattr(default, key), f"{path.name}: {key}: {value} repeats the schema"
 
 
 @pytest.mark.parametrize("overrides, expect", [
     (["width=4096"], {"width": 4096}),
     (["depth=3", "activation=erf", "optimizer=sgd", "optimizer.batch_size=32"],
      {"depth": 3, "activation": "erf", "optimizer.name": "sgd", "optimizer.batch_size": 32}),
-    (["model=cnn", "dataset=digits", "width=64"], {"model.kind": "cnn", "dataset.name": "digits", "width": 64}),
+    (["model=cnn", "dataset=digits", "width=64"],
+     {"model.kind": "cnn", "dataset.name": "digits", "width": 64}),
     (["parameterization=mean_field"], {"parameterization": "mean_field"}),
-    (["loss=xent", "optimizer=adam", "optimizer.lr=1e-3"], {"loss": "xent", "optimizer.name": "adam", "optimizer.lr": 1e-3}),
+    (["loss=xent", "optimizer=adam", "optimizer.lr=1e-3"],
+     {"loss": "xent", "optimizer.name": "adam", "optimizer.lr": 1e-3}),
     (["precision=float64", "width=256"], {"precision": "float64", "width": 256}),
-    (["optimizer=momentum"], {"optimizer.name": "momentum", "optimizer.momentum": 0.9}),
-    (["dataset=fashion_mnist"], {"dataset.name": "fashion_mnist"}),
+    (["optimizer=momentum"], {"optimizer.name": "momentum", "optimizer.momentum": 0.9, "optimizer.lr": 0.1}),
+    (["optimizer=sgd"], {"optimizer.batch_size": 32, "optimizer.lr": 1.0}),
+    (["dataset=fashion_mnist"], {"dataset.name": "fashion_mnist", "dataset.source": "torchvision"}),
     (["dataset=cifar10", "dataset.grayscale=true"], {"dataset.name": "cifar10", "dataset.grayscale": True}),
-    (["dataset=synthetic", "dataset.input_dim=8"], {"dataset.name": "synthetic", "dataset.input_dim": 8}),
+    (["dataset=synthetic", "dataset.input_dim=8"],
+     {"dataset.name": "synthetic", "dataset.input_dim": 8, "dataset.standardize": False}),
     (["dataset.classes=[0,7]"], {"dataset.classes": [0, 7]}),
     (["optimizer.lr_width_exponent=-0.5", "optimizer.width_ref=64"],
      {"optimizer.lr_width_exponent": -0.5, "optimizer.width_ref": 64}),
     (["seed=3", "steps=0", "log_every=5", "corr_every=10", "probes=8", "device=cpu"],
      {"seed": 3, "steps": 0, "log_every": 5, "corr_every": 10, "probes": 8, "device": "cpu"}),
-    (["wandb.mode=disabled", "wandb.project=p", "wandb.group=g", "wandb.tags=[a,b]"],
-     {"wandb.mode": "disabled", "wandb.project": "p", "wandb.group": "g", "wandb.tags": ["a", "b"]}),
+    (["wandb.mode=disabled", "wandb.project=p", "wandb.group=g", "wandb.tags=[a,b]",
+      "wandb.init_timeout=2.5"],
+     {"wandb.mode": "disabled", "wandb.project": "p", "wandb.group": "g", "wandb.tags": ["a", "b"],
+      "wandb.init_timeout": 2.5}),
 ])
 def test_documented_overrides(overrides, expect):
     cfg = composed(*overrides)
     validate_config(cfg)
     for dotted, value in expect.items():
-        node = cfg
-        for part in dotted.split("."):
-            node = node[part]
-        assert node == value, dotted
-
-
-def test_essentials_name_the_setting():
-    ess = essentials(composed("width=64", "optimizer=sgd", "seed=2"))
-    assert ess["width"] == 64 and ess["optimizer"] == "sgd" and ess["seed"] == 2 and ess["batch_size"] == 32
+        assert OmegaConf.select(OmegaConf.create(cfg), dotted) == value, dotted
 
 
 @pytest.mark.parametrize("overrides, error", [
@@ -73,6 +123,8 @@ def test_essentials_name_the_setting():
     (["dataset=imagenet"], MissingConfigException),          # unknown dataset
     (["optimizer=lbfgs"], MissingConfigException),           # unknown optimizer
     (["model=resnet"], MissingConfigException),              # unknown model
+    (["+sweep=_common"], MissingConfigException),            # not a sweep (any more)
+    (["+sweep=wandb_width_scaling"], MissingConfigException),  # the W&B spec is no Hydra config
     (["width=abc"], ConfigCompositionException),             # wrong type
     (["steps=1.5"], ConfigCompositionException),
     (["optimizer.lr=fast"], ConfigCompositionException),
@@ -88,6 +140,18 @@ def test_bad_overrides_fail_at_composition(overrides, error):
     (["depth=0"], "depth"),
     (["optimizer.lr=0"], "lr"),
     (["optimizer.lr=-1"], "lr"),
+    (["optimizer.lr=inf"], "optimizer.lr must be finite"),
+    (["optimizer.lr=nan"], "optimizer.lr must be finite"),
+    (["optimizer.lr_width_exponent=nan"], "optimizer.lr_width_exponent must be finite"),
+    (["optimizer.lr_width_exponent=-inf"], "optimizer.lr_width_exponent must be finite"),
+    (["optimizer.lr=1e300", "optimizer.lr_width_exponent=300", "width=4096"], "effective learning rate"),
+    (["optimizer=adam", "optimizer.betas=[2,2]"], "optimizer.betas must be two numbers in [0, 1)"),
+    (["optimizer=adam", "optimizer.betas=[0.9,1.0]"], "optimizer.betas"),
+    (["optimizer=adam", "optimizer.betas=[0.9]"], "optimizer.betas"),
+    (["optimizer=momentum", "optimizer.momentum=-5"], "optimizer.momentum must be in [0, 1)"),
+    (["optimizer=momentum", "optimizer.momentum=1"], "optimizer.momentum"),
+    (["model.w_std=nan"], "model.w_std"),
+    (["model.b_std=inf"], "model.b_std"),
     (["steps=-1"], "steps"),
     (["probes=300"], "probes"),
     (["optimizer=sgd", "optimizer.batch_size=1000"], "batch_size"),
@@ -96,14 +160,33 @@ def test_bad_overrides_fail_at_composition(overrides, error):
     (["parameterization=mup"], "parameterization"),
     (["loss=hinge"], "loss"),
     (["precision=float16"], "precision"),
-    (["wandb.mode=sometimes"], "wandb.mode"),
     (["dataset.classes=[0,0]"], "classes"),
     (["log_every=0"], "log_every"),
+    (["threads=0"], "threads"),
+    (["wandb.mode=sometimes"], "wandb.mode"),
+    (["wandb.project=../../x"], "wandb.project"),
+    (["wandb.project=a/b"], "wandb.project"),
+    (["wandb.project=team:x"], "wandb.project"),
+    (["wandb.project=''"], "wandb.project"),
+    (["wandb.project=" + "p" * 129], "wandb.project"),
+    (["wandb.init_timeout=0"], "wandb.init_timeout"),
+    (["wandb.init_timeout=inf"], "wandb.init_timeout"),
 ])
 def test_bad_values_fail_validation_with_one_line(overrides, message):
     with pytest.raises(ValueError) as err:
         validate_config(composed(*overrides))
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_hand_written_configs_are_checked_against_the_schema_too():
+    assert run_config({"width": 8, "optimizer": {"name": "sgd"}}).optimizer.batch_size is None  # defaults
+    with pytest.raises(ValueError, match=r"unknown config key 'optimizer.lrr' \(did you mean 'optimizer.lr'"):
+        run_config({"optimizer": {"lrr": 0.1}})
+    with pytest.raises(ValueError, match="width"):
+        run_config({"width": "wide"})
+    # Hydra lets `+key` past its struct check; the schema does not
+    with pytest.raises(ValueError, match=r"unknown config key 'widht' \(did you mean 'width'\?\)"):
+        validate_config(composed("+widht=64"))
 
 
 def test_threads_per_job(monkeypatch):
@@ -114,5 +197,164 @@ def test_threads_per_job(monkeypatch):
     assert run.torch_threads(None, {"n_jobs": -1}) == 1                # one job per core
     assert run.torch_threads(None, {"n_jobs": 16}) == 1
     assert run.torch_threads(None, {"partition": "gpu"}) is None       # submitit: no n_jobs
-    with pytest.raises(ValueError, match="threads"):
-        validate_config(composed("threads=0"))
+
+
+# ----------------------------------------------------------------------------- groups and presets
+
+def test_only_real_sweeps_compose_under_sweep():
+    assert sorted(p.stem for p in (CONF / "sweep").glob("*.yaml")) == REAL_SWEEPS
+    # sweeps/ stays the folder of grids: each conf/sweep entry is a link to its file there
+    for name in REAL_SWEEPS:
+        assert (CONF / "sweep" / f"{name}.yaml").resolve() == (ROOT / "sweeps" / f"{name}.yaml").resolve()
+    assert sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml")) == REAL_SWEEPS
+    assert run.config_groups()["sweep"] == REAL_SWEEPS
+
+
+def test_sweep_dir_names_leave_out_exactly_the_bookkeeping_keys():
+    cfg = compose_cfg("+sweep=width_scaling", hydra_node=True)
+    assert list(cfg.hydra.job.config.override_dirname.exclude_keys) == list(BOOKKEEPING_KEYS)
+    # defined once, in Python: no YAML file repeats the list
+    for path in [*CONF.rglob("*.yaml"), *(ROOT / "sweeps").rglob("*.yaml")]:
+        assert "exclude_keys" not in path.read_text(), path
+    volatile = [f"{key}={value}" for key, value in [
+        ("progress", "false"), ("threads", "1"), ("device", "cpu"), ("dataset.data_dir", "/tmp/d"),
+        ("dataset.download", "false"), ("wandb.mode", "disabled"), ("wandb.project", "p"),
+        ("wandb.entity", "e"), ("wandb.group", "g"), ("wandb.tags", "[a]"), ("wandb.name", "n"),
+        ("wandb.init_timeout", "3")]]
+    assert {o.split("=")[0] for o in volatile} | {"sweep"} == set(BOOKKEEPING_KEYS)
+    cfg = compose_cfg("+sweep=width_scaling", "width=8", "seed=1", "steps=20", *volatile, hydra_node=True)
+    assert cfg.hydra.job.override_dirname == "seed=1,steps=20,width=8"
+
+
+def test_debug_preset_composes_a_tiny_offline_run():
+    cfg = composed("debug=default")
+    validate_config(cfg)
+    assert (cfg["width"], cfg["steps"], cfg["probes"], cfg["progress"]) == (16, 20, 8, False)
+    assert (cfg["dataset"]["n_train"], cfg["dataset"]["n_test"], cfg["wandb"]["mode"]) == (64, 32, "disabled")
+    # the command line still wins, and the preset combines with groups and sweeps
+    cfg = composed("debug=default", "steps=50", "dataset=digits", "+sweep=width_scaling")
+    assert (cfg["steps"], cfg["dataset"]["name"], cfg["dataset"]["n_train"], cfg["wandb"]["group"]) == \
+        (50, "digits", 64, "width_scaling")
+
+
+# ----------------------------------------------------------------------------- run.py's command-line check
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["+widht=64", "steps=10"], "unknown config key 'widht' (did you mean 'width'?)"),
+    (["widht=64"], "unknown config key 'widht' (did you mean 'width'?)"),
+    (["+optimizer.lrr=0.1"], "unknown config key 'optimizer.lrr' (did you mean 'optimizer.lr'?)"),
+    (["++dataset.nn_train=3"], "unknown config key 'dataset.nn_train' (did you mean 'dataset.n_train'?)"),
+    (["+sweep=_common"], "unknown sweep '_common': choose one of " + ", ".join(REAL_SWEEPS)),
+    (["dataset=imagenet"], "unknown dataset 'imagenet'"),
+    (["width=${oc.env:HOME}"], "width:"),
+    (["width=${oc.env:WCNTK_TEST_NO_SUCH_VAR}"], "WCNTK_TEST_NO_SUCH_VAR"),
+    (["width=abc"], "width"),
+    (["optimizer=adam", "optimizer.betas=[2,2]"], "optimizer.betas must be two numbers in [0, 1)"),
+    (["optimizer=momentum", "optimizer.momentum=-5"], "optimizer.momentum must be in [0, 1)"),
+    (["optimizer.lr=inf"], "optimizer.lr must be finite"),
+    (["optimizer.lr_width_exponent=nan"], "optimizer.lr_width_exponent must be finite"),
+    (["wandb.project=../../x"], "wandb.project='../../x' is not a valid W&B project name"),
+    (["width=8,16"], "width=8,16 is a sweep: add --multirun (or +sweep=…), or write a list as width=[8,16]"),
+    (["+sweep=width_scaling", "optimizer=momentum", "optimizer.momentum=-5"], "optimizer.momentum"),
+])
+def test_command_line_mistakes_are_one_line_before_any_work(in_tmp, argv, message):
+    with pytest.raises(run.ConfigError) as err:
+        run.check_command_line(argv)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert not (in_tmp / "outputs").exists()
+
+
+def test_a_timestamped_run_dir_is_claimed_exclusively(in_tmp):
+    argv = run.check_command_line(["debug=default", "width=32"])
+    assert argv[:2] == ["debug=default", "width=32"] and argv[2].startswith("hydra.run.dir=outputs/runs/")
+    first = Path(argv[2].split("=", 1)[1])
+    assert first.is_dir() and not any(first.iterdir()) and first.name.endswith("_w32_s0")
+    second = Path(run.check_command_line(["debug=default", "width=32"])[2].split("=", 1)[1])
+    assert second != first and second.is_dir()
+    # the same name taken twice (two runs in the same microsecond, or on two hosts): a suffix
+    assert run.claim_dir(str(first)) == f"{first}-1" and run.claim_dir(str(first)) == f"{first}-2"
+    # plain multiruns get a fresh timestamped sweep dir the same way
+    argv = run.check_command_line(["--multirun", "debug=default", "width=8,16"])
+    assert argv[-1].startswith("hydra.sweep.dir=outputs/multirun/")
+    assert Path(argv[-1].split("=", 1)[1]).is_dir()
+
+
+@pytest.mark.parametrize("argv", [
+    ["+sweep=width_scaling", "debug=default"],                      # stable sweep dir: resume reuses it
+    ["debug=default", "hydra.run.dir=somewhere/mine"],              # chosen on the command line
+    ["--help"], ["--cfg", "job"],
+])
+def test_stable_or_chosen_dirs_are_left_alone(in_tmp, argv):
+    assert run.check_command_line(argv) == argv
+    assert not (in_tmp / "outputs").exists() and not (in_tmp / "somewhere").exists()
+
+
+# ----------------------------------------------------------------------------- the CLI (subprocesses)
+
+def run_py(cwd: Path, *args: str, **popen) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300, **popen)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, line", [
+    (["+widht=64", "steps=10"], "wcntk: error: unknown config key 'widht' (did you mean 'width'?)"),
+    (["+optimizer.lrr=0.1"], "wcntk: error: unknown config key 'optimizer.lrr' (did you mean"),
+    (["width=${oc.env:HOME}"], "wcntk: error: width: "),
+    (["optimizer=adam", "optimizer.betas=[2,2]"], "wcntk: error: optimizer.betas must be two numbers"),
+    (["wandb.project=../../x"], "wcntk: error: wandb.project='../../x' is not a valid W&B project name"),
+])
+def test_cli_rejects_mistakes_with_one_line_and_no_run_dir(tmp_path, args, line):
+    proc = run_py(tmp_path, *args)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(line) and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []                       # no outputs/, no run dir
+
+
+@pytest.mark.slow
+def test_cli_help_lists_only_the_real_sweeps(tmp_path):
+    proc = run_py(tmp_path, "--help")
+    assert proc.returncode == 0
+    groups = dict(line.split(": ", 1) for line in proc.stdout.splitlines()
+                  if line.split(":")[0] in ("sweep", "debug", "dataset"))
+    assert groups["sweep"] == ", ".join(REAL_SWEEPS) and groups["debug"] == "default"
+
+
+@pytest.mark.slow
+def test_two_runs_started_together_get_a_dir_each(tmp_path):
+    """The issue's `python run.py … optimizer.lr=0.5 & python run.py … optimizer.lr=0.1 & wait`."""
+    env = {**os.environ, "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "run.py"), "debug=default", "dataset=digits",
+                               "seed=4", f"optimizer.lr={lr}"], cwd=tmp_path, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for lr in (0.5, 0.1)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    dirs = sorted(p.parent for p in (tmp_path / "outputs" / "runs").glob("*/*/summary.json"))
+    assert len(dirs) == 2 and all(d.name.endswith("_w16_s4") for d in dirs)
+    lrs = []
+    for d in dirs:
+        hydra_lr = yaml.safe_load((d / ".hydra" / "config.yaml").read_text())["optimizer"]["lr"]
+        summary = json.loads((d / "summary.json").read_text())
+        assert summary["status"] == "ok" and summary["config"]["optimizer"]["lr"] == hydra_lr
+        lrs.append(hydra_lr)
+    assert sorted(lrs) == [0.1, 0.5]
+
+
+@pytest.mark.slow
+def test_cli_bad_job_in_a_multirun_names_itself_and_the_others_run(tmp_path):
+    proc = run_py(tmp_path, "--multirun", "debug=default", "dataset=digits", "steps=2", "optimizer=momentum",
+                  "optimizer.momentum=0.5,-5", "hydra.sweep.dir=sw")
+    assert proc.returncode != 0
+    assert re.search(r"job \S*optimizer\.momentum=-5\S*: optimizer\.momentum must be in \[0, 1\), got -5\.0",
+                     proc.stderr), proc.stderr[-3000:]
+    (good,) = [p.parent for p in (tmp_path / "sw").glob("*/summary.json")]
+    assert "optimizer.momentum=0.5" in good.name
+    assert json.loads((good / "summary.json").read_text())["status"] == "ok"

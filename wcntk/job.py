@@ -7,19 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .config import library_configs, validate_config
 from .lifecycle import interruptible
-from .schema import library_configs
-from .tracking import WANDB_MODES, RunRecorder
-from .trainer import METRIC_NAMES, Trainer, validate_all
-
-
-def validate_config(cfg: dict[str, Any]) -> None:
-    """Raise ValueError (one readable line) for any bad setting, before any work."""
-    validate_all(*library_configs(cfg))
-    if cfg.get("threads") is not None and cfg["threads"] < 1:
-        raise ValueError(f"threads must be >= 1 or null, got {cfg['threads']}")
-    if cfg["wandb"]["mode"] not in WANDB_MODES:
-        raise ValueError(f"wandb.mode must be one of {WANDB_MODES}, got {cfg['wandb']['mode']!r}")
+from .tracking import RunRecorder
+from .trainer import METRIC_NAMES, Trainer
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
