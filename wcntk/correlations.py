@@ -1,15 +1,18 @@
-"""Exact derivative correlations over all parameters (DESIGN.md §4).
+"""Exact derivative correlations over all parameters.
 
-For a probe input x_a and output o, with φ(θ) = f_o(x_a; θ) and g = ∇_θ φ(θ):
+For a probe input x_a and output o, with φ(θ) = f_o(x_a; θ), g = ∇_θ φ(θ) and H = ∇²φ(θ):
 
-    C02[a, o] = η²/2   · D²φ[g, g]
-    C03[a, o] = η³/6   · D³φ[g, g, g]
-    C11[a, o] = η^{3/2} · ‖∇²φ · g‖₂
+    C02[a, o] = η²/2   · D²φ[g, g]     = η²/2 · ⟨g, H g⟩
+    C03[a, o] = η³/6   · D³φ[g, g, g]  = η³/6 · ⟨g, D(H·g)[g]⟩
+    C11[a, o] = η^{3/2} · ‖H g‖₂
 
-D²φ[g, g] and D³φ[g, g, g] are nested forward-mode jvps along g (one triple
-nesting yields both); ∇²φ·g is forward-over-reverse (jvp of grad). Everything is
-exact to working precision and costs a few forward passes per (probe, output)
-pair, vmapped over chunks of pairs so memory stays at chunk × P numbers.
+One forward-over-forward-over-reverse pass per pair gives all three: the jvp along g of
+p ↦ H(p)·g (itself the jvp along g of ∇φ) returns H g as its primal and D³φ[g, g, ·] as its
+tangent, and D²φ[g, g] = ⟨g, H g⟩ needs no pass of its own. The outputs of one probe are vmapped
+inside the probe, so the primal computations on x_a (forward, backward, and the primal half of
+every jvp) run once per probe, not once per pair; probes are vmapped in chunks sized from a
+memory budget. Everything is exact to working precision. Kept eager: nested jvp under
+torch.compile crashes.
 
 The step Taylor ratios along one GD step u = −η ∇_θ L(θ₀) use a single shared
 direction for all probes:
@@ -19,7 +22,7 @@ direction for all probes:
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -27,13 +30,17 @@ from torch.func import grad, jvp, vmap
 
 from .linearization import tree_norm
 from .models import Params, detached
+from .ntk import sample_cost
 
 Fn = Callable[[Params, Tensor], Tensor]
 
+# Parameter-sized and activation-sized tensors alive per (probe, output) pair at the peak of the
+# nested jvp (g, its tangents and H g, D³φ[g, g, ·]; the tangents of every activation).
+_PARAMS_PER_PAIR, _ACTS_PER_PAIR = 8, 12
 
-def _pair_chunk(n_params: int, itemsize: int, budget_bytes: float) -> int:
-    """(probe, output) pairs per vmapped chunk: each holds ~12 parameter-sized tensors."""
-    return max(1, int(budget_bytes // (12 * n_params * itemsize)))
+
+def _tree_dot(a: Params, b: Params) -> Tensor:
+    return sum((a[k] * b[k]).sum() for k in a)
 
 
 def _along(fn: Callable[[Params], Tensor], v: Params) -> Callable[[Params], Tensor]:
@@ -41,40 +48,37 @@ def _along(fn: Callable[[Params], Tensor], v: Params) -> Callable[[Params], Tens
     return lambda p: jvp(fn, (p,), (v,))[1]
 
 
-def _pair_correlations(f: Fn, params: Params, x_a: Tensor, e_o: Tensor):
-    """(D²φ[g,g], D³φ[g,g,g], ‖∇²φ g‖) for φ(θ) = ⟨e_o, f(θ, x_a)⟩."""
+def _probe_correlations(f: Fn, params: Params, x_a: Tensor, eye: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(D²φ[g,g], D³φ[g,g,g], ‖H g‖), each [k], for every output o of one probe x_a."""
 
-    def phi(p: Params) -> Tensor:
-        return (f(p, x_a.unsqueeze(0))[0] * e_o).sum()
+    def one_output(e_o: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        def phi(p: Params) -> Tensor:
+            return (f(p, x_a.unsqueeze(0))[0] * e_o).sum()
 
-    grad_phi = grad(phi)
-    g = grad_phi(params)
-    hess_g = jvp(grad_phi, (params,), (g,))[1]
-    second, third = jvp(_along(_along(phi, g), g), (params,), (g,))
-    return second, third, tree_norm(hess_g)
+        grad_phi = grad(phi)
+        g = grad_phi(params)
+        hess_g, third = jvp(_along(grad_phi, g), (params,), (g,))
+        return _tree_dot(g, hess_g), _tree_dot(g, third), tree_norm(hess_g)
+
+    return vmap(one_output)(eye)
 
 
 def derivative_correlations(f: Fn, params: Params, x: Tensor, lr: float = 1.0,
-                            chunk_size: Optional[int] = None,
-                            memory_budget_bytes: float = 1e9) -> Dict[str, Tensor]:
+                            chunk_size: int | None = None,
+                            memory_budget_bytes: float = 1e9) -> dict[str, Tensor]:
     """C02, C03, C11 of every probe x[a] and output o, each a tensor [m, k].
 
     f(params, x) -> [m, k] must treat rows independently (no batch statistics).
+    `chunk_size`: probes per vmapped chunk (default: from the memory budget).
     """
     params = detached(params)
-    with torch.no_grad():
-        k = f(params, x[:1]).shape[-1]
-    m = x.shape[0]
-    eye = torch.eye(k, dtype=x.dtype if x.is_floating_point() else torch.float32, device=x.device)
-    probe_idx = torch.arange(m, device=x.device).repeat_interleave(k)
-    out_idx = torch.arange(k, device=x.device).repeat(m)
-    n_params = sum(v.numel() for v in params.values())
-    itemsize = next(iter(params.values())).element_size()
-    chunk = chunk_size or _pair_chunk(n_params, itemsize, memory_budget_bytes)
-    pair_fn = vmap(lambda xa, eo: _pair_correlations(f, params, xa, eo))
-    results = [pair_fn(x[probe_idx[i:i + chunk]], eye[out_idx[i:i + chunk]])
-               for i in range(0, m * k, chunk)]
-    second, third, hess_norm = (torch.cat(r).reshape(m, k) for r in zip(*results))
+    cost = sample_cost(f, params, x)
+    per_probe = cost.k * (_PARAMS_PER_PAIR * cost.n_params + _ACTS_PER_PAIR * cost.saved) * cost.itemsize
+    chunk = chunk_size or max(1, int(memory_budget_bytes // per_probe))
+    eye = torch.eye(cost.k, dtype=next(iter(params.values())).dtype, device=x.device)
+    probe_fn = vmap(lambda xa: _probe_correlations(f, params, xa, eye))
+    results = [probe_fn(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)]
+    second, third, hess_norm = (torch.cat(r) for r in zip(*results, strict=True))
     return {
         "C02": lr ** 2 / 2 * second,
         "C03": lr ** 3 / 6 * third,
@@ -82,21 +86,34 @@ def derivative_correlations(f: Fn, params: Params, x: Tensor, lr: float = 1.0,
     }
 
 
-def directional_derivative(f: Fn, params: Params, x: Tensor, u: Params, order: int) -> Tensor:
-    """D^order f(x)[u, …, u] as [m, k], by `order` nested jvps along u."""
-    params = detached(params)
-    fn: Callable[[Params], Tensor] = lambda p: f(p, x)
+def _nested(f: Fn, params: Params, x: Tensor, u: Params, order: int) -> Callable[[Params], Tensor]:
+    """p ↦ D^order f(p, x)[u, …, u] by `order` nested jvps along u."""
+
+    def fn(p: Params) -> Tensor:
+        return f(p, x)
+
     for _ in range(order):
         fn = _along(fn, u)
-    return fn(params)
+    return fn
+
+
+def directional_derivative(f: Fn, params: Params, x: Tensor, u: Params, order: int) -> Tensor:
+    """D^order f(x)[u, …, u] as [m, k], by `order` nested jvps along u."""
+    return _nested(f, detached(params), x, u, order)(detached(params))
 
 
 def step_ratios(f: Fn, params: Params, x: Tensor, u: Params,
-                orders: Sequence[int] = (2, 3)) -> Dict[str, Tensor]:
-    """step_ratio_d = ‖D^d f(x)[u^d]/d!‖_F / ‖Df(x)[u]‖_F for d in `orders`."""
-    first = directional_derivative(f, params, x, u, 1).norm()
-    return {f"step_ratio_{d}": directional_derivative(f, params, x, u, d).norm() / math.factorial(d) / first
-            for d in orders}
+                orders: Sequence[int] = (2, 3)) -> dict[str, Tensor]:
+    """step_ratio_d = ‖D^d f(x)[u^d]/d!‖_F / ‖Df(x)[u]‖_F for d in `orders`. The jvp along u of
+    p ↦ D^{d-1}f[u^{d-1}] returns D^{d-1} as its primal and D^d as its tangent, so the highest
+    order yields the one below it for free."""
+    params = detached(params)
+    derivs = {1: directional_derivative(f, params, x, u, 1)}
+    for d in sorted(orders, reverse=True):
+        if d not in derivs:
+            derivs[d - 1], derivs[d] = jvp(_nested(f, params, x, u, d - 1), (params,), (u,))
+    first = derivs[1].norm()
+    return {f"step_ratio_{d}": derivs[d].norm() / math.factorial(d) / first for d in orders}
 
 
 def gd_step_direction(f: Fn, params: Params, x: Tensor, y: Tensor,
