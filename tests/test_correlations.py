@@ -1,4 +1,4 @@
-"""wcntk.correlations against independent references (DESIGN.md §4).
+"""wcntk.correlations against independent references (docs/theory.md §2).
 
 References: reverse-mode gradients (torch.autograd.grad) + Richardson-extrapolated
 central differences for D²/D³ along g; explicit Hessian matrices

@@ -72,7 +72,7 @@ def test_twin_gradient_is_jacobian_transpose(net, mode):
 def test_twin_keeps_its_own_theta0(mode):
     """Building the twin from the live module parameters and then training the
     module in place must not move the twin's θ₀ (the reference code's
-    perturbation helper aliased its parameter copies; DESIGN.md §4)."""
+    perturbation helper aliased its parameter copies)."""
     model = build_model(ModelConfig(width=4, depth=1, activation="tanh"), (D_IN,), K, seed=9, dtype=DT)
     f, p0, x = functional(model), params_of(model), seeded((N_TRAIN, D_IN), 51)
     lin = LinearizedModel(f, dict(model.named_parameters()))

@@ -26,7 +26,7 @@ ACT_REF = {
 
 
 def multipliers(parameterization, fan_in, w_std, b_std, readout):
-    """(c_w, c_b) from the table in DESIGN.md §5 / the models docstring, by hand."""
+    """(c_w, c_b) from the table in docs/theory.md §3 / the models docstring, by hand."""
     if parameterization == "standard":
         return 1.0, 1.0
     if parameterization == "mean_field" and readout:

@@ -1,4 +1,4 @@
-"""Exact derivative correlations (DESIGN.md §4) specialised to our MLP.
+"""Exact derivative correlations (docs/theory.md §2) specialised to our MLP.
 
 Same quantities as :func:`wcntk.correlations.derivative_correlations`, for a probe
 x_a and output o with φ(θ) = f_o(x_a; θ) and g = ∇_θ φ(θ):

@@ -1,7 +1,7 @@
 """Losses and accuracy on network outputs f ∈ ℝ^{N×k}.
 
 mse:  L = 1/(2N) Σ_i ‖f(x_i) − y_i‖²   (y one-hot; the normalization under which
-      full-batch GD gives f_{t+1} = f_t − η/N · Θ (f_t − y), DESIGN.md §2)
+      full-batch GD gives f_{t+1} = f_t − η/N · Θ (f_t − y))
 xent: L = 1/N Σ_i −log softmax(f(x_i))_{y_i}   (y integer labels)
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Linearity-deviation metrics (DESIGN.md §3).
+"""Linearity-deviation metrics (docs/theory.md §2).
 
 With f the network, f_lin its linearization at θ₀ (see `linearization`), θ_t the
 network's parameters and θ^lin_t the twin's, on inputs X with targets Y:
@@ -45,7 +45,7 @@ def deviation_from_outputs(out_net: Tensor, out_twin: Tensor, out_taylor: Tensor
 @torch.no_grad()
 def linearity_deviation(f: Fn, params0: Params, params_t: Params, params_lin_t: Params, x: Tensor,
                         target: Tensor, loss_fn: LossFn) -> Dict[str, Tensor]:
-    """The four output-space deviations of DESIGN.md §3 on inputs x."""
+    """The four output-space deviations (docs/theory.md §2) on inputs x."""
     lin = LinearizedModel(f, params0)
     return deviation_from_outputs(f(params_t, x), lin(params_lin_t, x), lin(params_t, x),
                                   target, loss_fn)

@@ -2,7 +2,7 @@
 
 Every layer computes  h = c_w · W a + c_b · b  where the stored parameters
 (W, b) and the multipliers (c_w, c_b) depend on the parameterization
-(DESIGN.md §5), with fan_in the layer's input size (in_channels·k² for a conv):
+(docs/theory.md §3), with fan_in the layer's input size (in_channels·k² for a conv):
 
 =============  ======================  ===========  =====================  ======
 name           W stored                c_w          b stored               c_b
