@@ -1,6 +1,6 @@
 """One training loop for every model, dataset and optimizer: the network and its
 linearized twin start from the same θ₀, see the same minibatches and the same
-optimizer settings; the metrics of DESIGN.md §3–4 are measured along the way.
+optimizer settings; the metrics of docs/theory.md §2 are measured along the way.
 
 Learning rate actually used:  η = lr · (width / width_ref)^α · m_param,
 with α = `lr_width_exponent` and m_param = width for mean_field, 1 otherwise.
