@@ -12,8 +12,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
 
 import pytest
 import yaml
@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 
 import run  # noqa: F401  (registers the schema and the bookkeeping keys in Hydra's ConfigStore)
 from wcntk.config import library_configs
+from wcntk.record import effective_status
 from wcntk.trainer import effective_lr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,19 +37,20 @@ POW2 = [2 ** k for k in range(3, 13)]  # 8 … 4096
 
 # ----------------------------------------------------------------------------- compose helpers
 
-Job = Tuple[List[str], Dict[str, object], str]  # (overrides, swept values by key, job dir name)
+Job = tuple[list[str], dict[str, object], str]  # (overrides, swept values by key, job dir name)
 
 
-@functools.lru_cache(maxsize=None)
-def _expand(sweep: str, overrides: Tuple[str, ...], sweep_overrides: Tuple[str, ...]):
+@functools.cache
+def _expand(sweep: str, overrides: tuple[str, ...], sweep_overrides: tuple[str, ...]):
     base = [f"+sweep={sweep}", *overrides]
     parser = OverridesParser.create()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=base, return_hydra_config=True)
         params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
-        batches = BasicSweeper.split_arguments(parser.parse_overrides([*params, *base, *sweep_overrides]), None)
+        parsed_all = parser.parse_overrides([*params, *base, *sweep_overrides])
+        batches = BasicSweeper.split_arguments(parsed_all, None)
         naming = cfg.hydra.job.config.override_dirname
-        jobs: List[Job] = []
+        jobs: list[Job] = []
         for job_overrides in (o for batch in batches for o in batch):
             parsed = parser.parse_overrides(job_overrides)
             name = get_overrides_dirname(parsed, list(naming.exclude_keys), naming.item_sep, naming.kv_sep)
@@ -60,7 +62,8 @@ def _expand(sweep: str, overrides: Tuple[str, ...], sweep_overrides: Tuple[str, 
             job = compose("config", overrides=job_overrides, return_hydra_config=True)
             assert job.hydra.job.override_dirname == name
             choices = job.hydra.runtime.choices  # config groups (sweep, dataset, …): the option chosen
-            assert all((choices[k] if k in choices else OmegaConf.select(job, k)) == v for k, v in values.items())
+            assert all((choices[k] if k in choices else OmegaConf.select(job, k)) == v
+                       for k, v in values.items())
             composed.append(job)
     return cfg, jobs, composed
 
@@ -75,7 +78,7 @@ def expand(sweep: str, overrides: Sequence[str] = (), sweep_overrides: Sequence[
     return _expand(sweep, tuple(overrides), tuple(sweep_overrides))
 
 
-def grid(jobs: List[Job], *keys: str) -> List[Tuple]:
+def grid(jobs: list[Job], *keys: str) -> list[tuple]:
     return sorted(tuple(values[k] for k in keys) for _, values, _ in jobs)
 
 
@@ -84,8 +87,8 @@ def task_dict(job) -> dict:
     return OmegaConf.to_container(OmegaConf.masked_copy(job, [k for k in job if k != "hydra"]), resolve=True)
 
 
-def product(*lists) -> List[Tuple]:
-    out: List[Tuple] = [()]
+def product(*lists) -> list[tuple]:
+    out: list[tuple] = [()]
     for values in lists:
         out = [t + (v,) for t in out for v in values]
     return sorted(out)
@@ -178,7 +181,7 @@ def test_wandb_sweep_spec_drives_run_py_with_hydra_arguments(monkeypatch):
     monkeypatch.setenv("WANDB_SWEEP_ID", "abc123")
     args = create_sweep_command_args({"args": {"width": {"value": 64}, "seed": {"value": 2}}})
     macros = {"env": ["/usr/bin/env"], "program": [spec["program"]], **args}
-    argv: List[str] = []
+    argv: list[str] = []
     for chunk in map(str, create_sweep_command(list(spec["command"]))):
         argv += macros[chunk[2:-1]] if chunk.startswith("${") and chunk.endswith("}") else [chunk]
     assert argv[:3] == ["/usr/bin/env", "python", "run.py"]
@@ -191,7 +194,7 @@ def test_wandb_sweep_spec_drives_run_py_with_hydra_arguments(monkeypatch):
 
 # ----------------------------------------------------------------------------- launcher configs
 
-def launcher_config(*overrides: str) -> Dict:
+def launcher_config(*overrides: str) -> dict:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=["+sweep=width_scaling", "hydra.sweep.dir=/scratch/sw", *overrides],
                       return_hydra_config=True)
@@ -248,12 +251,12 @@ def run_sweep(sweep_dir: Path, *overrides: str, check: bool = True) -> subproces
     return proc
 
 
-def summaries(sweep_dir: Path) -> Dict[str, dict]:
+def summaries(sweep_dir: Path) -> dict[str, dict]:
     return {p.parent.relative_to(sweep_dir).as_posix(): json.loads(p.read_text())
             for p in sweep_dir.rglob("summary.json")}
 
 
-def assert_tiny_grid_ok(sweep_dir: Path) -> Dict[str, dict]:
+def assert_tiny_grid_ok(sweep_dir: Path) -> dict[str, dict]:
     found = summaries(sweep_dir)
     assert sorted((s["config"]["width"], s["config"]["seed"]) for s in found.values()) == \
         product([8, 16, 32], [0, 1])
@@ -272,10 +275,12 @@ def joblib_sweep(tmp_path_factory) -> Path:
     return sweep_dir
 
 
+@pytest.mark.slow
 def test_joblib_sweep_runs_every_job(joblib_sweep):
     assert_tiny_grid_ok(joblib_sweep)
 
 
+@pytest.mark.slow
 def test_submitit_local_sweep_runs_every_job(tmp_path):
     sweep_dir = tmp_path / "width_scaling"
     run_sweep(sweep_dir, *GRID, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10")
@@ -283,6 +288,7 @@ def test_submitit_local_sweep_runs_every_job(tmp_path):
     assert (sweep_dir / ".submitit").is_dir()
 
 
+@pytest.mark.slow
 def test_rerun_resumes_only_missing_and_interrupted_jobs(joblib_sweep):
     before = summaries(joblib_sweep)
     names = sorted(before)
@@ -290,46 +296,66 @@ def test_rerun_resumes_only_missing_and_interrupted_jobs(joblib_sweep):
     stamps = {n: [(joblib_sweep / n / f).stat().st_mtime_ns for f in ("summary.json", "metrics.csv")]
               for n in names}
     (joblib_sweep / missing / "summary.json").unlink()
-    # A job killed mid-run leaves the summary the recorder writes at its start.
+    # A job killed mid-run (SIGKILL) leaves the `running` summary the recorder writes at its start,
+    # naming a process that is gone.
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    killed = {**before[interrupted], "status": "running",
+              "provenance": {**before[interrupted]["provenance"], "pid": gone.pid}}
+    assert effective_status(killed) == "stale"
     path = joblib_sweep / interrupted / "summary.json"
-    path.write_text(json.dumps({**before[interrupted], "status": "running"}))
+    path.write_text(json.dumps(killed))
     stamps[interrupted][0] = path.stat().st_mtime_ns
 
-    run_sweep(joblib_sweep, *GRID, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    proc = run_sweep(joblib_sweep, *GRID, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
 
+    # The sweep ends with one line per job: what it skipped and what it ran.
+    head = f"wcntk: sweep {joblib_sweep}: 6 jobs: 4 skipped (already ok), 2 ok"
+    table = proc.stdout[proc.stdout.index(head):]
+    rows = {line.split()[1]: line.split()[0] for line in table.splitlines()[1:7]}
+    assert rows == {n: "ok" if n in (missing, interrupted) else "skipped" for n in names}
     after = assert_tiny_grid_ok(joblib_sweep)
     for n in kept:
-        assert [(joblib_sweep / n / f).stat().st_mtime_ns for f in ("summary.json", "metrics.csv")] == stamps[n]
+        files = ("summary.json", "metrics.csv")
+        assert [(joblib_sweep / n / f).stat().st_mtime_ns for f in files] == stamps[n]
     for n in (missing, interrupted):
         assert all((joblib_sweep / n / f).stat().st_mtime_ns > t
-                   for f, t in zip(("summary.json", "metrics.csv"), stamps[n]))
+                   for f, t in zip(("summary.json", "metrics.csv"), stamps[n], strict=True))
         # Same seed, same numbers: a resumed sweep ends with the table of an uninterrupted one.
         assert after[n]["final"] == pytest.approx(before[n]["final"], rel=1e-5, abs=1e-12, nan_ok=True)
 
 
+@pytest.mark.slow
 def test_diverged_and_crashed_jobs_do_not_stop_the_others(tmp_path):
     sweep_dir = tmp_path / "robust"
     # lr=1e9 diverges; cifar10 with no files and download=false crashes (DatasetUnavailable).
     proc = run_sweep(sweep_dir, "width=8,16", "seed=0", "optimizer.lr=1.0,1e9", "dataset=synthetic,cifar10",
                      "dataset.download=false", f"dataset.data_dir={tmp_path / 'no_data'}", check=False)
     found = summaries(sweep_dir)
-    status = sorted((s["config"]["dataset"], s["config"]["lr"], s["config"]["width"], s["status"])
-                    for s in found.values())
+    status = sorted((s["config"]["dataset"]["name"], s["config"]["optimizer"]["lr"], s["config"]["width"],
+                     s["status"]) for s in found.values())
     assert status == sorted([("synthetic", 1.0, 8, "ok"), ("synthetic", 1.0, 16, "ok"),
                              ("synthetic", 1e9, 8, "diverged"), ("synthetic", 1e9, 16, "diverged"),
                              ("cifar10", 1.0, 8, "failed"), ("cifar10", 1.0, 16, "failed"),
                              ("cifar10", 1e9, 8, "failed"), ("cifar10", 1e9, 16, "failed")])
-    # Every job ran; Hydra reports the crashed ones at the end with a non-zero exit.
-    assert proc.returncode != 0 and "DatasetUnavailable" in proc.stderr
+    # Every job ran and said how it ended (naming itself); the sweep's closing table lists all
+    # eight, and the crashed ones make it exit 1.
+    assert proc.returncode == 1
+    failed = [line for line in proc.stderr.splitlines() if "DatasetUnavailable" in line]
+    assert len(failed) == 4
+    assert all(line.startswith("wcntk: [") and "dataset=cifar10" in line for line in failed)
+    assert f"wcntk: sweep {sweep_dir}: 8 jobs: 2 ok, 2 diverged, 4 failed" in proc.stdout
     # Divergence alone is a result, not an error: the report lists it.
     from wcntk.report import collect, failures, with_settings
     fails = failures(with_settings(collect(sweep_dir)))
     assert sorted(fails["status"]) == ["diverged"] * 2 + ["failed"] * 4
 
 
+@pytest.mark.slow
 def test_report_on_the_tiny_sweep(joblib_sweep):
     proc = subprocess.run([sys.executable, "-m", "wcntk.report", str(joblib_sweep)], cwd=ROOT,
-                          env={**os.environ, "MPLBACKEND": "Agg"}, capture_output=True, text=True, timeout=300)
+                          env={**os.environ, "MPLBACKEND": "Agg"}, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = joblib_sweep / "report"
     for name in ("runs.csv", "slopes.md", "per_width.csv", "failures.md", "report.md"):
