@@ -276,12 +276,12 @@ class Trainer:
     def is_log_step(self, t: int) -> bool:
         return t % self.cfg.log_every == 0 or t == self.cfg.steps or self.is_corr_step(t)
 
-    def run(self, label: Optional[str] = None) -> RunResult:
+    def run(self, label: str | None = None) -> RunResult:
         """Train for cfg.steps steps, logging at log/corr steps. Stops at the first non-finite loss.
         Progress (cfg.progress): a bar on a terminal, a line per 10 % elsewhere, named `label`."""
         steps = self.cfg.steps
-        initial: Dict[str, float] = {}
-        final: Dict[str, float] = {}
+        initial: dict[str, float] = {}
+        final: dict[str, float] = {}
         status, message, bad_step = "ok", None, None
         bar = progress_bar(steps, self.cfg.progress, label)
         try:
