@@ -382,10 +382,13 @@ def deviation_markdown(dev: pd.DataFrame) -> str:
 
 
 def theory_markdown(slopes: pd.DataFrame) -> str:
-    """One line per distinct (metric, theory, reason) of the slope table: the reasons."""
-    seen = slopes[slopes["theory_kind"] != "none"].drop_duplicates(["metric", "theory", "theory_reason"])
-    return "\n".join(f"- `{r.metric}` ({r.setting}): {r.theory_kind} {r.theory} — {r.theory_reason}"
-                     for r in seen.itertuples(index=False))
+    """One line per metric and reason of the slope table's theory entries, with each setting's value."""
+    lines = []
+    for (metric, kind, reason), g in slopes[slopes["theory_reason"] != ""].groupby(
+            ["metric", "theory_kind", "theory_reason"], sort=False):
+        values = "; ".join(f"{r.setting}: {r.theory}" for r in g.itertuples(index=False))
+        lines.append(f"- `{metric}`, {kind}: {reason} ({values})")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- plots
@@ -630,18 +633,26 @@ def wandb_group(runs: pd.DataFrame, sweep_dir) -> str:
     return Path(sweep_dir).resolve().name
 
 
+def _wandb_ready(df: pd.DataFrame) -> pd.DataFrame:
+    """Copy of df with every non-numeric column as str (W&B tables need one type per column)."""
+    out = df.copy()
+    for c in out.columns:
+        if not pd.api.types.is_numeric_dtype(out[c]):
+            out[c] = out[c].astype(str)
+    return out
+
+
 def log_to_wandb(result: dict, sweep_dir, mode: str = "offline") -> str | None:
-    """Log the slope table and the PNG plots as one W&B run "report" in the sweep's group.
+    """Log the slope and deviation-vs-correlation tables and the PNG plots as one W&B run
+    "report" in the sweep's group.
     Returns the run directory, or None (with a warning) if anything in wandb fails."""
     try:
         import wandb
         section = _hydra_wandb_section(result["runs"], sweep_dir)
         project = section.get("project")
         entity = section.get("entity")
-        slopes = result["slopes"].copy()
-        for c in slopes.columns:
-            if not pd.api.types.is_numeric_dtype(slopes[c]):
-                slopes[c] = slopes[c].astype(str)
+        tables = {name: _wandb_ready(result[key]) for name, key in
+                  (("slopes", "slopes"), ("deviation_vs_correlation", "deviation"))}
         with wandb.init(project=project if isinstance(project, str) and "${" not in project else "wcntk",
                         entity=entity if isinstance(entity, str) and "${" not in entity else None,
                         group=wandb_group(result["runs"], sweep_dir), name="report", job_type="report",
@@ -649,7 +660,7 @@ def log_to_wandb(result: dict, sweep_dir, mode: str = "offline") -> str | None:
                         config={"sweep_dir": str(sweep_dir), "n_jobs": len(result["runs"])}) as run:
             images = {f"plots/{p.stem}": wandb.Image(str(p)) for p in result["files"]["plots"]
                       if p.suffix == ".png"}
-            run.log({"slopes": wandb.Table(dataframe=slopes), **images})
+            run.log({**{k: wandb.Table(dataframe=t) for k, t in tables.items()}, **images})
             return getattr(run, "dir", None)
     except Exception as e:  # noqa: BLE001 — wandb must never break the report
         warnings.warn(f"wandb logging failed, report written without it: {type(e).__name__}: {e}",
