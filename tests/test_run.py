@@ -24,8 +24,7 @@ from wcntk.trainer import METRIC_NAMES, MinibatchSampler, OptimizerConfig, Train
 from wcntk.wandb_records import config_values, history_rows, read_records, summary_values
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["dataset=digits", "width=16", "steps=20", "log_every=5", "dataset.n_train=64",
-        "dataset.n_test=32", "probes=8", "progress=false"]
+TINY = ["debug=default", "dataset=digits"]  # width 16, 20 steps logged every 5, 64/32 examples, 8 probes
 ENV = {**os.environ, "WANDB_SILENT": "true"}
 
 
