@@ -14,15 +14,14 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch import Tensor
 
-from .correlations import derivative_correlations, gd_step_direction, step_ratios
-from .correlations_mlp import mlp_derivative_correlations
+from .correlations import gd_step_direction, step_ratios
 from .data import DataConfig, Dataset, is_image_dataset, load_dataset
-from .linearization import LinearizedModel, linearized_mlp
+from .implementations import implementation_for
+from .linearization import LinearizedModel
 from .losses import accuracy, get_loss
 from .metrics import deviation_from_outputs, ntk_rel_change, param_rel_change, rms
-from .models import (MLP, ModelConfig, build_model, detached, functional, lr_width_multiplier, num_params,
+from .models import (ModelConfig, build_model, detached, functional, lr_width_multiplier, num_params,
                      params_of)
-from .ntk import empirical_ntk, mlp_ntk
 from .progress import progress_bar
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
@@ -181,6 +180,7 @@ class Trainer:
         self.model = build_model(model_cfg, self.data.input_shape, self.data.n_classes,
                                  seed=train_cfg.seed, dtype=self.dtype, device=self.device)
         self.f = functional(self.model)
+        self.impl = implementation_for(self.model)
         self.params0 = params_of(self.model)
         self.twin = LinearizedModel(self.f, self.params0)
         self.twin_params = {k: v.clone().requires_grad_(True) for k, v in self.params0.items()}
@@ -200,11 +200,9 @@ class Trainer:
         return num_params(self.params0)
 
     def linearized_at(self, x: Tensor) -> Callable[[Dict[str, Tensor]], Tensor]:
-        """params ↦ f_lin(params, x) for a fixed x, with the θ₀ part computed once: written
-        out by hand for the MLP, traced by torch.func.linearize for any other model."""
-        if isinstance(self.model, MLP):
-            return linearized_mlp(self.model, self.params0, x)
-        return self.twin.cached(x)
+        """params ↦ f_lin(params, x) for a fixed x, with the θ₀ part computed once, by the
+        model's implementation (wcntk.implementations)."""
+        return self.impl.linearize(self.model, self.twin, x, True)
 
     # --- one step -------------------------------------------------------------------------
     def step(self) -> None:
@@ -218,10 +216,8 @@ class Trainer:
         self.twin_opt.zero_grad(set_to_none=True)
         if idx is None:
             twin_out = self.twin_train(self.twin_params)
-        elif isinstance(self.model, MLP):
-            twin_out = linearized_mlp(self.model, self.params0, x)(self.twin_params)
         else:
-            twin_out = self.twin(self.twin_params, x)
+            twin_out = self.impl.linearize(self.model, self.twin, x, False)(self.twin_params)
         self.loss_fn(twin_out, y).backward()
         self.twin_opt.step()
 
@@ -250,12 +246,8 @@ class Trainer:
     def correlations(self) -> Dict[str, Tensor]:
         """corr/* at the current network parameters and lin/ntk_rel_change on the probes."""
         params_t = detached(dict(self.model.named_parameters()))
-        if isinstance(self.model, MLP):   # exact rank-one fast paths (tested against the generic ones)
-            corr = mlp_derivative_correlations(self.model, self.x_probe, lr=self.lr, params=params_t)
-            ntk = mlp_ntk(self.model, self.x_probe, params_t)
-        else:
-            corr = derivative_correlations(self.f, params_t, self.x_probe, lr=self.lr)
-            ntk = empirical_ntk(self.f, params_t, self.x_probe)
+        corr = self.impl.correlations(self.model, self.f, params_t, self.x_probe, self.lr)
+        ntk = self.impl.ntk(self.model, self.f, params_t, self.x_probe)
         out: Dict[str, Tensor] = {}
         for name, values in corr.items():
             out[f"corr/{name}"] = rms(values)

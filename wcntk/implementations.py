@@ -1,0 +1,78 @@
+"""Which implementation serves a model: the one place that decides.
+
+The Trainer needs three model-specific computations; an :class:`Implementation` bundles them:
+
+- ``linearize(model, twin, x, reuse)`` → params ↦ f_lin(params, x) for this x; ``reuse`` says the
+  function will be called many times on the same x (full batch, eval sets), so tracing once pays;
+- ``ntk(model, f, params, x)`` → Θ(x, x) [m, k, m, k];
+- ``correlations(model, f, params, x, lr)`` → {"C02", "C03", "C11"}, each [m, k].
+
+:func:`implementation_for` walks the model's class hierarchy and returns the first registered
+implementation, else :data:`GENERIC`, which serves any model through torch.func (the twin traced
+by ``torch.func.linearize``; :func:`wcntk.ntk.empirical_ntk`, which picks the Jacobian contraction
+or NTK-vector products by cost; :func:`wcntk.correlations.derivative_correlations`). The MLP
+registers its exact rank-one fast paths, tested against the generic ones. A new model or a
+model-specific method (e.g. a CNN path) is one more :func:`register` call here.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from .correlations import derivative_correlations
+from .correlations_mlp import mlp_derivative_correlations
+from .linearization import LinearizedModel, linearized_mlp
+from .models import MLP, Params
+from .ntk import empirical_ntk, mlp_ntk
+
+Fn = Callable[[Params, Tensor], Tensor]
+Twin = Callable[[Params], Tensor]
+
+
+@dataclass(frozen=True)
+class Implementation:
+    name: str
+    linearize: Callable[[nn.Module, LinearizedModel, Tensor, bool], Twin]
+    ntk: Callable[[nn.Module, Fn, Params, Tensor], Tensor]
+    correlations: Callable[[nn.Module, Fn, Params, Tensor, float], dict[str, Tensor]]
+
+
+def _generic_linearize(model: nn.Module, twin: LinearizedModel, x: Tensor, reuse: bool) -> Twin:
+    if reuse:
+        return twin.cached(x)
+    return lambda params: twin(params, x)
+
+
+GENERIC = Implementation(
+    name="generic",
+    linearize=_generic_linearize,
+    ntk=lambda model, f, params, x: empirical_ntk(f, params, x),
+    correlations=lambda model, f, params, x, lr: derivative_correlations(f, params, x, lr=lr),
+)
+
+MLP_FAST = Implementation(
+    name="mlp",
+    linearize=lambda model, twin, x, reuse: linearized_mlp(model, twin.params0, x),
+    ntk=lambda model, f, params, x: mlp_ntk(model, x, params),
+    correlations=lambda model, f, params, x, lr: mlp_derivative_correlations(model, x, lr=lr, params=params),
+)
+
+_REGISTRY: dict[type, Implementation] = {}
+
+
+def register(model_type: type, implementation: Implementation) -> None:
+    """Serve `model_type` (and its subclasses, unless they register their own) by `implementation`."""
+    _REGISTRY[model_type] = implementation
+
+
+def implementation_for(model: nn.Module) -> Implementation:
+    """The registered implementation of the nearest class in type(model)'s MRO, else GENERIC."""
+    for cls in type(model).__mro__:
+        if cls in _REGISTRY:
+            return _REGISTRY[cls]
+    return GENERIC
+
+
+register(MLP, MLP_FAST)
