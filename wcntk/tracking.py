@@ -27,7 +27,9 @@ WANDB_ID_FILE = "wandb_run_id"
 
 def say(message: str, label: str | None = None) -> None:
     """One line on stderr, naming the job (its override dirname) when there is one."""
-    print(f"wcntk: [{label}] {message}" if label else f"wcntk: {message}", file=sys.stderr, flush=True)
+    line = f"wcntk: [{label}] {message}\n" if label else f"wcntk: {message}\n"
+    sys.stderr.write(line)  # one write: lines of parallel jobs never interleave
+    sys.stderr.flush()
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
