@@ -43,6 +43,7 @@ def test_workspace_spec_log_axes_and_metric_keys():
     assert {p["viewType"] for p in steps} == {"Run History Line Plot"}
     assert [p["config"]["metrics"] for p in steps] == [[m] for m in dashboard.TRAJECTORIES]
     assert all(p["config"]["groupBy"] == "width.value" and p["config"]["yLogScale"] for p in steps)
+    assert all(p["config"]["xAxis"] == "step" for p in steps)  # the runner's step metric, not W&B's _step
     (md,) = sections["slopes"]
     assert md["viewType"] == "Markdown Panel" and md["config"]["value"] == "| setting | slope |"
     (runset,) = data["spec"]["section"]["runSets"]

@@ -11,7 +11,8 @@ builds a saved W&B workspace view of the runs of group G:
   runner at step 0) or ``<metric>`` (final values), both axes logarithmic;
 - "deviation vs correlation": final ``lin/func_rmse_test`` and ``lin/loss_gap_test`` against
   ``initial/corr/C02`` and ``initial/corr/C11``, log-log;
-- "deviation vs step": line panels of the deviations over training steps, grouped by width;
+- "deviation vs step": line panels of the deviations against the logged training step
+  (the runs' `step` metric), grouped by width;
 - "slopes": a markdown panel with the slope tables of a local report dir (``--report``, the
   output of ``python -m wcntk.report``), or how to make one.
 
@@ -71,7 +72,7 @@ def build_workspace(entity: str, project: str, group: str, slopes_md: str, width
     final = [_scatter(width, wr.SummaryMetric(m), f"{m} (final) vs width") for m in FINAL_METRICS]
     dev_corr = [_scatter(wr.SummaryMetric(init_key(c)), wr.SummaryMetric(d), f"{d} (final) vs {c} at init")
                 for d in DEVIATIONS for c in CORRELATIONS]
-    steps = [wr.LinePlot(title=f"{m} vs step, by width", x="Step", y=[m], groupby=width, log_y=True)
+    steps = [wr.LinePlot(title=f"{m} vs step, by width", x="step", y=[m], groupby=width, log_y=True)
              for m in TRAJECTORIES]
     sections = [ws.Section(name=title, panels=panels, is_open=True)
                 for title, panels in (("width scaling: at init", init), ("width scaling: final", final),
