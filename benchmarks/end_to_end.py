@@ -76,10 +76,9 @@ def startup_costs(threads: Optional[int], repeats: int) -> Dict[str, float]:
 
 def compose_default(overrides: List[str]) -> Dict:
     from hydra import compose, initialize_config_dir
-    from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
-    from wcntk.config import RunConfig
-    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+    import run  # noqa: F401  (registers the schema and the bookkeeping keys in Hydra's ConfigStore)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     return OmegaConf.to_container(cfg, resolve=True)
