@@ -89,9 +89,9 @@ def in_process_breakdown(overrides: List[str], run_dir: Path) -> Dict[str, float
     T: Dict[str, float] = {}
     clock = time.perf_counter
     t0 = clock()
+    from wcntk.config import library_configs
     from wcntk.data import load_dataset
     from wcntk.models import build_model
-    from wcntk.config import library_configs
     from wcntk.tracking import RunRecorder, WandbLog
     from wcntk.trainer import METRIC_NAMES, PRECISIONS, Trainer, resolve_device
     T["imports_s"] = clock() - t0
