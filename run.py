@@ -98,10 +98,12 @@ def check_command_line(argv: list[str]) -> list[str]:
     Under multirun the sweep's base config (command-line sweeps left out) is checked here and
     each job again when it starts."""
     args = get_args_parser().parse_args(argv)
-    if args.help or args.hydra_help or args.info or args.shell_completion or args.cfg:
+    if args.help or args.hydra_help or args.shell_completion:
         return argv
     overrides = OverridesParser.create().parse_overrides(args.overrides)
     check_keys(overrides)
+    if args.info or args.cfg:  # only shows a config: no run dir
+        return argv
     sweeps = [o for o in overrides if o.is_sweep_override()]
     fixed = [o.input_line for o in overrides if not o.is_sweep_override()]
     config_dir = os.path.abspath(args.config_dir) if args.config_dir else str(CONF)

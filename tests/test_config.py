@@ -248,6 +248,7 @@ def in_tmp(tmp_path, monkeypatch):
 @pytest.mark.parametrize("argv, message", [
     (["+widht=64", "steps=10"], "unknown config key 'widht' (did you mean 'width'?)"),
     (["widht=64"], "unknown config key 'widht' (did you mean 'width'?)"),
+    (["--cfg", "job", "+widht=64"], "unknown config key 'widht' (did you mean 'width'?)"),
     (["+optimizer.lrr=0.1"], "unknown config key 'optimizer.lrr' (did you mean 'optimizer.lr'?)"),
     (["++dataset.nn_train=3"], "unknown config key 'dataset.nn_train' (did you mean 'dataset.n_train'?)"),
     (["+sweep=_common"], "unknown sweep '_common': choose one of " + ", ".join(REAL_SWEEPS)),
