@@ -7,8 +7,7 @@ import torch
 
 from tests._refs import DT, flat, jacobian, seeded
 from wcntk import losses
-from wcntk.metrics import (deviation_from_outputs, linearity_deviation, ntk_rel_change,
-                           param_rel_change, rms)
+from wcntk.metrics import deviation_from_outputs, linearity_deviation, ntk_rel_change, param_rel_change, rms
 from wcntk.models import ModelConfig, build_model, functional, params_of
 
 
@@ -46,8 +45,8 @@ def test_ntk_rel_change_by_hand():
     # ‖[[0,2],[2,0]]‖_F / ‖[[2,1],[1,2]]‖_F = √8 / √10
     assert abs(ntk_rel_change(ntk0, ntk_t).item() - math.sqrt(8 / 10)) <= 1e-15
     a, b = seeded((3, 2, 3, 2), 4), seeded((3, 2, 3, 2), 5)
-    ref = math.sqrt(sum((u - v) ** 2 for u, v in zip(b.reshape(-1).tolist(), a.reshape(-1).tolist()))
-                    / sum(u * u for u in a.reshape(-1).tolist()))
+    pairs = zip(b.reshape(-1).tolist(), a.reshape(-1).tolist(), strict=True)
+    ref = math.sqrt(sum((u - v) ** 2 for u, v in pairs) / sum(u * u for u in a.reshape(-1).tolist()))
     assert abs(ntk_rel_change(a, b).item() / ref - 1) <= 1e-14
 
 

@@ -8,8 +8,17 @@ import torch
 import torch.nn.functional as F
 
 from tests._refs import DT, seeded
-from wcntk.models import (ACTIVATIONS, ModelConfig, build_model, functional, get_activation,
-                          layer_scales, lr_width_multiplier, num_params, params_of)
+from wcntk.models import (
+    ACTIVATIONS,
+    ModelConfig,
+    build_model,
+    functional,
+    get_activation,
+    layer_scales,
+    lr_width_multiplier,
+    num_params,
+    params_of,
+)
 
 D_IN, K = 3, 2
 
@@ -38,13 +47,13 @@ def init_draws(sizes, seed):
     """The standard normals build_model must draw for an MLP, in order (W then b, layer by layer)."""
     gen = torch.Generator().manual_seed(seed)
     return [(torch.randn(fo, fi, generator=gen, dtype=DT), torch.randn(fo, generator=gen, dtype=DT))
-            for fi, fo in zip(sizes[:-1], sizes[1:])]
+            for fi, fo in zip(sizes[:-1], sizes[1:], strict=True)]
 
 
 def ref_mlp(params, x, cfg):
     a = x.reshape(x.shape[0], -1)
     names = [f"hidden.{i}" for i in range(cfg.depth)] + ["readout"]
-    for i, name in enumerate(names):
+    for name in names:
         W, b = params[f"{name}.weight"], params[f"{name}.bias"]
         c_w, c_b = multipliers(cfg.parameterization, W.shape[1], cfg.w_std, cfg.b_std, name == "readout")
         h = c_w * (a @ W.T) + c_b * b
@@ -120,7 +129,8 @@ def test_cnn_standard_init_scale():
     for name, c_in in (("hidden.0", 2), ("hidden.1", 4)):
         zw = torch.randn(4, c_in, 3, 3, generator=gen, dtype=DT)
         zb = torch.randn(4, generator=gen, dtype=DT)
-        torch.testing.assert_close(params[f"{name}.weight"], zw * 1.3 / math.sqrt(c_in * 9), rtol=1e-15, atol=0)
+        torch.testing.assert_close(params[f"{name}.weight"], zw * 1.3 / math.sqrt(c_in * 9),
+                                   rtol=1e-15, atol=0)
         torch.testing.assert_close(params[f"{name}.bias"], zb * 0.4, rtol=1e-15, atol=0)
 
 
@@ -143,7 +153,7 @@ def test_init_draws_and_scales(parameterization):
     draws = init_draws([D_IN, 6, 6, K], seed=21)
     names = ["hidden.0", "hidden.1", "readout"]
     assert list(params) == [f"{n}.{w}" for n in names for w in ("weight", "bias")]
-    for name, (zw, zb), fan_in in zip(names, draws, [D_IN, 6, 6]):
+    for name, (zw, zb), fan_in in zip(names, draws, [D_IN, 6, 6], strict=True):
         if parameterization == "standard":
             sw, sb = cfg.w_std / math.sqrt(fan_in), cfg.b_std
         else:
