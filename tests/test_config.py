@@ -170,6 +170,9 @@ def test_bad_overrides_fail_at_composition(overrides, error):
     (["wandb.project=''"], "wandb.project"),
     (["wandb.project=" + "p" * 129], "wandb.project"),
     (["wandb.init_timeout=0"], "wandb.init_timeout"),
+    (["wandb.tags=[ok,'']"], "wandb.tags"),
+    (["wandb.tags=[" + "t" * 65 + "]"], "wandb.tags"),
+    (["device=cuda:x"], "device"),
     (["wandb.init_timeout=inf"], "wandb.init_timeout"),
 ])
 def test_bad_values_fail_validation_with_one_line(overrides, message):

@@ -63,6 +63,8 @@ class WandbConfig:
         if not self.project or bad or ".." in self.project or len(self.project) > 128:
             raise ValueError(f"wandb.project={self.project!r} is not a valid W&B project name (1 to 128 "
                              f"characters, none of {' '.join(WANDB_PROJECT_FORBIDDEN)}, no '..')")
+        if not all(1 <= len(tag) <= 64 for tag in self.tags):
+            raise ValueError(f"wandb.tags must each have 1 to 64 characters, got {list(self.tags)}")
         if not (math.isfinite(self.init_timeout) and self.init_timeout > 0):
             raise ValueError(f"wandb.init_timeout must be finite seconds > 0, got {self.init_timeout}")
 

@@ -85,6 +85,10 @@ class TrainConfig:
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError("device=cuda requested but CUDA is not available")
+        if self.device.startswith("cuda:") and not (self.device[5:].isdigit()
+                                                    and int(self.device[5:]) < torch.cuda.device_count()):
+            raise ValueError(f"device={self.device} is not one of this machine's "
+                             f"{torch.cuda.device_count()} CUDA devices (cuda:0, …)")
         if self.steps < 0:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
         if self.log_every < 1:
