@@ -264,6 +264,7 @@ def _labels(values) -> Tensor:
     return torch.from_numpy(np.asarray(values, dtype=np.int64))
 
 
+@functools.lru_cache(maxsize=1)
 def _digits() -> Tuple[Tensor, Tensor]:
     from sklearn.datasets import load_digits
 
@@ -354,10 +355,12 @@ def _download(name: str, root: str) -> None:
             name, root, f"download failed, probably offline ({detail})")) from error
 
 
+@functools.lru_cache(maxsize=2)
 def _read(name: str, root: str, train: bool) -> tuple[Tensor, Tensor]:
     """One split through torchvision's dataset class (no download); MNIST-style ``.gz`` files put
     in place by hand are first extracted beside themselves, as torchvision's download does.
-    CIFAR-10's ``data`` is NHWC: back to the batches' CHW."""
+    CIFAR-10's ``data`` is NHWC: back to the batches' CHW. Cached per process (a joblib worker
+    reads once for all its jobs; callers never modify the tensors)."""
     from torchvision.datasets.utils import extract_archive
 
     for path in _expected_files(name, root):
