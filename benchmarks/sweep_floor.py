@@ -1,0 +1,156 @@
+"""Fixed cost per job and the default width-scaling sweep against its compute floor.
+
+1. Cold start: `python run.py width=8 steps=0 wandb.mode=offline` as a subprocess (the whole
+   cost of a tiny job in a fresh interpreter), and `python -c "import run"` (torch, Hydra, wcntk).
+2. Warm worker: the same job through wcntk.job.run_job repeated in one process after a first
+   (cold) one, as a joblib worker runs its second and later jobs; median of --repeats, with the
+   phases of one warm job: config → library configs, W&B init + finish (offline), data load,
+   Trainer set-up, run (evaluate + correlations at steps=0), the rest (CSV, summary).
+3. Floor of the default sweep (widths 8…4096 × seeds 0-2, 1000 full-batch GD steps on 256 MNIST
+   inputs, evaluation every 25 steps on 256 train + 256 test inputs, 2 joblib workers × 1 thread):
+       floor = Σ_jobs FLOPs / (2 · FLOP/s of a 2048² torch.mm at 1 thread, measured here),
+       FLOPs of a job = 1000 · (network + twin step FLOPs, `_common.net_step_flops`/`twin_step_flops`)
+                        + 41 evaluations · 512 inputs · (network forward + 2 twin forwards)
+   (correlations and set-up are not counted: the floor is the training arithmetic).
+4. --sweep: runs `python run.py +sweep=width_scaling hydra/launcher=joblib` into a temporary dir and
+   reports its wall time ÷ the floor.
+
+    python benchmarks/sweep_floor.py [--repeats 5] [--sweep]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _common as bench  # first: sets OMP_WAIT_POLICY before torch is imported
+import torch
+
+WIDTHS = [2 ** k for k in range(3, 13)]
+SEEDS, STEPS, N_TRAIN, N_EVAL, EVALS = 3, 1000, 256, 512, 41
+
+
+def env() -> dict:
+    e = dict(os.environ, WANDB_SILENT="true")
+    e["PYTHONPATH"] = os.pathsep.join(p for p in (str(bench.ROOT), e.get("PYTHONPATH")) if p)
+    return e
+
+
+def wall(cmd: list[str], timeout: float = 7200) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=bench.ROOT, env=env(), check=True, capture_output=True, timeout=timeout)
+    return time.perf_counter() - start
+
+
+def compose(overrides: list[str]) -> dict:
+    """The resolved config of `python run.py <overrides>` (run.py registers the schema)."""
+    import importlib.util
+
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+    spec = importlib.util.spec_from_file_location("wcntk_run", bench.ROOT / "run.py")
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    with initialize_config_dir(config_dir=str(bench.ROOT / "conf"), version_base="1.3"):
+        return OmegaConf.to_container(hydra_compose("config", overrides=overrides), resolve=True)
+
+
+def warm_phases(cfg: dict, run_dir: Path) -> dict[str, float]:
+    """One job the way run_job does it, phase by phase (in a process that already ran one)."""
+    from wcntk.config import library_configs
+    from wcntk.data import load_dataset
+    from wcntk.tracking import RunRecorder
+    from wcntk.trainer import METRIC_NAMES, Trainer
+
+    t, out = time.perf_counter(), {}
+
+    def tick(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        out[name] = now - t
+        t = now
+
+    model, data_cfg, opt, train = library_configs(cfg)
+    tick("config")
+    with RunRecorder(run_dir, METRIC_NAMES, cfg) as rec:
+        w = cfg["wandb"]
+        rec.start_wandb(w["mode"], project=w["project"], group=w["group"], tags=w["tags"], name="bench",
+                        entity=w["entity"], init_timeout=w.get("init_timeout", 10.0))
+        tick("W&B init")
+        data = load_dataset(data_cfg, flatten=model.kind == "mlp", loss=train.loss, seed=train.seed)
+        tick("data load")
+        trainer = Trainer(model, data_cfg, opt, train, log=rec.log, data=data)
+        tick("Trainer set-up")
+        result = trainer.run()
+        tick("run (evaluate + correlations)")
+        rec.set_result(result.status, result.message, result.diverged_step)
+    tick("W&B finish, summary")
+    return out
+
+
+def sweep_floor_s(gflops: float) -> tuple[float, list[dict]]:
+    rows, total = [], 0.0
+    for width in WIDTHS:
+        dims = [(784, width), (width, 10)]
+        mac = sum(i * o for i, o in dims)
+        flops = STEPS * (bench.net_step_flops(N_TRAIN, dims) + bench.twin_step_flops(N_TRAIN, dims))
+        flops += EVALS * N_EVAL * 2.0 * mac * 3
+        rows.append({"width": width, "job GFLOP": flops / 1e9, "job floor (s)": flops / gflops / 1e9})
+        total += SEEDS * flops / gflops / 1e9
+    return total / 2, rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sweep", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    meta = bench.env_info()
+    bench.print_env(meta)
+    tmp = Path(tempfile.mkdtemp(prefix="wcntk_sweep_floor_"))
+    job = ["width=8", "steps=0", "wandb.mode=offline", "progress=false"]
+    cold = {"python -c 'import run' (s)": wall([sys.executable, "-c", "import run"]),
+            "python run.py width=8 steps=0 (s)": wall([sys.executable, "run.py", *job,
+                                                        f"hydra.run.dir={tmp / 'cold'}"])}
+    bench.print_table([cold], title="Cold start (fresh interpreter)")
+
+    from wcntk.job import run_job
+    cfg = compose(job)
+    run_job(cfg, tmp / "first")                    # the worker's first (cold) job
+    warm = []
+    for i in range(args.repeats):
+        start = time.perf_counter()
+        run_job(cfg, tmp / f"warm{i}")
+        warm.append(time.perf_counter() - start)
+    phases = [warm_phases(cfg, tmp / f"phases{i}") for i in range(3)]
+    phase_rows = [{"phase": k, "s": statistics.median(p[k] for p in phases)} for k in phases[0]]
+    warm_row = {"warm run_job width=8 steps=0 (s, median)": statistics.median(warm),
+                "min (s)": min(warm), "max (s)": max(warm)}
+    bench.print_table([warm_row], title="Fixed cost per job in a warm worker (W&B offline)")
+    bench.print_table(phase_rows, title="Phases of one warm job")
+
+    mm = bench.matmul_gflops()["gflops"]
+    floor, floor_rows = sweep_floor_s(mm)
+    bench.print_table(floor_rows, title=f"Default sweep floor per job at {mm:.0f} GFLOP/s (1 thread)")
+    summary = {"mm GFLOP/s (1 thread)": mm, "sweep floor (s)": floor}
+    if args.sweep:
+        sweep_dir = tmp / "sweep"
+        summary["sweep wall (s)"] = wall([sys.executable, "run.py", "+sweep=width_scaling",
+                                          "hydra/launcher=joblib", f"hydra.sweep.dir={sweep_dir}",
+                                          "progress=false"], timeout=4 * 3600)
+        summary["sweep ÷ floor"] = summary["sweep wall (s)"] / floor
+        summary["jobs ok"] = sum('"status": "ok"' in p.read_text() for p in sweep_dir.rglob("summary.json"))
+    meta["loadavg_1m_end"] = os.getloadavg()[0]
+    bench.print_table([summary], title="Default width-scaling sweep vs its floor (2 workers × 1 thread)")
+    bench.write_results("sweep_floor", [summary], meta,
+                        {"cold": cold, "warm": warm_row, "warm_phases": phase_rows, "floor": floor_rows})
+
+
+if __name__ == "__main__":
+    main()
