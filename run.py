@@ -23,7 +23,7 @@ from hydra._internal.utils import get_args_parser  # noqa: E402
 from hydra.core.config_store import ConfigStore  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
-from hydra.errors import HydraException  # noqa: E402
+from hydra.errors import CompactHydraException, HydraException  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
@@ -45,8 +45,9 @@ ConfigStore.instance().store(name="bookkeeping_keys", node={
     "hydra": {"job": {"config": {"override_dirname": {"exclude_keys": list(BOOKKEEPING_KEYS)}}}}})
 
 
-class ConfigError(ValueError):
-    """A user mistake on the command line or in a config value: reported as one line."""
+class ConfigError(CompactHydraException, ValueError):
+    """A user mistake on the command line or in a config value: reported as one line (Hydra, too,
+    shows a failed job's CompactHydraException without a traceback)."""
 
 
 def config_groups() -> dict[str, list[str]]:
@@ -165,7 +166,7 @@ def main(cfg: DictConfig) -> None:
         validate_config(config)
     except (OmegaConfBaseException, ValueError) as err:
         if multirun:  # the launcher records the failed job (its dir stays, for the sweep's table)
-            raise ConfigError(f"job {job or run_dir.name}: {one_line(err)}") from None
+            raise ConfigError(f"wcntk: [{job or run_dir.name}] error: {one_line(err)}") from None
         remove_if_untouched(run_dir)
         sys.exit(f"wcntk: error: {one_line(err)}")
     threads = torch_threads(config["threads"], hydra_cfg.launcher if multirun else None)
