@@ -13,10 +13,16 @@ float32 with TF32 off (the Trainer turns it off; checked here). Prints:
                the device's measured float32 torch.mm TFLOP/s (TF32 disabled);
   memory       torch.cuda.max_memory_allocated over the whole run (CPU: peak RSS instead).
 
+CNN case (--model cnn: 3×3 convs of --width channels on MNIST 28×28, global average pool; the
+twin is the generic torch.func path, NTK and correlations the generic ones): FLOPs are the
+conv + readout counts of cnn_step.py.
+
 Test it anywhere with a tiny size:
     python benchmarks/gpu.py --device cpu --width 64 --steps 20
+    python benchmarks/gpu.py --device cpu --model cnn --width 8 --depth 1 --steps 5
 On the GPU machine:
     python benchmarks/gpu.py                       # width 16384, depth 3, 1000 steps, cuda
+    python benchmarks/gpu.py --model cnn --width 256 --depth 3 --steps 200
 """
 from __future__ import annotations
 
@@ -30,6 +36,8 @@ from _common import (env_info, matmul_gflops, mlp_dims, net_step_flops, print_en
                      twin_step_flops, write_results)
 
 import torch
+from cnn_step import conv_macs
+from cnn_step import step_flops as cnn_step_flops
 
 from wcntk.data import DataConfig
 from wcntk.losses import mse
@@ -66,6 +74,7 @@ def median_time(fn, n: int, device) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--model", default="mlp", choices=("mlp", "cnn"))
     ap.add_argument("--width", type=int, default=16384)
     ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--steps", type=int, default=1000)
@@ -89,7 +98,8 @@ def main() -> None:
 
     wall0 = time.perf_counter()
     t = time.perf_counter()
-    trainer = Trainer(ModelConfig(width=args.width, depth=args.depth, activation=args.activation),
+    model_cfg = ModelConfig(kind=args.model, width=args.width, depth=args.depth, activation=args.activation)
+    trainer = Trainer(model_cfg,
                       DataConfig(), OptimizerConfig(),
                       TrainConfig(steps=args.steps, device=args.device, progress=False, log_every=args.log_every))
     sync(device)
@@ -115,8 +125,11 @@ def main() -> None:
     both_s = median_time(trainer.step, args.timing_steps, device)
     net_step()
     net_s = median_time(net_step, args.timing_steps, device)
-    dims = mlp_dims(trainer.model)
-    f_net, f_twin = net_step_flops(len(x), dims), twin_step_flops(len(x), dims)
+    if args.model == "cnn":
+        f_net, f_twin = cnn_step_flops(len(x), conv_macs(trainer), args.width * trainer.data.n_classes)
+    else:
+        dims = mlp_dims(trainer.model)
+        f_net, f_twin = net_step_flops(len(x), dims), twin_step_flops(len(x), dims)
     if device.type == "cuda":
         peak_gib = torch.cuda.max_memory_allocated(device) / 2 ** 30
         mem_kind = "torch.cuda.max_memory_allocated"
@@ -125,7 +138,7 @@ def main() -> None:
         mem_kind = "peak RSS (ru_maxrss)"
     steps_s = run_s - acc.get("evaluate", 0.0) - acc.get("correlations", 0.0)
     row = {
-        "device": str(device), "width": args.width, "depth": args.depth, "steps": args.steps,
+        "device": str(device), "model": args.model, "width": args.width, "depth": args.depth, "steps": args.steps,
         "n_params": trainer.n_params, "status": result.status,
         "total_wall_s": total_s, "setup_s": setup_s, "run_s": run_s,
         "train_steps_s": steps_s, "evaluate_s": acc.get("evaluate", 0.0), "n_evaluate": acc.get("n_evaluate", 0),
@@ -138,8 +151,8 @@ def main() -> None:
         "peak_mem_gib": peak_gib, "memory_measure": mem_kind,
         "func_rmse_train": result.final.get("lin/func_rmse_train"), "corr_C02": result.final.get("corr/C02"),
     }
-    print_table([{k: row[k] for k in ("device", "width", "depth", "steps", "n_params", "status", "total_wall_s",
-                                      "setup_s", "train_steps_s", "evaluate_s", "correlations_s")}],
+    print_table([{k: row[k] for k in ("device", "model", "width", "depth", "steps", "n_params", "status",
+                                      "total_wall_s", "setup_s", "train_steps_s", "evaluate_s", "correlations_s")}],
                 title="Wall time (s)")
     print_table([{k: row[k] for k in ("net_step_ms", "net_tflops", "both_step_ms", "both_tflops", "mm_tflops",
                                       "net_pct_of_mm", "both_pct_of_mm", "peak_mem_gib")}],
