@@ -138,7 +138,8 @@ def main() -> None:
         mem_kind = "peak RSS (ru_maxrss)"
     steps_s = run_s - acc.get("evaluate", 0.0) - acc.get("correlations", 0.0)
     row = {
-        "device": str(device), "model": args.model, "width": args.width, "depth": args.depth, "steps": args.steps,
+        "device": str(device), "model": args.model, "width": args.width, "depth": args.depth,
+        "steps": args.steps,
         "n_params": trainer.n_params, "status": result.status,
         "total_wall_s": total_s, "setup_s": setup_s, "run_s": run_s,
         "train_steps_s": steps_s, "evaluate_s": acc.get("evaluate", 0.0), "n_evaluate": acc.get("n_evaluate", 0),
