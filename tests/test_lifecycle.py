@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -51,8 +52,15 @@ def read_rows(path: Path) -> list[list[str]]:
 
 
 def exit_codes(run_dir: Path) -> list[int]:
+    """Exit codes in the run dir's offline W&B run file. W&B's service process writes the file
+    after run.finish() returns (about 0.3 s here): wait up to 30 s for the exit record."""
     (run_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
-    return [r.exit.exit_code for r in read_records(run_file) if r.WhichOneof("record_type") == "exit"]
+    deadline = time.monotonic() + 30
+    while True:
+        codes = [r.exit.exit_code for r in read_records(run_file) if r.WhichOneof("record_type") == "exit"]
+        if codes or time.monotonic() > deadline:
+            return codes
+        time.sleep(0.2)
 
 
 def signal_at_step(monkeypatch, step: int, signum: int) -> None:

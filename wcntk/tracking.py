@@ -9,6 +9,7 @@ import json
 import math
 import os
 import secrets
+import shlex
 import shutil
 import sys
 import tempfile
@@ -152,7 +153,7 @@ class WandbLog:
             if mode == "online":
                 sync_dir = self.run.settings.sync_dir
                 say(f"W&B online init failed ({reason}); the run goes on offline in {sync_dir}; "
-                    f"upload it later with: wandb sync {sync_dir}", label)
+                    f"upload it later with: wandb sync {shlex.quote(str(sync_dir))}", label)
         self.run.define_metric("step")
         self.run.define_metric("*", step_metric="step")
 
