@@ -41,8 +41,15 @@ def read_csv(path: Path):
 
 
 def exit_codes(run_dir: Path):
+    """Exit codes in the run dir's offline W&B run file (W&B's service process may still be
+    writing it for a moment after run.py exits: wait up to 30 s for the exit record)."""
     (run_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
-    return [r.exit.exit_code for r in read_records(run_file) if r.WhichOneof("record_type") == "exit"]
+    deadline = time.monotonic() + 30
+    while True:
+        codes = [r.exit.exit_code for r in read_records(run_file) if r.WhichOneof("record_type") == "exit"]
+        if codes or time.monotonic() > deadline:
+            return codes
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
