@@ -104,6 +104,7 @@ def test_cli_run_ends_with_one_closing_line(offline_run):
 @pytest.mark.slow
 def test_cli_run_wandb_records_hold_the_same_metrics_and_config(offline_run):
     _, offline_run = offline_run
+    assert exit_codes(offline_run) == [0]      # (waits until W&B has written the whole file)
     (run_file,) = offline_run.glob("wandb/offline-run-*/run-*.wandb")
     history = history_rows(run_file)
     csv_rows = read_csv(offline_run / "metrics.csv")
@@ -119,7 +120,6 @@ def test_cli_run_wandb_records_hold_the_same_metrics_and_config(offline_run):
     assert summary["initial/corr/C02"] == pytest.approx(float(csv_rows[0]["corr/C02"]), rel=1e-6)
     config = {k: v for k, v in config_values(run_file).items() if k != "_wandb"}
     assert config == {**record["config"], "facts": record["facts"], "provenance": record["provenance"]}
-    assert exit_codes(offline_run) == [0]
 
 
 @pytest.mark.slow
