@@ -40,7 +40,7 @@ def test_twin_at_theta0_equals_network(net):
     lin = LinearizedModel(net["f"], net["params0"])
     f0 = net["f"](net["params0"], net["x"])
     torch.testing.assert_close(lin(net["params0"], net["x"]), f0, rtol=0, atol=0)
-    torch.testing.assert_close(lin.cached(net["x"])(net["params0"]), f0, rtol=0, atol=1e-15)
+    torch.testing.assert_close(lin.cached(net["x"], trace_after=0)(net["params0"]), f0, rtol=0, atol=1e-15)
 
 
 @pytest.mark.parametrize("mode", ["plain", "cached"])
@@ -48,7 +48,7 @@ def test_twin_matches_explicit_jacobian(net, mode):
     f, p0, x = net["f"], net["params0"], net["xt"]
     lin = LinearizedModel(f, p0)
     theta = _perturbed(p0, seed=100)
-    got = lin(theta, x) if mode == "plain" else lin.cached(x)(theta)
+    got = lin(theta, x) if mode == "plain" else lin.cached(x, trace_after=0)(theta)
     ref = f(p0, x) + (net["Jt"] @ (flat(theta) - flat(p0))).reshape(N_TEST, K)
     assert rel_err(got, ref) <= 1e-12
     # …and it is not the network itself away from θ₀
@@ -62,7 +62,7 @@ def test_twin_gradient_is_jacobian_transpose(net, mode):
     lin = LinearizedModel(f, p0)
     theta = {k: v.clone().requires_grad_(True) for k, v in _perturbed(p0, seed=200).items()}
     w = seeded((N_TRAIN, K), 201)
-    out = lin(theta, x) if mode == "plain" else lin.cached(x)(theta)
+    out = lin(theta, x) if mode == "plain" else lin.cached(x, trace_after=0)(theta)
     grads = torch.autograd.grad((out * w).sum(), list(theta.values()))
     got = torch.cat([g.reshape(-1) for g in grads])
     torch.testing.assert_close(got, net["J"].T @ w.reshape(-1), rtol=1e-12, atol=1e-14)
@@ -76,7 +76,7 @@ def test_twin_keeps_its_own_theta0(mode):
     model = build_model(ModelConfig(width=4, depth=1, activation="tanh"), (D_IN,), K, seed=9, dtype=DT)
     f, p0, x = functional(model), params_of(model), seeded((N_TRAIN, D_IN), 51)
     lin = LinearizedModel(f, dict(model.named_parameters()))
-    fn = (lambda p: lin(p, x)) if mode == "plain" else lin.cached(x)
+    fn = (lambda p: lin(p, x)) if mode == "plain" else lin.cached(x, trace_after=0)
     before = fn(p0).detach().clone()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     model(x).sum().backward()
@@ -124,11 +124,23 @@ def test_twin_sgd_matches_kernel_dynamics(net, kernel_solution, mode):
     """Full-batch torch.optim.SGD on losses.mse of the twin == closed form."""
     f, p0, x, xt = net["f"], net["params0"], net["x"], net["xt"]
     lin = LinearizedModel(f, p0)
-    fn = (lambda p: lin(p, x)) if mode == "plain" else lin.cached(x)
+    fn = (lambda p: lin(p, x)) if mode == "plain" else lin.cached(x, trace_after=0)
     params = train_sgd(fn, p0, net["y"], losses.mse, LR, STEPS)
     f_train, f_test = kernel_solution
     torch.testing.assert_close(lin(params, x), f_train, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(lin.cached(xt)(params), f_test, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(lin.cached(xt, trace_after=0)(params), f_test, rtol=1e-10, atol=1e-10)
+
+
+def test_cached_twin_traces_at_its_third_call_and_agrees(net):
+    f, p0, x = net["f"], net["params0"], net["xt"]
+    lin = LinearizedModel(f, p0)
+    traces, trace = [], lin._trace
+    lin._trace = lambda xx: traces.append(xx) or trace(xx)
+    fn = lin.cached(x)
+    for i in range(4):                               # calls 1-2: jvp; 3-4: the trace
+        theta = _perturbed(p0, seed=300 + i)
+        torch.testing.assert_close(fn(theta), lin(theta, x), rtol=1e-12, atol=1e-13)
+        assert len(traces) == (0 if i < 2 else 1)
 
 
 # ----------------------------------------------------------------------- NTK
@@ -211,7 +223,7 @@ def test_hand_written_mlp_twin_matches_the_jvp_twin(activation, parameterization
     w = seeded(reference.shape, 80)
     g_ref = torch.autograd.grad((reference * w).sum(), list(theta.values()))
     g_fast = torch.autograd.grad((fast * w).sum(), list(theta.values()))
-    for a, b in zip(g_fast, g_ref):
+    for a, b in zip(g_fast, g_ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     with torch.no_grad():   # at θ₀ exactly the network (same ops), so lin/* start at 0
         assert torch.equal(linearized_mlp(model, p0, x)(p0), model(x))
