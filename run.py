@@ -6,6 +6,7 @@ bad interpolations and bad settings end with one `wcntk: error: …` line and le
 directory; a timestamped run directory is then claimed exclusively. Each job hands its
 resolved config to wcntk.job.run_job.
 """
+import copy
 import os
 import re
 import shutil
@@ -28,7 +29,7 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
-from wcntk.config import RunConfig, config_keys, one_line, unknown_key_message, validate_config  # noqa: E402
+from wcntk.config import RunConfig, config_keys, one_line, run_config, unknown_key_message, validate_config  # noqa: E402
 from wcntk.data import DatasetUnavailable  # noqa: E402
 from wcntk.job import finished_summary, read_summary, run_job  # noqa: E402
 from wcntk.lifecycle import Interrupted, interruptible  # noqa: E402
@@ -77,6 +78,25 @@ def check_keys(overrides: list) -> None:
             raise ConfigError(unknown_key_message(key, tuple(groups)))
 
 
+def check_sweep_values(task: dict, override) -> None:
+    """Each value a command-line sweep gives its key has the schema's type (and resolves)."""
+    try:
+        values = list(override.sweep_iterator())
+    except HydraException:  # interval(…) sweeps have no fixed values
+        return
+    *parents, leaf = override.key_or_group.split(".")
+    for value in values:
+        job = copy.deepcopy(task)
+        node = job
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+        try:
+            run_config(job)
+        except ValueError as err:
+            raise ConfigError(f"{err} (in the sweep {override.input_line})") from None
+
+
 def claim_dir(pattern_resolved: str) -> str:
     """Create `pattern_resolved` (or, if another run took it first, the same name + `-1`, `-2`, …)
     with an exclusive mkdir: two runs never share a directory."""
@@ -96,12 +116,16 @@ def check_command_line(argv: list[str]) -> list[str]:
     yet), raising ConfigError with one line. Returns argv to hand to Hydra: with a timestamped
     run (or multirun) dir claimed here and pinned as `hydra.run.dir=…` (`hydra.sweep.dir=…`).
 
-    Under multirun the sweep's base config (command-line sweeps left out) is checked here and
-    each job again when it starts."""
+    Under multirun, keys, types and interpolations are checked here (the base config, and each
+    value a command-line sweep gives a key); the settings of each job when it starts, so that a
+    bad job fails alone."""
     args = get_args_parser().parse_args(argv)
     if args.help or args.hydra_help or args.shell_completion:
         return argv
-    overrides = OverridesParser.create().parse_overrides(args.overrides)
+    try:
+        overrides = OverridesParser.create().parse_overrides(args.overrides)
+    except HydraException as err:
+        raise ConfigError(one_line(err)) from None
     check_keys(overrides)
     if args.info or args.cfg:  # only shows a config: no run dir
         return argv
@@ -119,11 +143,16 @@ def check_command_line(argv: list[str]) -> list[str]:
         key, _, value = line.partition("=")
         raise ConfigError(f"{line} is a sweep: add --multirun (or +sweep=…)"
                           + (f", or write a list as {key}=[{value}]" if "," in value else ""))
-    task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     try:
-        validate_config(OmegaConf.to_container(task, resolve=True))
+        task = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]),
+                                      resolve=True)
+        if not multirun:
+            validate_config(task)
     except (OmegaConfBaseException, ValueError) as err:
         raise ConfigError(one_line(err)) from None
+    for override in sweeps:
+        if override.key_or_group not in config_groups():
+            check_sweep_values(task, override)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     if "${now:" not in str(OmegaConf.to_container(cfg.hydra, resolve=False)[key.split(".")[1]]["dir"]):
         return argv  # a stable dir (a sweep's, or set on the command line): re-running reuses it

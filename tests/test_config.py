@@ -265,7 +265,10 @@ def in_tmp(tmp_path, monkeypatch):
     (["optimizer.lr_width_exponent=nan"], "optimizer.lr_width_exponent must be finite"),
     (["wandb.project=../../x"], "wandb.project='../../x' is not a valid W&B project name"),
     (["width=8,16"], "width=8,16 is a sweep: add --multirun (or +sweep=…), or write a list as width=[8,16]"),
-    (["+sweep=width_scaling", "optimizer=momentum", "optimizer.momentum=-5"], "optimizer.momentum"),
+    (["dataset.classes=[0,1"], "no viable alternative at input '[0,1'"),
+    (["--multirun", "width=8,abc"], "width: Value 'abc' of type 'str' could not be converted to Integer "
+                                    "(in the sweep width=8,abc)"),
+    (["+sweep=width_scaling", "seed=0,${oc.env:WCNTK_TEST_NO_SUCH_VAR}"], "WCNTK_TEST_NO_SUCH_VAR"),
 ])
 def test_command_line_mistakes_are_one_line_before_any_work(in_tmp, argv, message):
     with pytest.raises(run.ConfigError) as err:
@@ -287,6 +290,14 @@ def test_a_timestamped_run_dir_is_claimed_exclusively(in_tmp):
     argv = run.check_command_line(["--multirun", "debug=default", "width=8,16"])
     assert argv[-1].startswith("hydra.sweep.dir=outputs/multirun/")
     assert Path(argv[-1].split("=", 1)[1]).is_dir()
+
+
+def test_a_multirun_checks_settings_per_job(in_tmp):
+    """Every job here is valid, though the base config (batch 100 > n_train 64) is not: settings are
+    checked per job (a bad job fails alone, naming itself), types and keys before any job."""
+    argv = ["--multirun", "debug=default", "dataset.n_train=200,300", "optimizer=sgd",
+            "optimizer.batch_size=100"]
+    assert run.check_command_line(argv)[:-1] == argv
 
 
 @pytest.mark.parametrize("argv", [
