@@ -88,9 +88,12 @@ def check_sweep_values(task: dict, override) -> None:
     for value in values:
         job = copy.deepcopy(task)
         node = job
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
+        try:
+            for part in parents:
+                node = node[int(part)] if isinstance(node, list) else node[part]
+            node[int(leaf) if isinstance(node, list) else leaf] = value
+        except (KeyError, IndexError, TypeError, ValueError):  # a path Hydra itself will reject
+            return
         try:
             run_config(job)
         except ValueError as err:

@@ -148,6 +148,8 @@ def one_line(err: BaseException) -> str:
     kept: list[str] = []
     key = None
     for line in filter(None, (ln.strip() for ln in lines)):
+        if line.startswith("Config search path"):  # Hydra's list of where it looked
+            break
         if line.startswith("full_key:"):
             key = key or line.split(":", 1)[1].strip()
         elif line not in kept and not line.startswith(("object_type=", "reference_type=", "Set the env")):
