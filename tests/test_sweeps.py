@@ -246,7 +246,7 @@ def run_sweep(sweep_dir: Path, *overrides: str, check: bool = True) -> subproces
     cmd = [sys.executable, str(ROOT / "run.py"), "+sweep=width_scaling", *TINY, *overrides,
            f"hydra.sweep.dir={sweep_dir}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
-    env.pop("PYTHONPATH", None)  # run.py must make wcntk importable for the launchers itself
+    env.pop("PYTHONPATH", None)  # launcher subprocesses import the installed wcntk (-e . in requirements)
     proc = subprocess.run(cmd, cwd=sweep_dir.parent, env=env, capture_output=True, text=True, timeout=600)
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
