@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from .data import DataConfig
 from .models import ModelConfig
@@ -164,10 +164,9 @@ def run_config(cfg: Mapping[str, Any]) -> RunConfig:
     try:
         merged = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
         return OmegaConf.to_object(merged)
+    except ConfigKeyError as err:
+        raise ValueError(unknown_key_message(err.full_key) if err.full_key else one_line(err)) from None
     except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None)
-        if type(err).__name__ == "ConfigKeyError" and key:
-            raise ValueError(unknown_key_message(key)) from None
         raise ValueError(one_line(err)) from None
 
 
