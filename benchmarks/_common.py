@@ -14,8 +14,9 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:           # `python benchmarks/x.py` from anywhere imports wcntk
@@ -45,8 +46,8 @@ def time_once(fn: Callable[[], Any], device: Any = "cpu") -> float:
     return time.perf_counter() - start
 
 
-def compare(fns: Dict[str, Callable[[], Any]], warmup: int = 2, repeats: int = 7,
-            device: Any = "cpu", min_round_s: float = 0.0) -> Dict[str, Dict[str, float]]:
+def compare(fns: dict[str, Callable[[], Any]], warmup: int = 2, repeats: int = 7,
+            device: Any = "cpu", min_round_s: float = 0.0) -> dict[str, dict[str, float]]:
     """Median/min seconds per call of each fn, measured interleaved.
 
     `warmup` untimed rounds first; then `repeats` rounds, each calling every fn once (if one
@@ -59,23 +60,23 @@ def compare(fns: Dict[str, Callable[[], Any]], warmup: int = 2, repeats: int = 7
             t = time_once(fn, device)
             if min_round_s > 0 and t > 0:
                 inner[name] = max(inner[name], min(1000, int(min_round_s / t)))
-    samples: Dict[str, List[float]] = {name: [] for name in fns}
+    samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             n = inner[name]
-            samples[name].append(time_once(lambda: [fn() for _ in range(n)], device) / n)
+            samples[name].append(time_once(lambda fn=fn, n=n: [fn() for _ in range(n)], device) / n)
     return {name: {"median_s": statistics.median(s), "min_s": min(s), "repeats": len(s),
                    "spread": (max(s) - min(s)) / statistics.median(s) if statistics.median(s) else 0.0}
             for name, s in samples.items()}
 
 
 def measure(fn: Callable[[], Any], warmup: int = 2, repeats: int = 7, device: Any = "cpu",
-            min_round_s: float = 0.0) -> Dict[str, float]:
+            min_round_s: float = 0.0) -> dict[str, float]:
     return compare({"fn": fn}, warmup, repeats, device, min_round_s)["fn"]
 
 
 def matmul_gflops(size: int = 2048, dtype: torch.dtype = torch.float32, device: Any = "cpu",
-                  repeats: int = 5) -> Dict[str, float]:
+                  repeats: int = 5) -> dict[str, float]:
     """GFLOP/s of a square `size`×`size` torch.mm (2·size³ FLOPs), median of `repeats`."""
     a = torch.randn(size, size, dtype=dtype, device=device)
     b = torch.randn(size, size, dtype=dtype, device=device)
@@ -86,7 +87,7 @@ def matmul_gflops(size: int = 2048, dtype: torch.dtype = torch.float32, device: 
             "gflops_best": flops / t["min_s"] / 1e9}
 
 
-def env_info(device: Any = "cpu") -> Dict[str, Any]:
+def env_info(device: Any = "cpu") -> dict[str, Any]:
     info = {"torch": torch.__version__, "python": platform.python_version(),
             "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
             "cpu_count": os.cpu_count(), "machine": platform.machine(), "device": str(device),
@@ -94,7 +95,7 @@ def env_info(device: Any = "cpu") -> Dict[str, Any]:
             "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     try:
         with open("/proc/cpuinfo") as fh:
-            info["cpu"] = next((l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")), "?")
+            info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "?")
         info["loadavg_1m"] = os.getloadavg()[0]
     except OSError:
         pass
@@ -103,7 +104,7 @@ def env_info(device: Any = "cpu") -> Dict[str, Any]:
     return info
 
 
-def print_env(info: Dict[str, Any]) -> None:
+def print_env(info: dict[str, Any]) -> None:
     keys = ("torch", "threads", "omp_wait_policy", "cpu_count", "cpu", "gpu", "device", "loadavg_1m")
     print("  ".join(f"{k}={info[k]}" for k in keys if k in info))
 
@@ -125,8 +126,8 @@ def fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def print_table(rows: Sequence[Dict[str, Any]], columns: Optional[Sequence[str]] = None,
-                title: Optional[str] = None) -> str:
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
+                title: str | None = None) -> str:
     """Markdown table of `rows` (dicts); returns the text as well as printing it."""
     if not rows:
         return ""
@@ -136,24 +137,24 @@ def print_table(rows: Sequence[Dict[str, Any]], columns: Optional[Sequence[str]]
     lines = []
     if title:
         lines.append(f"\n{title}")
-    lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)) + " |")
+    lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=False)) + " |")
     lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in cells:
-        lines.append("| " + " | ".join(v.rjust(w) for v, w in zip(row, widths)) + " |")
+        lines.append("| " + " | ".join(v.rjust(w) for v, w in zip(row, widths, strict=False)) + " |")
     text = "\n".join(lines)
     print(text, flush=True)
     return text
 
 
-def write_results(name: str, rows: Sequence[Dict[str, Any]], meta: Dict[str, Any],
-                  extra: Optional[Dict[str, Any]] = None) -> Path:
+def write_results(name: str, rows: Sequence[dict[str, Any]], meta: dict[str, Any],
+                  extra: dict[str, Any] | None = None) -> Path:
     """benchmarks/results/<name>.json (meta + rows + extra) and <name>.csv (rows)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     with open(path, "w") as fh:
         json.dump({"meta": meta, "rows": list(rows), **(extra or {})}, fh, indent=2, default=str)
     if rows:
-        columns: List[str] = []
+        columns: list[str] = []
         for r in rows:
             columns += [k for k in r if k not in columns]
         with open(RESULTS / f"{name}.csv", "w", newline="") as fh:
@@ -180,9 +181,9 @@ def mnist_like(n: int, seed: int = 0, dtype: torch.dtype = torch.float32, device
         return x, y.to(device=device, dtype=dtype), "random"
 
 
-def mlp_dims(model) -> List[tuple]:
+def mlp_dims(model) -> list[tuple]:
     """[(in_l, out_l)] of an wcntk MLP's layers, readout last."""
-    return [(l.weight.shape[1], l.weight.shape[0]) for l in [*model.hidden, model.readout]]
+    return [(layer.weight.shape[1], layer.weight.shape[0]) for layer in [*model.hidden, model.readout]]
 
 
 def net_step_flops(n_samples: int, dims: Sequence[tuple]) -> float:

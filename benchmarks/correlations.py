@@ -39,11 +39,10 @@ Target (issue 5): ours ≥ 300× faster than the baseline at width 4096, ours wi
 
     python benchmarks/correlations.py [--max-width] [--generic] [--widths 256,1024]
 """
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001 (_common first: it sets OMP_WAIT_POLICY before torch loads)
 
 import argparse
 import time
-from typing import Dict, List, Tuple
 
 from _common import compare, env_info, measure, mnist_like, print_env, print_table, write_results
 
@@ -58,7 +57,7 @@ from wcntk.models import MLP, ModelConfig, build_model, functional, params_of
 QUANTITIES = ("C02", "C03", "C11")
 
 # Coordinates: (parameter name, flat index) for every sampled entry, in a fixed order.
-Coords = List[Tuple[str, int]]
+Coords = list[tuple[str, int]]
 
 
 def sample_coords(model: MLP, per_kind: int, seed: int) -> Coords:
@@ -72,14 +71,14 @@ def sample_coords(model: MLP, per_kind: int, seed: int) -> Coords:
 
 
 @torch.no_grad()
-def fd_hessian_block(model: MLP, x: Tensor, coords: Coords, h: float) -> Tuple[Tensor, Tensor, int]:
+def fd_hessian_block(model: MLP, x: Tensor, coords: Coords, h: float) -> tuple[Tensor, Tensor, int]:
     """Float32 central differences on the sampled coordinates: (H [m, k, d, d], g [m, k, d],
     number of forward passes). Parameters are perturbed in place and restored exactly."""
     flat = {name: p.view(-1) for name, p in model.named_parameters()}
     orig = [flat[n][i].clone() for n, i in coords]
     passes = 0
 
-    def f_at(*shifts: Tuple[int, float]) -> Tensor:
+    def f_at(*shifts: tuple[int, float]) -> Tensor:
         nonlocal passes
         for c, s in shifts:
             n, i = coords[c]
@@ -127,7 +126,7 @@ def reduced_function(model: MLP, x: Tensor, coords: Coords):
     params = dict(model.named_parameters())
     names = [f"hidden.{i}" for i in range(len(model.hidden))] + ["readout"]
     layers = []
-    for name, mod in zip(names, [*model.hidden, model.readout]):
+    for name, mod in zip(names, [*model.hidden, model.readout], strict=False):
         W, b = params[f"{name}.weight"].detach(), params[f"{name}.bias"].detach()
         wsel = [(c, i) for c, (n, i) in enumerate(coords) if n == f"{name}.weight"]
         bsel = [(c, i) for c, (n, i) in enumerate(coords) if n == f"{name}.bias"]
@@ -141,17 +140,17 @@ def reduced_function(model: MLP, x: Tensor, coords: Coords):
 
     def F(z: Tensor) -> Tensor:
         a = x
-        for l, L in enumerate(layers):
+        for idx, L in enumerate(layers):
             hw = a @ L["W"].T + (a[:, L["wcol"]] * z[L["wz"]]) @ L["wrow"]
             hb = L["b"] + z[L["bz"]] @ L["brow"]
             h = L["c_w"] * hw + L["c_b"] * hb
-            a = h if l == len(layers) - 1 else model.act(h)
+            a = h if idx == len(layers) - 1 else model.act(h)
         return a
 
     return F
 
 
-def exact_block(F, d: int, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+def exact_block(F, d: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """(H [m, k, d, d], g [m, k, d]) of F at z = 0 by forward-over-forward autodiff."""
     z0 = torch.zeros(d, dtype=dtype)
     eye = torch.eye(d, dtype=dtype)
@@ -168,13 +167,13 @@ def check_reduced(model64: MLP, x64: Tensor, coords: Coords, F) -> float:
     """max |F(z) − f(θ₀ + z)| over a random z: the reduced function is the network."""
     z = 0.1 * torch.randn(len(coords), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     params = {k: v.detach().clone() for k, v in model64.named_parameters()}
-    for (n, i), zi in zip(coords, z):
+    for (n, i), zi in zip(coords, z, strict=False):
         params[n].view(-1)[i] += zi
     with torch.no_grad():
         return float((F(z) - functional_call(model64, params, (x64,))).abs().max())
 
 
-def _act_derivs(act, h: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+def _act_derivs(act, h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(σ, σ', σ'', σ''') at h, elementwise, by nested forward-mode autodiff."""
     ones = torch.ones_like(h)
     d1 = lambda u: jvp(act, (u,), (ones,))[1]           # noqa: E731
@@ -182,7 +181,7 @@ def _act_derivs(act, h: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     return (act(h), d1(h), *jvp(d2, (h,), (ones,)))
 
 
-def factorized_depth1(model: MLP, x: Tensor, lr: float = 1.0) -> Dict[str, Tensor]:
+def factorized_depth1(model: MLP, x: Tensor, lr: float = 1.0) -> dict[str, Tensor]:
     """PROPOSAL, not in the library: the closed form of correlations_mlp for depth 1 with the
     (probe, output) structure factored out. For one hidden layer every per-pair vector is
     (function of the probe) ⊙ (power of q_o = c₂ W₂[o]), e.g. δ[a,o] = σ'(h_a) ⊙ q_o, so every
@@ -245,12 +244,12 @@ def main() -> None:
     x64 = x.double()
     print(f"probes: {args.probes} inputs from {source}; erf, ntk, depth 1, 784 → width → 10")
 
-    rows: List[Dict] = []
+    rows: list[dict] = []
     for width in widths:
         cfg = ModelConfig(width=width, depth=1, activation="erf", parameterization="ntk")
         model = build_model(cfg, (784,), 10, seed=args.seed, dtype=torch.float32)
         model64 = build_model(cfg, (784,), 10, seed=args.seed, dtype=torch.float64)
-        row: Dict = {"width": width, "n_params": sum(p.numel() for p in model.parameters())}
+        row: dict = {"width": width, "n_params": sum(p.numel() for p in model.parameters())}
 
         # ours (float32), and its float64 reference
         ours = mlp_derivative_correlations(model, x)
@@ -263,9 +262,9 @@ def main() -> None:
         prop = factorized_depth1(model, x)
         row["proposal_relerr"] = max(rel(prop[q], exact[q]) for q in QUANTITIES)
         coords = sample_coords(model, args.per_kind, seed=args.seed + 100)
-        t = compare({"ours": lambda: mlp_derivative_correlations(model, x),
-                     "proposal": lambda: factorized_depth1(model, x),
-                     "forward": lambda: model(x).detach(),
+        t = compare({"ours": lambda model=model: mlp_derivative_correlations(model, x),
+                     "proposal": lambda model=model: factorized_depth1(model, x),
+                     "forward": lambda model=model: model(x).detach(),
                      "fd_pass": fd_pass_fn(model, x, coords, args.h)},
                     warmup=1, repeats=args.repeats, min_round_s=0.02)
         row["ours_s"] = t["ours"]["median_s"]
@@ -276,7 +275,8 @@ def main() -> None:
 
         if args.generic and width <= args.generic_max_width:
             f32, p32 = functional(model), params_of(model)
-            t_gen = measure(lambda: derivative_correlations(f32, p32, x), warmup=0, repeats=1)
+            t_gen = measure(lambda f32=f32, p32=p32: derivative_correlations(f32, p32, x), warmup=0,
+                            repeats=1)
             gen = derivative_correlations(f32, p32, x)
             row["generic_s"] = t_gen["median_s"]
             row["generic_over_ours"] = t_gen["median_s"] / row["ours_s"]
@@ -312,7 +312,8 @@ def main() -> None:
               f"(interleaved {row['speedup_interleaved']:.0f}x), ours relerr {row['ours_relerr']:.1e}, "
               f"baseline H relerr {row['baseline_H_relerr']:.2g}", flush=True)
 
-    cols = ["width", "n_params", "ours_s", "baseline_s", "speedup", "speedup_interleaved", "ours_relerr", "baseline_H_relerr",
+    cols = ["width", "n_params", "ours_s", "baseline_s", "speedup", "speedup_interleaved", "ours_relerr",
+            "baseline_H_relerr",
             "baseline_g_relerr", "baseline_C02S_relerr"]
     print_table(rows, ["width", "ours_s", "ours_fwd_equiv", "fd_pass_s", "proposal_s", "ours_over_proposal",
                        "proposal_speedup", "proposal_relerr"],

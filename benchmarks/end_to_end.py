@@ -24,7 +24,7 @@
 
     python benchmarks/end_to_end.py [--threads default,1] [--estimate-sweep] [--sweep]
 """
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001 (_common first: it sets OMP_WAIT_POLICY before torch loads)
 
 import argparse
 import json
@@ -36,7 +36,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
 
 from _common import ROOT, env_info, print_env, print_table, write_results
 
@@ -45,7 +44,7 @@ import torch
 SWEEP_WIDTHS = [2 ** k for k in range(3, 13)]
 
 
-def thread_env(threads: Optional[int]) -> Dict[str, str]:
+def thread_env(threads: int | None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     env.setdefault("WANDB_SILENT", "true")
@@ -54,7 +53,7 @@ def thread_env(threads: Optional[int]) -> Dict[str, str]:
     return env
 
 
-def timed_subprocess(cmd: List[str], threads: Optional[int], timeout: float = 7200) -> Dict:
+def timed_subprocess(cmd: list[str], threads: int | None, timeout: float = 7200) -> dict:
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=thread_env(threads), capture_output=True, text=True,
                           timeout=timeout)
@@ -64,7 +63,7 @@ def timed_subprocess(cmd: List[str], threads: Optional[int], timeout: float = 72
     return {"wall_s": wall, "rc": proc.returncode}
 
 
-def startup_costs(threads: Optional[int], repeats: int) -> Dict[str, float]:
+def startup_costs(threads: int | None, repeats: int) -> dict[str, float]:
     py = sys.executable
     out = {}
     for name, code in (("python", "pass"), ("import_torch", "import torch"),
@@ -74,7 +73,7 @@ def startup_costs(threads: Optional[int], repeats: int) -> Dict[str, float]:
     return out
 
 
-def compose_default(overrides: List[str]) -> Dict:
+def compose_default(overrides: list[str]) -> dict:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -84,9 +83,9 @@ def compose_default(overrides: List[str]) -> Dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def in_process_breakdown(overrides: List[str], run_dir: Path) -> Dict[str, float]:
+def in_process_breakdown(overrides: list[str], run_dir: Path) -> dict[str, float]:
     """run_job, phase by phase, with the Trainer's loop written out so every call is timed."""
-    T: Dict[str, float] = {}
+    T: dict[str, float] = {}
     clock = time.perf_counter
     t0 = clock()
     from wcntk.config import library_configs
@@ -169,11 +168,12 @@ def in_process_breakdown(overrides: List[str], run_dir: Path) -> Dict[str, float
     return T
 
 
-def child_breakdown(threads: Optional[int], overrides: List[str], run_dir: Path) -> Dict[str, float]:
+def child_breakdown(threads: int | None, overrides: list[str], run_dir: Path) -> dict[str, float]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--child-dir", str(run_dir),
            "--child-overrides", json.dumps(["progress=false", *overrides])]
-    proc = subprocess.run(cmd, cwd=ROOT, env=thread_env(threads), capture_output=True, text=True, timeout=7200)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("BREAKDOWN ")]
+    proc = subprocess.run(cmd, cwd=ROOT, env=thread_env(threads), capture_output=True, text=True,
+                          timeout=7200)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("BREAKDOWN ")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"breakdown child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(lines[-1][len("BREAKDOWN "):])
@@ -192,7 +192,7 @@ def warm_wandb_cost(tmp: Path) -> float:
     return costs[-1]
 
 
-def phase_costs(width: int, steps: int = 20) -> Dict[str, float]:
+def phase_costs(width: int, steps: int = 20) -> dict[str, float]:
     """Per-width costs of one default run's phases (current thread setting)."""
     from wcntk.data import DataConfig
     from wcntk.models import ModelConfig
@@ -246,12 +246,12 @@ def main() -> None:
     print_env(info)
     extra_overrides = [f"steps={args.steps}"] if args.steps is not None else []
 
-    rows: List[Dict] = []
+    rows: list[dict] = []
     tmp = Path(tempfile.mkdtemp(prefix="wcntk_e2e_"))
     try:
         for threads in thread_settings:
             label = threads or default_threads
-            row: Dict = {"threads": label}
+            row: dict = {"threads": label}
             row.update(startup_costs(threads, args.startup_repeats))
             run_dir = tmp / f"run_t{label}"
             cmd = [sys.executable, "run.py", "progress=false", f"hydra.run.dir={run_dir}", *extra_overrides]
@@ -267,7 +267,8 @@ def main() -> None:
         print_table(rows, ["threads", "run_py_wall_s", "python_s", "import_torch_s", "import_run_s"],
                     title="python run.py (defaults, progress=false) and bare start-up, wall seconds")
         if args.breakdown:
-            phases = ["startup_exit_s", "imports_s", "compose_s", "wandb_init_s", "data_load_s", "model_build_s",
+            phases = ["startup_exit_s", "imports_s", "compose_s", "wandb_init_s", "data_load_s",
+                      "model_build_s",
                       "trainer_setup_s", "steps_s", "evaluate_s", "correlations_s", "log_s", "to_float_s",
                       "loop_other_s", "finish_s"]
             table = []
@@ -277,7 +278,8 @@ def main() -> None:
                     entry[f"{r['threads']}t_s"] = r[p]
                     entry[f"{r['threads']}t_%"] = 100 * r[p] / r["run_py_wall_s"]
                 table.append(entry)
-            table.append({"phase": "TOTAL (run.py wall)", **{f"{r['threads']}t_s": r["run_py_wall_s"] for r in rows}})
+            table.append({"phase": "TOTAL (run.py wall)",
+                          **{f"{r['threads']}t_s": r["run_py_wall_s"] for r in rows}})
             print_table(table, title="Where one default run's time goes (in-process phases; start-up/exit = "
                                      "subprocess wall − in-process total)")
             print_table([{"threads": r["threads"], "n_steps": r["n_steps"], "step_ms": r["step_ms"],
@@ -285,7 +287,7 @@ def main() -> None:
                           "n_correlations": r["n_correlations"], "correlations_ms": r["correlations_ms"]}
                          for r in rows], title="Per call")
 
-        est_rows: List[Dict] = []
+        est_rows: list[dict] = []
         if args.estimate_sweep:
             # joblib (loky) reuses its 2 worker processes for all 30 jobs, 1 thread each: the cold
             # costs (interpreter, imports, first W&B init, MNIST parse) are paid once per worker, every
@@ -308,8 +310,10 @@ def main() -> None:
             workers = 2
             total = 3 * sum(r["predicted_run_s"] for r in est_rows)
             predicted = (total + workers * cold) / workers
-            print_table(est_rows, title="Default width-scaling sweep: predicted warm job time per width at 1 thread")
-            print(f"predicted sweep: {total/60:.1f} min of warm job time + {cold:.1f} s cold start per worker; "
+            print_table(est_rows,
+                        title="Default width-scaling sweep: predicted warm job time per width at 1 thread")
+            print(f"predicted sweep: {total/60:.1f} min of warm job time + {cold:.1f} s cold start "
+                  f"per worker; "
                   f"with {workers} joblib workers ≈ {predicted/60:.1f} min (target ≤ 15 min; assumes "
                   f"{workers} otherwise idle cores)")
             info.update(sweep_estimate_min=predicted / 60, sweep_cold_per_worker_s=cold,
@@ -327,7 +331,8 @@ def main() -> None:
                 r = timed_subprocess(cmd, args.sweep_threads, timeout=4 * 3600)
                 n_ok = sum(1 for p in sweep_dir.rglob("summary.json") if '"status": "ok"' in p.read_text())
                 sweep_row = {"sweep_wall_s": r["wall_s"], "sweep_wall_min": r["wall_s"] / 60, "rc": r["rc"],
-                             "jobs_ok": n_ok, "threads_per_job": args.sweep_threads or "run.py default (cores // n_jobs)"}
+                             "jobs_ok": n_ok,
+                             "threads_per_job": args.sweep_threads or "run.py default (cores // n_jobs)"}
                 print_table([sweep_row], title="Default width-scaling sweep, joblib launcher")
                 print(f"target sweep <= 15 min: {r['wall_s']/60:.1f} min -> "
                       f"{'MET' if r['wall_s'] <= 900 else 'MISSED'}")

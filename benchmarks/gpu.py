@@ -24,13 +24,12 @@ On the GPU machine:
     python benchmarks/gpu.py                       # width 16384, depth 3, 1000 steps, cuda
     python benchmarks/gpu.py --model cnn --width 256 --depth 3 --steps 200
 """
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001 (_common first: it sets OMP_WAIT_POLICY before torch loads)
 
 import argparse
 import resource
 import statistics
 import time
-from typing import Dict
 
 from _common import (env_info, matmul_gflops, mlp_dims, net_step_flops, print_env, print_table, sync,
                      twin_step_flops, write_results)
@@ -45,7 +44,7 @@ from wcntk.models import ModelConfig
 from wcntk.trainer import OptimizerConfig, TrainConfig, Trainer, disable_tf32
 
 
-def timed_method(obj, name: str, acc: Dict[str, float], device) -> None:
+def timed_method(obj, name: str, acc: dict[str, float], device) -> None:
     """Replace obj.<name> (on this instance only) by a wrapper adding its synced wall time to acc."""
     inner = getattr(obj, name)
 
@@ -81,12 +80,14 @@ def main() -> None:
     ap.add_argument("--activation", default="relu")
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--timing-steps", type=int, default=10)
-    ap.add_argument("--mm-size", type=int, default=None, help="square matmul size (default 8192 cuda, 1024 cpu)")
+    ap.add_argument("--mm-size", type=int, default=None,
+                    help="square matmul size (default 8192 cuda, 1024 cpu)")
     ap.add_argument("--out", default=None, help="results name (default gpu_<device>)")
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("CUDA is not available here; use --device cpu with a small --width to test the script")
+        raise SystemExit("CUDA is not available here; use --device cpu with a small --width to test "
+                         "the script")
     disable_tf32()
     info = env_info(device)
     print_env(info)
@@ -101,10 +102,11 @@ def main() -> None:
     model_cfg = ModelConfig(kind=args.model, width=args.width, depth=args.depth, activation=args.activation)
     trainer = Trainer(model_cfg,
                       DataConfig(), OptimizerConfig(),
-                      TrainConfig(steps=args.steps, device=args.device, progress=False, log_every=args.log_every))
+                      TrainConfig(steps=args.steps, device=args.device, progress=False,
+                                  log_every=args.log_every))
     sync(device)
     setup_s = time.perf_counter() - t
-    acc: Dict[str, float] = {}
+    acc: dict[str, float] = {}
     timed_method(trainer, "evaluate", acc, device)
     timed_method(trainer, "correlations", acc, device)
     t = time.perf_counter()
@@ -142,7 +144,8 @@ def main() -> None:
         "steps": args.steps,
         "n_params": trainer.n_params, "status": result.status,
         "total_wall_s": total_s, "setup_s": setup_s, "run_s": run_s,
-        "train_steps_s": steps_s, "evaluate_s": acc.get("evaluate", 0.0), "n_evaluate": acc.get("n_evaluate", 0),
+        "train_steps_s": steps_s, "evaluate_s": acc.get("evaluate",
+                                                        0.0), "n_evaluate": acc.get("n_evaluate", 0),
         "correlations_s": acc.get("correlations", 0.0), "n_correlations": acc.get("n_correlations", 0),
         "both_step_ms": both_s * 1e3, "net_step_ms": net_s * 1e3,
         "net_tflops": f_net / net_s / 1e12, "both_tflops": (f_net + f_twin) / both_s / 1e12,
@@ -153,7 +156,8 @@ def main() -> None:
         "func_rmse_train": result.final.get("lin/func_rmse_train"), "corr_C02": result.final.get("corr/C02"),
     }
     print_table([{k: row[k] for k in ("device", "model", "width", "depth", "steps", "n_params", "status",
-                                      "total_wall_s", "setup_s", "train_steps_s", "evaluate_s", "correlations_s")}],
+                                      "total_wall_s", "setup_s", "train_steps_s", "evaluate_s",
+                                      "correlations_s")}],
                 title="Wall time (s)")
     print_table([{k: row[k] for k in ("net_step_ms", "net_tflops", "both_step_ms", "both_tflops", "mm_tflops",
                                       "net_pct_of_mm", "both_pct_of_mm", "peak_mem_gib")}],

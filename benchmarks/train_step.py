@@ -36,12 +36,12 @@ block interleaved within itself; the floor is measured at the same thread count)
 
     python benchmarks/train_step.py [--max-width] [--depths 1,3] [--no-compile]
 """
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001 (_common first: it sets OMP_WAIT_POLICY before torch loads)
 
 import argparse
 import copy
 import time
-from typing import Callable, Dict, List
+from collections.abc import Callable
 
 from _common import (compare, env_info, matmul_gflops, mlp_dims, net_step_flops, print_env, print_table,
                      twin_step_flops, write_results)
@@ -63,16 +63,16 @@ def layers_of(model: MLP):
 # ----------------------------------------------------------------------------- network variants
 def forward_outscale(model: MLP, x: Tensor) -> Tensor:
     a, layers = x, layers_of(model)
-    for i, l in enumerate(layers):
-        h = l.c_w * (a @ l.weight.T) + l.c_b * l.bias
+    for i, lay in enumerate(layers):
+        h = lay.c_w * (a @ lay.weight.T) + lay.c_b * lay.bias
         a = h if i == len(layers) - 1 else model.act(h)
     return a
 
 
 def forward_addmm(model: MLP, x: Tensor) -> Tensor:
     a, layers = x, layers_of(model)
-    for i, l in enumerate(layers):
-        h = torch.addmm(l.bias, a, l.weight.T, beta=l.c_b, alpha=l.c_w)
+    for i, lay in enumerate(layers):
+        h = torch.addmm(lay.bias, a, lay.weight.T, beta=lay.c_b, alpha=lay.c_w)
         a = h if i == len(layers) - 1 else model.act(h)
     return a
 
@@ -87,7 +87,7 @@ def sgd_step_fn(model: nn.Module, fwd: Callable[[Tensor], Tensor], x: Tensor, y:
     return step
 
 
-def foreach_step_fn(params: List[Tensor], loss: Callable[[], Tensor], lr: float):
+def foreach_step_fn(params: list[Tensor], loss: Callable[[], Tensor], lr: float):
     def step():
         for p in params:
             p.grad = None
@@ -106,10 +106,10 @@ class ManualTwin:
         self.act = model.act
         a, self.inputs, self.dsig, self.w0s = x, [], [], []
         with torch.no_grad():
-            for i, l in enumerate(self.layers):
+            for i, lay in enumerate(self.layers):
                 self.inputs.append(a)
-                self.w0s.append((l.c_w * l.weight).detach().clone())    # c_w·W⁰, constant
-                h = torch.addmm(l.bias, a, l.weight.T, beta=l.c_b, alpha=l.c_w)
+                self.w0s.append((lay.c_w * lay.weight).detach().clone())    # c_w·W⁰, constant
+                h = torch.addmm(lay.bias, a, lay.weight.T, beta=lay.c_b, alpha=lay.c_w)
                 if i < len(self.layers) - 1:
                     ones = torch.ones_like(h)
                     out, d = torch.func.jvp(self.act, (h,), (ones,))
@@ -117,14 +117,14 @@ class ManualTwin:
                     a = out
                 else:
                     self.f0 = h.detach().clone()
-        self.deltas = [torch.zeros_like(t, requires_grad=True) for l in self.layers
-                       for t in (l.weight.detach(), l.bias.detach())]
+        self.deltas = [torch.zeros_like(t, requires_grad=True) for lay in self.layers
+                       for t in (lay.weight.detach(), lay.bias.detach())]
 
-    def __call__(self, deltas: List[Tensor]) -> Tensor:
+    def __call__(self, deltas: list[Tensor]) -> Tensor:
         a_dot = None
-        for i, l in enumerate(self.layers):
+        for i, lay in enumerate(self.layers):
             dW, db = deltas[2 * i], deltas[2 * i + 1]
-            h_dot = torch.addmm(db, self.inputs[i], dW.T, beta=l.c_b, alpha=l.c_w)
+            h_dot = torch.addmm(db, self.inputs[i], dW.T, beta=lay.c_b, alpha=lay.c_w)
             if a_dot is not None:
                 h_dot = torch.addmm(h_dot, a_dot, self.w0s[i].T)
             if i < len(self.layers) - 1:
@@ -138,10 +138,10 @@ def matmul_only_fn(model: MLP, x: Tensor) -> Callable[[], None]:
     N = x.shape[0]
     acts = [x] + [torch.randn(N, o) for _, o in dims[:-1]]
     gouts = [torch.randn(N, o) for _, o in dims]
-    Ws = [l.weight.detach() for l in layers_of(model)]
+    Ws = [layer.weight.detach() for layer in layers_of(model)]
 
     def run():
-        for i, (a, g, W) in enumerate(zip(acts, gouts, Ws)):
+        for i, (a, g, W) in enumerate(zip(acts, gouts, Ws, strict=False)):
             a @ W.T
             g.T @ a
             if i > 0:
@@ -149,7 +149,7 @@ def matmul_only_fn(model: MLP, x: Tensor) -> Callable[[], None]:
     return run
 
 
-def twin_errors(trainer: Trainer, x: Tensor) -> Dict[str, float]:
+def twin_errors(trainer: Trainer, x: Tensor) -> dict[str, float]:
     """‖tangent − float64 tangent‖_F / ‖float64 tangent‖_F at θ₀ + Δ, Δ ~ 1e-2·N(0, 1), for the
     Trainer's, the linearize, the jvp and the hand-written twins (float32), tangent = f_lin − f(θ₀)
     each in its own precision. (With ReLU a pre-activation within float32 rounding of 0 can take
@@ -162,7 +162,8 @@ def twin_errors(trainer: Trainer, x: Tensor) -> Dict[str, float]:
     model64 = copy.deepcopy(model).double()
     lin64 = LinearizedModel(functional(model64), {k: v.double() for k, v in p0.items()})
     with torch.no_grad():
-        tangent64 = lin64({k: p0[k].double() + delta[k].double() for k in p0}, x.double()) - model64(x.double())
+        tangent64 = lin64({k: p0[k].double() + delta[k].double() for k in p0},
+                          x.double()) - model64(x.double())
         f0 = model(x)
     lin = LinearizedModel(functional(model), p0)
     p1 = {k: p0[k] + delta[k] for k in p0}
@@ -175,7 +176,8 @@ def twin_errors(trainer: Trainer, x: Tensor) -> Dict[str, float]:
             for k, v in outs.items()}
 
 
-def bench_width(width: int, depth: int, args, thread_counts: List[int], gflops: Dict[int, float]) -> List[Dict]:
+def bench_width(width: int, depth: int, args, thread_counts: list[int], gflops: dict[int,
+                                                                                     float]) -> list[dict]:
     default_threads = torch.get_num_threads()
     data_cfg = DataConfig(name="mnist", n_train=args.samples, n_test=0)
     train_cfg = TrainConfig(steps=0, device="cpu", progress=False, seed=0)
@@ -227,7 +229,7 @@ def bench_width(width: int, depth: int, args, thread_counts: List[int], gflops: 
     net_foreach = foreach_step_fn(fe_params, lambda: mse(forward_addmm(m_fe, x), y), lr)
     twin_manual = foreach_step_fn(manual.deltas, lambda: mse(manual(manual.deltas), y), lr)
 
-    fns: Dict[str, Callable[[], None]] = {
+    fns: dict[str, Callable[[], None]] = {
         "net": net_step,
         "net_outscale": sgd_step_fn(m_out, lambda a: forward_outscale(m_out, a), x, y, lr),
         "net_addmm": sgd_step_fn(m_addmm, lambda a: forward_addmm(m_addmm, a), x, y, lr),
@@ -292,9 +294,10 @@ def main() -> None:
     info = env_info()
     print_env(info)
 
-    thread_counts = [default_threads] + ([1] if default_threads != 1 and not args.default_threads_only else [])
+    one = default_threads != 1 and not args.default_threads_only
+    thread_counts = [default_threads] + ([1] if one else [])
 
-    def floor_gflops() -> Dict[int, float]:
+    def floor_gflops() -> dict[int, float]:
         g = {}
         for n in thread_counts:
             torch.set_num_threads(n)
@@ -302,12 +305,13 @@ def main() -> None:
         torch.set_num_threads(default_threads)
         return g
 
-    rows: List[Dict] = []
+    rows: list[dict] = []
     mm_runs = []
     for depth in depths:
         for width in widths:
             gflops = floor_gflops()              # re-measured per width: the load drifts
-            mm_runs.append({"width": width, "depth": depth, **{f"mm_gflops_{k}t": v for k, v in gflops.items()}})
+            mm_runs.append({"width": width, "depth": depth, **{f"mm_gflops_{k}t": v for k,
+                                                               v in gflops.items()}})
             print(f"depth {depth} width {width}: torch.mm {args.mm_size}² " +
                   ", ".join(f"{v:.1f} GFLOP/s @{k}t" for k, v in gflops.items()), flush=True)
             width_rows = bench_width(width, depth, args, thread_counts, gflops)
@@ -344,8 +348,10 @@ def main() -> None:
                 title="One-off costs and twin accuracy (‖tangent − float64 tangent‖_F / ‖float64 tangent‖_F)")
     for s in summary:
         if s["width"] == 4096 and s["depth"] == 1:
-            print(f"[{s['threads']} threads] target net >= 70% of floor at 4096: {s['net_pct_floor']:.0f}% -> "
-                  f"{'MET' if s['net_pct_floor'] >= 70 else 'MISSED'};  twin/net <= 1.5: {s['twin/net']:.2f} -> "
+            print(f"[{s['threads']} threads] target net >= 70% of floor at 4096: "
+                  f"{s['net_pct_floor']:.0f}% -> "
+                  f"{'MET' if s['net_pct_floor'] >= 70 else 'MISSED'};  twin/net <= 1.5: "
+                  f"{s['twin/net']:.2f} -> "
                   f"{'MET' if s['twin/net'] <= 1.5 else 'MISSED'}")
     write_results(args.out, rows, info, {"summary": summary, "mm": mm_runs, "args": vars(args)})
 
