@@ -69,13 +69,19 @@ def check_keys(overrides: list) -> None:
         if key in groups:
             if override.is_delete():
                 continue
-            values = override.sweep_string_iterator() if override.is_sweep_override() else [override.value()]
+            try:
+                values = list(override.sweep_string_iterator()) if override.is_sweep_override() \
+                    else [override.value()]
+            except HydraException:  # glob(…) over a group's options: Hydra expands and checks it
+                continue
             for value in values:
                 if str(value) not in groups[key]:
                     raise ConfigError(f"unknown {key} {value!r}: choose one of {', '.join(groups[key])}")
             continue
         if key not in known and re.sub(r"\.\d+$", "", key) not in known:  # optimizer.betas.0 is fine
             raise ConfigError(unknown_key_message(key, tuple(groups)))
+        if override.is_delete():
+            raise ConfigError(f"~{key}: a schema key cannot be removed; set it instead ({key}=…)")
 
 
 def check_sweep_values(task: dict, override) -> None:

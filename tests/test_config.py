@@ -266,6 +266,7 @@ def in_tmp(tmp_path, monkeypatch):
     (["wandb.project=../../x"], "wandb.project='../../x' is not a valid W&B project name"),
     (["width=8,16"], "width=8,16 is a sweep: add --multirun (or +sweep=…), or write a list as width=[8,16]"),
     (["dataset.classes=[0,1"], "no viable alternative at input '[0,1'"),
+    (["~width"], "~width: a schema key cannot be removed"),
     (["--multirun", "width=8,abc"], "width: Value 'abc' of type 'str' could not be converted to Integer "
                                     "(in the sweep width=8,abc)"),
     (["+sweep=width_scaling", "seed=0,${oc.env:WCNTK_TEST_NO_SUCH_VAR}"], "WCNTK_TEST_NO_SUCH_VAR"),
