@@ -360,3 +360,11 @@ def test_deviation_trajectories_one_line_per_width(sweep):
     mean = first.groupby("step")["net/train_loss"].mean()
     np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), mean.to_numpy())
     assert (root / "report" / "plots" / "deviation_vs_correlation.png").stat().st_size > 1000
+
+
+def test_theory_link_stays_inside_the_repository(tmp_path):
+    repo = Path(report.__file__).resolve().parents[1]
+    inside = report._theory_link(repo / "outputs" / "sweeps" / "x" / "report")
+    assert inside == "[docs/theory.md](../../../../docs/theory.md)"
+    assert (repo / "outputs" / "sweeps" / "x" / "report" / "../../../../docs/theory.md").resolve().is_file()
+    assert report._theory_link(tmp_path / "report") == "docs/theory.md of the wcntk repository"

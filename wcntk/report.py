@@ -671,8 +671,9 @@ def log_to_wandb(result: dict, sweep_dir, mode: str = "offline") -> str | None:
 # ----------------------------------------------------------------------------- report
 
 def _theory_link(out: Path) -> str:
-    """docs/theory.md as a link relative to the report dir (plain text if the repo is elsewhere)."""
-    if THEORY_DOC.is_file():
+    """docs/theory.md as a link relative to a report dir inside the repository, else plain text."""
+    repo = THEORY_DOC.parents[1]
+    if THEORY_DOC.is_file() and out.resolve().is_relative_to(repo):
         return f"[docs/theory.md]({Path(os.path.relpath(THEORY_DOC, out.resolve())).as_posix()})"
     return "docs/theory.md of the wcntk repository"
 
