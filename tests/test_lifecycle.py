@@ -16,7 +16,7 @@ import pytest
 
 from wcntk import provenance as prov
 from wcntk.job import run_job
-from wcntk.lifecycle import Interrupted, interruptible
+from wcntk.lifecycle import Interrupted, deferred_signals, interruptible
 from wcntk.outcome import SweepSummary, closing_line
 from wcntk.progress import LineProgress, progress_bar
 from wcntk.record import STATUSES, effective_status, flatten
@@ -119,6 +119,18 @@ def test_interruptible_only_in_the_main_thread_and_chains_the_previous_handler()
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGUSR2, old)
+
+
+def test_signals_within_deferred_signals_wait_for_the_block_to_end():
+    done = []
+    with pytest.raises(Interrupted):
+        with interruptible():
+            with deferred_signals():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)
+                done.append("row written")
+            done.append("after the block")   # not reached: the signal is handled as the block ends
+    assert done == ["row written"]
 
 
 def test_interrupted_pickles_with_its_summary():

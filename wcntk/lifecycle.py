@@ -12,7 +12,9 @@ from typing import Any
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
                 if hasattr(signal, name))
 
-_installed = False
+_installed = False          # interruptible()'s handlers are in place
+_deferring = False          # inside deferred_signals(): the handler only notes the signal
+_pending: list[int] = []    # signals noted there, raised as the block ends
 
 
 class Interrupted(BaseException):
@@ -59,10 +61,14 @@ def interruptible() -> Iterator[None]:
             signal.raise_signal(signum)
             return
         fired.append(signum)
+        if _deferring:
+            _pending.append(signum)
+            return
         raise Interrupted(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in SIGNALS}
     _installed = True
+    _pending.clear()
 
     def restore() -> None:
         global _installed
@@ -81,3 +87,17 @@ def interruptible() -> Iterator[None]:
     finally:
         if _installed:
             restore()
+
+
+@contextmanager
+def deferred_signals() -> Iterator[None]:
+    """A signal that arrives within the block raises Interrupted only as the block ends, so
+    that what the block writes together (a CSV row and the record of it) is never split."""
+    global _deferring
+    outer, _deferring = _deferring, True
+    try:
+        yield
+    finally:
+        _deferring = outer
+    if not outer and _pending:
+        raise Interrupted(_pending.pop())

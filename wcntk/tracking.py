@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .lifecycle import Interrupted
+from .lifecycle import Interrupted, deferred_signals
 from .provenance import provenance
 
 WANDB_MODES = ("offline", "online", "disabled")
@@ -221,14 +221,15 @@ class RunRecorder:
                                   **kwargs)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        self.csv.log(step, metrics)
+        values = {k: _finite_or_none(v) for k, v in metrics.items()}
+        with deferred_signals():  # the CSV row and last_step/initial/final change together
+            self.csv.log(step, metrics)
+            if step == 0:
+                self.summary["initial"] = dict(values)
+            self.summary["final"].update(values)
+            self.summary["last_step"] = step
         if self.wandb_log is not None:
             self.wandb_log.log(step, metrics)
-        values = {k: _finite_or_none(v) for k, v in metrics.items()}
-        if step == 0:
-            self.summary["initial"] = dict(values)
-        self.summary["final"].update(values)
-        self.summary["last_step"] = step
 
     def set_facts(self, facts: dict[str, Any]) -> None:
         """What the run resolved at run time (effective_lr, n_params, data_source, device)."""
