@@ -208,6 +208,22 @@ def test_summary_holds_the_full_config_facts_and_provenance(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
 
 
+def test_a_killed_run_leaves_a_running_record_with_its_initial_values(tmp_path, monkeypatch):
+    """What summary.json says while the run is at step 6 (what SIGKILL would leave)."""
+    on_disk = {}
+    log = RunRecorder.log
+
+    def log_and_look(self, t, metrics):
+        log(self, t, metrics)
+        if t == 6:
+            on_disk.update(json.loads((tmp_path / "summary.json").read_text()))
+    monkeypatch.setattr(RunRecorder, "log", log_and_look)
+    done = run_job(tiny_config(), tmp_path)
+    assert on_disk["status"] == "running" and on_disk["last_step"] == 0
+    assert on_disk["initial"] == done["initial"] and on_disk["facts"] == done["facts"]
+    assert on_disk["provenance"]["pid"] == os.getpid() and on_disk["config"] == done["config"]
+
+
 def test_provenance_git_state(monkeypatch, tmp_path):
     commit, dirty = prov.git_state()
     if (Path(prov.__file__).resolve().parents[1] / ".git").exists():
@@ -279,6 +295,7 @@ def test_closing_lines():
     cut = {**ok, "status": "interrupted", "message": "interrupted by SIGTERM", "last_step": 40}
     assert closing_line(cut) == ("interrupted by SIGTERM (last step 40)  lin/func_rmse_test 0.001234  "
                                  "corr/C02 n/a")
+    assert closing_line({**cut, "last_step": None}).startswith("interrupted by SIGTERM  lin/")
     failed = {**ok, "status": "failed", "message": "OSError: [Errno 28] No space left on device"}
     assert closing_line(failed).startswith("failed: OSError: [Errno 28]")
 

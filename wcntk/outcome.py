@@ -33,8 +33,8 @@ def outcome_text(summary: dict[str, Any]) -> str:
         text = status
     else:
         text = message if message.startswith(status) else f"{status}: {message}"
-    if status in ("interrupted", "stale"):
-        text += f" (last step {summary.get('last_step')})"
+    if status in ("interrupted", "stale") and summary.get("last_step") is not None:
+        text += f" (last step {summary['last_step']})"
     return text
 
 

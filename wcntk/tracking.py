@@ -180,7 +180,8 @@ class WandbLog:
 class RunRecorder:
     """Context manager that owns a run directory's outputs (summary.json: wcntk.record's layout).
 
-    On entry summary.json says `running` with the full config and provenance. Inside the block
+    On entry summary.json says `running` with the full config and provenance (rewritten with the
+    facts and after step 0 with the initial values). Inside the block
     `log(step, metrics)` appends to metrics.csv and W&B and keeps initial (step 0), final (last
     value of each metric) and last_step. On exit summary.json is written with the status set by
     `set_result` (ok / diverged), `interrupted` (Interrupted, KeyboardInterrupt) or `failed`
@@ -228,6 +229,8 @@ class RunRecorder:
                 self.summary["initial"] = dict(values)
             self.summary["final"].update(values)
             self.summary["last_step"] = step
+        if step == 0:  # a run killed later (SIGKILL) still records its initial values
+            self.write_summary()
         if self.wandb_log is not None:
             self.wandb_log.log(step, metrics)
 
