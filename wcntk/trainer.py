@@ -22,7 +22,6 @@ from .losses import accuracy, get_loss
 from .metrics import deviation_from_outputs, ntk_rel_change, param_rel_change, rms
 from .models import (ModelConfig, build_model, detached, functional, lr_width_multiplier, num_params,
                      params_of)
-from .optim import GradientDescent
 from .progress import progress_bar
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
@@ -136,10 +135,9 @@ def effective_lr(opt: OptimizerConfig, model: ModelConfig) -> float:
             * lr_width_multiplier(model.parameterization, model.width))
 
 
-def make_optimizer(opt: OptimizerConfig, params, lr: float) -> torch.optim.Optimizer | GradientDescent:
-    """gd/sgd: wcntk.optim.GradientDescent (torch.optim.SGD's update without importing torch._dynamo)."""
+def make_optimizer(opt: OptimizerConfig, params, lr: float) -> torch.optim.Optimizer:
     if opt.name in ("gd", "sgd"):
-        return GradientDescent(params, lr=lr)
+        return torch.optim.SGD(params, lr=lr)
     if opt.name == "momentum":
         return torch.optim.SGD(params, lr=lr, momentum=opt.momentum)
     return torch.optim.Adam(params, lr=lr, betas=tuple(opt.betas))
