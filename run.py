@@ -163,7 +163,7 @@ def check_command_line(argv: list[str]) -> list[str]:
         if override.key_or_group not in config_groups():
             check_sweep_values(task, override)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    if "${now:" not in str(OmegaConf.to_container(cfg.hydra, resolve=False)[key.split(".")[1]]["dir"]):
+    if "${now:" not in OmegaConf.to_container(cfg.hydra.sweep if multirun else cfg.hydra.run)["dir"]:
         return argv  # a stable dir (a sweep's, or set on the command line): re-running reuses it
     try:
         resolved = str(OmegaConf.select(cfg, key, throw_on_missing=True))
@@ -220,7 +220,7 @@ def main(cfg: DictConfig) -> None:
         say(closing_line(err.summary, where), job)
         raise
     except Exception as err:
-        summary = read_summary(run_dir)
+        summary = getattr(err, "summary", None) or read_summary(run_dir)
         if summary is None:  # failed before the run was recorded
             raise
         say(closing_line(summary, where), job)
