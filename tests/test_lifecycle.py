@@ -173,16 +173,24 @@ def test_csv_log_never_keeps_a_half_row(tmp_path):
     assert read_rows(tmp_path / "m.csv") == [["step", "a", "b"], ["0", "1.5", "2.0"], ["2", "4.0", "5.0"]]
 
 
-def test_disk_full_gives_failed_with_complete_rows(tmp_path, monkeypatch):
-    init = CsvLog.__init__
+@pytest.mark.parametrize("room_for_a_temp_file", [True, False])
+def test_disk_full_gives_failed_with_complete_rows(tmp_path, monkeypatch, room_for_a_temp_file):
+    init, atomic = CsvLog.__init__, RunRecorder.write_summary
 
     def small_disk(self, path, names):
         init(self, path, names)
         self.fh = FullDisk(self.fh, budget=self.size * 3)   # room for about two rows
+
+    def write_summary(self):
+        if self.summary["status"] == "failed" and not room_for_a_temp_file:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        atomic(self)
     monkeypatch.setattr(CsvLog, "__init__", small_disk)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(RunRecorder, "write_summary", write_summary)
+    with pytest.raises(OSError) as caught:
         run_job(tiny_config(), tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
+    assert caught.value.summary == summary
     assert summary["status"] == "failed" and "No space left on device" in summary["message"]
     rows = read_rows(tmp_path / "metrics.csv")
     assert len(rows) >= 2 and all(len(r) == len(rows[0]) for r in rows)

@@ -256,26 +256,41 @@ class RunRecorder:
         elif exc is not None:
             self.summary.update(status="failed", message=_short(exc))
             self.exit_code = 1
-            try:
-                (self.run_dir / "traceback.txt").write_text("".join(traceback.format_exception(exc)))
-            except OSError:
-                pass
         try:
             self.csv.close()
         except OSError:
             pass
         self.summary["wall_time_s"] = round(time.perf_counter() - self.start, 3)
-        try:
-            self.write_summary()
-        except OSError as err:
-            say(f"could not write {self.path}: {_short(err)}", self.label)
-            if exc is None:
-                raise
+        self.finish_summary(raise_errors=exc is None)
+        if exc is not None and self.summary["status"] == "failed":
+            path = self.run_dir / "traceback.txt"
+            try:
+                path.write_text("".join(traceback.format_exception(exc)))
+            except OSError:
+                path.unlink(missing_ok=True)
         if self.wandb_log is not None:
             try:
                 self.wandb_log.finish(self.summary, self.exit_code)
             except Exception as err:  # noqa: BLE001 - the record on disk is complete already
                 say(f"W&B finish failed: {_short(err)}", self.label)
-        if isinstance(exc, Interrupted):
-            exc.summary = self.summary
+        if exc is not None:
+            try:
+                exc.summary = self.summary  # the record, also when it could not be written
+            except AttributeError:
+                pass
         return False
+
+    def finish_summary(self, raise_errors: bool) -> None:
+        """The final summary.json: atomically; on a full disk (no room for the temp file) by
+        rewriting the start's summary.json in place, which frees its own space first."""
+        try:
+            self.write_summary()
+            return
+        except OSError:
+            pass
+        try:
+            self.path.write_text(json.dumps(self.summary, indent=2, default=_json_default))
+        except OSError as err:
+            say(f"could not write {self.path}: {_short(err)}", self.label)
+            if raise_errors:
+                raise
