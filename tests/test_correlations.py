@@ -12,11 +12,9 @@ import math
 import pytest
 import torch
 
-from tests._refs import (DT, flat, fd_directional, hessian, jacobian, rel_err, rev_grad,
-                         scalar_fn, seeded)
+from tests._refs import DT, fd_directional, flat, hessian, jacobian, rel_err, rev_grad, scalar_fn, seeded
 from wcntk import losses
-from wcntk.correlations import (derivative_correlations, directional_derivative,
-                                gd_step_direction, step_ratios)
+from wcntk.correlations import derivative_correlations, directional_derivative, gd_step_direction, step_ratios
 from wcntk.models import ModelConfig, build_model, functional, params_of
 
 LR = 0.7           # a non-unit η, so the η^{…}/d! prefactors are checked too
@@ -257,7 +255,7 @@ def step_refs(step_case):
 def test_directional_derivative_vs_references(step_case, step_refs):
     s = step_case
     u, refs = step_refs
-    for order, ref in zip((1, 2, 3), refs):
+    for order, ref in zip((1, 2, 3), refs, strict=True):
         got = directional_derivative(s["f"], s["params"], s["probe"], u, order)
         assert got.shape == ref.shape
         assert rel_err(got, ref) <= (1e-12 if order == 1 else 1e-6), order

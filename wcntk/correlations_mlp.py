@@ -39,7 +39,7 @@ of matrix products per hidden-to-hidden layer, memory O(pairs × width), never O
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -47,7 +47,7 @@ from torch.func import jvp
 
 from .models import MLP, Params, mlp_layers
 
-Layer = Tuple[Tensor, Tensor, float, float]  # (W, b, c_w, c_b)
+Layer = tuple[Tensor, Tensor, float, float]  # (W, b, c_w, c_b)
 
 # Width-sized tensors alive per (pair, hidden unit) at the peak of a chunk (measured ~20).
 _TENSORS_PER_UNIT = 40
@@ -59,16 +59,16 @@ def _pair_chunk(units: int, itemsize: int, budget_bytes: float) -> int:
 
 
 def mlp_derivative_correlations(model: MLP, x: Tensor, lr: float = 1.0,
-                                chunk_size: Optional[int] = None,
-                                params: Optional[Params] = None,
-                                memory_budget_bytes: float = 1e9) -> Dict[str, Tensor]:
+                                chunk_size: int | None = None,
+                                params: Params | None = None,
+                                memory_budget_bytes: float = 1e9) -> dict[str, Tensor]:
     """C02, C03, C11 of every probe x[a] and output o, each [m, k], for an :class:`MLP`.
 
     `params` (names as in `params_of(model)`) defaults to the module's own parameters.
     """
     if not isinstance(model, MLP):
         raise TypeError(f"mlp_derivative_correlations needs an MLP, got {type(model).__name__}")
-    layers: List[Layer] = [(w.detach(), b.detach(), c_w, c_b) for w, b, c_w, c_b in mlp_layers(model, params)]
+    layers: list[Layer] = [(w.detach(), b.detach(), c_w, c_b) for w, b, c_w, c_b in mlp_layers(model, params)]
     w0 = layers[0][0]
     x = x.to(device=w0.device, dtype=w0.dtype).flatten(1)
     m, k = x.shape[0], layers[-1][0].shape[0]
@@ -81,7 +81,7 @@ def mlp_derivative_correlations(model: MLP, x: Tensor, lr: float = 1.0,
         pair = torch.arange(start, stop, device=x.device)   # probe-major: pair = probe·k + o
         lo, hi = start // k, (stop - 1) // k + 1
         results.append(_chunk(layers, model.act, x[lo:hi], pair // k - lo, eye[pair % k]))
-    second, third, hess_sq = (torch.cat(r).reshape(m, k) for r in zip(*results))
+    second, third, hess_sq = (torch.cat(r).reshape(m, k) for r in zip(*results, strict=True))
     return {
         "C02": lr ** 2 / 2 * second,
         "C03": lr ** 3 / 6 * third,
@@ -89,7 +89,7 @@ def mlp_derivative_correlations(model: MLP, x: Tensor, lr: float = 1.0,
     }
 
 
-def _act_derivatives(act: Callable[[Tensor], Tensor], h: Tensor) -> Tuple[Tensor, ...]:
+def _act_derivatives(act: Callable[[Tensor], Tensor], h: Tensor) -> tuple[Tensor, ...]:
     """(σ, σ', σ'', σ''') at h, elementwise."""
     ones = torch.ones_like(h)
 
@@ -106,8 +106,8 @@ def _dot(u: Tensor, v: Tensor) -> Tensor:
     return (u * v).sum(-1)
 
 
-def _chunk(layers: List[Layer], act: Callable[[Tensor], Tensor], x: Tensor, probe: Tensor,
-           e: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+def _chunk(layers: list[Layer], act: Callable[[Tensor], Tensor], x: Tensor, probe: Tensor,
+           e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(D²φ[g,g], D³φ[g,g,g], ‖∇²φ g‖²), each [B], for B pairs: probe x[probe[i]], output e[i]."""
     # Forward at θ on the probes, then σ^{(0..3)}(h_{l,0}) of every hidden layer per pair.
     sig, a = [], x
@@ -120,39 +120,40 @@ def _chunk(layers: List[Layer], act: Callable[[Tensor], Tensor], x: Tensor, prob
 
     # δ_l and q_l (δ_l = σ'_l ⊙ q_l), from the readout down.
     deltas, qs = [e], []
-    for (W, _, cw, _), s in zip(reversed(layers[1:]), reversed(sig)):
+    for (W, _, cw, _), s in zip(reversed(layers[1:]), reversed(sig), strict=True):
         qs.insert(0, cw * deltas[0] @ W)
         deltas.insert(0, s[1] * qs[0])
 
     # Taylor coefficients h_{l,1..3} of every layer, a_{l,1..3} of every hidden layer.
     h1s, a_jets = [], []
-    for l, ((W, _, cw, cb), delta) in enumerate(zip(layers, deltas)):
-        if l == 0:
+    for li, ((W, _, cw, cb), delta) in enumerate(zip(layers, deltas, strict=True)):
+        if li == 0:
             h1 = (cw ** 2 * xx + cb ** 2).unsqueeze(-1) * delta
             h2 = h3 = torch.zeros_like(h1)
         else:
-            a0, a_prev = acts0[l - 1], a_jets[-1]
+            a0, a_prev = acts0[li - 1], a_jets[-1]
             lin = cw * torch.stack(a_prev) @ W.T
             h1, h2, h3 = (lin[j] + (cw ** 2 * _dot(a0, a_j) + (cb ** 2 if j == 0 else 0.0))
                           .unsqueeze(-1) * delta
                           for j, a_j in enumerate((a0, *a_prev[:2])))
         h1s.append(h1)
-        if l < len(sig):
-            _, s1, s2, s3 = sig[l]
+        if li < len(sig):
+            _, s1, s2, s3 = sig[li]
             a_jets.append((s1 * h1, s1 * h2 + s2 / 2 * h1 ** 2,
                            s1 * h3 + s2 * h1 * h2 + s3 / 6 * h1 ** 3))
     second, third = 2 * _dot(e, h2), 6 * _dot(e, h3)
 
     # δ̇_l from the readout down, then ‖∇²φ g‖² layer by layer.
     delta_dots = [torch.zeros_like(e)]
-    for l in reversed(range(len(sig))):
-        W, _, cw, _ = layers[l + 1]
-        back = cw * delta_dots[0] @ W + (cw ** 2 * _dot(deltas[l + 1], deltas[l + 1])).unsqueeze(-1) * acts0[l]
-        delta_dots.insert(0, sig[l][2] * h1s[l] * qs[l] + sig[l][1] * back)
+    for li in reversed(range(len(sig))):
+        W, _, cw, _ = layers[li + 1]
+        d_next = deltas[li + 1]
+        back = cw * delta_dots[0] @ W + (cw ** 2 * _dot(d_next, d_next)).unsqueeze(-1) * acts0[li]
+        delta_dots.insert(0, sig[li][2] * h1s[li] * qs[li] + sig[li][1] * back)
     hess_sq = (layers[0][2] ** 2 * xx + layers[0][3] ** 2) * _dot(delta_dots[0], delta_dots[0])
-    for l in range(1, len(layers)):
-        cw, cb = layers[l][2:]
-        a, a_dot, d, d_dot = acts0[l - 1], a_jets[l - 1][0], deltas[l], delta_dots[l]
+    for li in range(1, len(layers)):
+        cw, cb = layers[li][2:]
+        a, a_dot, d, d_dot = acts0[li - 1], a_jets[li - 1][0], deltas[li], delta_dots[li]
         dd = _dot(d_dot, d_dot)
         hess_sq = hess_sq + cw ** 2 * (dd * _dot(a, a) + 2 * _dot(d_dot, d) * _dot(a, a_dot)
                                        + _dot(d, d) * _dot(a_dot, a_dot)) + cb ** 2 * dd
