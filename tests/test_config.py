@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
@@ -302,6 +303,25 @@ def test_a_multirun_checks_settings_per_job(in_tmp):
     argv = ["--multirun", "debug=default", "dataset.n_train=200,300", "optimizer=sgd",
             "optimizer.batch_size=100"]
     assert run.check_command_line(argv)[:-1] == argv
+
+
+def test_a_claimed_dir_with_odd_characters_reaches_hydra_intact(in_tmp):
+    argv = run.check_command_line(["debug=default", 'hydra.run.dir="my runs/it\'s ${now:%f}"'])
+    (override,) = OverridesParser.create().parse_overrides(argv[-1:])
+    assert override.key_or_group == "hydra.run.dir" and Path(override.value()).is_dir()
+    assert Path(override.value()).parent == Path("my runs")
+
+
+def test_a_run_dir_with_only_hydras_files_is_removed(tmp_path):
+    bare, used = tmp_path / "bare", tmp_path / "used"
+    for d in (bare, used):
+        (d / ".hydra").mkdir(parents=True)
+        (d / ".hydra" / "config.yaml").write_text("width: 8\n")
+        (d / "run.log").write_text("")
+    (used / "metrics.csv").write_text("step\n")
+    run.remove_if_untouched(bare)
+    run.remove_if_untouched(used)
+    assert not bare.exists() and (used / "metrics.csv").is_file()
 
 
 @pytest.mark.parametrize("argv", [
