@@ -232,6 +232,14 @@ def test_a_killed_run_leaves_a_running_record_with_its_initial_values(tmp_path, 
     assert on_disk["provenance"]["pid"] == os.getpid() and on_disk["config"] == done["config"]
 
 
+def test_a_partial_config_is_recorded_with_every_key(tmp_path):
+    cfg = tiny_config()
+    partial = {k: v for k, v in cfg.items() if k not in ("loss", "threads", "corr_every")}
+    partial["wandb"] = {"mode": "disabled"}
+    summary = run_job(partial, tmp_path)
+    assert summary["config"] == cfg        # the defaults filled in (W&B's defaults included)
+
+
 def test_provenance_git_state(monkeypatch, tmp_path):
     commit, dirty = prov.git_state()
     if (Path(prov.__file__).resolve().parents[1] / ".git").exists():

@@ -4,6 +4,7 @@ and the W&B run in `run_dir`."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ def run_job(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False,
     `interrupted` and raise wcntk.lifecycle.Interrupted (its `summary` holds the record).
     `label` names the job in the lines it prints (a sweep job's override dirname).
     """
-    validate_config(cfg)
+    # The record holds every key: a hand-written dict that leaves some out gets their defaults.
+    cfg = asdict(validate_config(cfg))
     run_dir = Path(run_dir)
     if resume and (done := finished_summary(run_dir)) is not None:
         return done
@@ -52,7 +54,7 @@ def run_job(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False,
     with interruptible(), RunRecorder(run_dir, METRIC_NAMES, cfg, label=label) as recorder:
         recorder.start_wandb(w["mode"], project=w["project"], group=w["group"], tags=w["tags"],
                              name=w["name"] or default_run_name(cfg), entity=w["entity"],
-                             init_timeout=w.get("init_timeout", 10.0))
+                             init_timeout=w["init_timeout"])
         trainer = Trainer(model, data, opt, train, log=recorder.log)
         recorder.set_facts(trainer.facts())
         result = trainer.run(label=label)
