@@ -35,7 +35,7 @@ from wcntk.job import finished_summary, read_summary, run_job  # noqa: E402
 from wcntk.lifecycle import Interrupted, interruptible  # noqa: E402
 from wcntk.outcome import closing_line, metrics_text  # noqa: E402
 from wcntk.record import BOOKKEEPING_KEYS  # noqa: E402
-from wcntk.tracking import say  # noqa: E402
+from wcntk.tracking import say, write_json_atomic  # noqa: E402
 
 CONF = Path(__file__).resolve().parent / "conf"
 
@@ -203,8 +203,11 @@ def main(cfg: DictConfig) -> None:
         config = OmegaConf.to_container(cfg, resolve=True)
         validate_config(config)
     except (OmegaConfBaseException, ValueError) as err:
-        if multirun:  # the launcher records the failed job (its dir stays, for the sweep's table)
-            raise ConfigError(f"wcntk: [{job or run_dir.name}] error: {one_line(err)}") from None
+        if multirun:  # the job fails alone: recorded, so the sweep's table and the report list it
+            message = f"invalid setting: {one_line(err)}"
+            write_json_atomic(run_dir / "summary.json", {"status": "failed", "message": message})
+            say(f"error: {one_line(err)}", job or run_dir.name)
+            return
         remove_if_untouched(run_dir)
         sys.exit(f"wcntk: error: {one_line(err)}")
     threads = torch_threads(config["threads"], hydra_cfg.launcher if multirun else None)
