@@ -8,13 +8,13 @@ forward-mode (jvp / vmap / linearize) implementation.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 DT = torch.float64
-Params = Dict[str, Tensor]
+Params = dict[str, Tensor]
 
 
 # ----------------------------------------------------------------- flattening
@@ -64,16 +64,16 @@ def hessian(fn: Callable[[Tensor], Tensor], th: Tensor) -> Tensor:
 # --------------------------------------------------------- finite differences
 def richardson(values: Callable[[float], Tensor], h: float, levels: int) -> Tensor:
     """Extrapolate D(h) = D + c₁h² + c₂h⁴ + … from D(h), D(h/2), …, D(h/2^(levels-1))."""
-    table: List[Tensor] = [values(h / 2 ** i) for i in range(levels)]
+    table: list[Tensor] = [values(h / 2 ** i) for i in range(levels)]
     for j in range(1, levels):
         fac = 4.0 ** j
         table = [(fac * table[i + 1] - table[i]) / (fac - 1) for i in range(len(table) - 1)]
     return table[0]
 
 
-def central_derivs(psi: Callable[[float], Tensor], h: float, levels: int = 3) -> Tuple[Tensor, Tensor]:
+def central_derivs(psi: Callable[[float], Tensor], h: float, levels: int = 3) -> tuple[Tensor, Tensor]:
     """(ψ'(0), ψ''(0)) by central differences + Richardson extrapolation."""
-    cache: Dict[float, Tensor] = {}
+    cache: dict[float, Tensor] = {}
 
     def at(s: float) -> Tensor:
         if s not in cache:
@@ -86,7 +86,7 @@ def central_derivs(psi: Callable[[float], Tensor], h: float, levels: int = 3) ->
 
 
 def fd_directional(fn: Callable[[Tensor], Tensor], th: Tensor, v: Tensor, h: float = 0.05,
-                   levels: int = 3) -> Tuple[Tensor, Tensor, Tensor]:
+                   levels: int = 3) -> tuple[Tensor, Tensor, Tensor]:
     """(Dφ[v], D²φ[v,v], D³φ[v,v,v]) of a scalar φ = fn at th.
 
     ψ(s) = ⟨∇φ(th + s v̂), v̂⟩ by reverse-mode autograd (exact first derivative),
