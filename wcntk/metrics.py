@@ -12,7 +12,7 @@ network's parameters and θ^lin_t the twin's, on inputs X with targets Y:
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -30,7 +30,7 @@ def rms(a: Tensor) -> Tensor:
 
 
 def deviation_from_outputs(out_net: Tensor, out_twin: Tensor, out_taylor: Tensor, target: Tensor,
-                           loss_fn: LossFn) -> Dict[str, Tensor]:
+                           loss_fn: LossFn) -> dict[str, Tensor]:
     """func_rmse, func_mse, taylor_rmse, loss_gap from already computed outputs:
     out_net = f(X; θ_t), out_twin = f_lin(X; θ^lin_t), out_taylor = f_lin(X; θ_t)."""
     func_rmse = rms(out_net - out_twin)
@@ -44,7 +44,7 @@ def deviation_from_outputs(out_net: Tensor, out_twin: Tensor, out_taylor: Tensor
 
 @torch.no_grad()
 def linearity_deviation(f: Fn, params0: Params, params_t: Params, params_lin_t: Params, x: Tensor,
-                        target: Tensor, loss_fn: LossFn) -> Dict[str, Tensor]:
+                        target: Tensor, loss_fn: LossFn) -> dict[str, Tensor]:
     """The four output-space deviations (docs/theory.md §2) on inputs x."""
     lin = LinearizedModel(f, params0)
     return deviation_from_outputs(f(params_t, x), lin(params_lin_t, x), lin(params_t, x),

@@ -21,15 +21,16 @@ its O(1) kernel term and make η·width diverge.)
 """
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-Params = Dict[str, Tensor]
+Params = dict[str, Tensor]
 
 PARAMETERIZATIONS = ("ntk", "standard", "mean_field")
 
@@ -38,7 +39,7 @@ def _erf(x: Tensor) -> Tensor:
     return torch.erf(x)
 
 
-ACTIVATIONS: Dict[str, Callable[[Tensor], Tensor]] = {
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": torch.relu,
     "erf": _erf,
     "tanh": torch.tanh,
@@ -56,7 +57,7 @@ def get_activation(name: str) -> Callable[[Tensor], Tensor]:
 
 
 def layer_scales(parameterization: str, fan_in: int, w_std: float, b_std: float,
-                 readout: bool) -> Tuple[float, float, float, float]:
+                 readout: bool) -> tuple[float, float, float, float]:
     """Return (init std of W, c_w, init std of b, c_b) for one layer."""
     if parameterization == "ntk":
         return 1.0, w_std / math.sqrt(fan_in), 1.0, b_std
@@ -154,7 +155,7 @@ class MLP(nn.Module):
         common = dict(parameterization=cfg.parameterization, w_std=cfg.w_std, b_std=cfg.b_std,
                       generator=generator, dtype=dtype, device=device)
         self.hidden = nn.ModuleList(ScaledLinear(i, o, readout=False, **common)
-                                    for i, o in zip(sizes[:-1], sizes[1:]))
+                                    for i, o in itertools.pairwise(sizes))
         self.readout = ScaledLinear(cfg.width, out_features, readout=True, **common)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -180,7 +181,7 @@ class CNN(nn.Module):
                       generator=generator, dtype=dtype, device=device)
         chans = [in_channels] + [cfg.width] * cfg.depth
         self.hidden = nn.ModuleList(ScaledConv2d(i, o, **common)
-                                    for i, o in zip(chans[:-1], chans[1:]))
+                                    for i, o in itertools.pairwise(chans))
         self.readout = ScaledLinear(cfg.width, out_features, readout=True, **common)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -190,7 +191,7 @@ class CNN(nn.Module):
         return self.readout(a.mean(dim=(2, 3)))
 
 
-def build_model(cfg: ModelConfig, input_shape: Tuple[int, ...], out_features: int, seed: int,
+def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: int, seed: int,
                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> nn.Module:
     """Seeded network for inputs of shape `input_shape` (without batch dim).
 
@@ -217,13 +218,13 @@ def detached(params: Mapping[str, Tensor]) -> Params:
     return {k: v.detach() for k, v in params.items()}
 
 
-def mlp_layers(model: MLP, params: Optional[Params] = None) -> List[Tuple[Tensor, Tensor, float, float]]:
+def mlp_layers(model: MLP, params: Params | None = None) -> list[tuple[Tensor, Tensor, float, float]]:
     """(W, b, c_w, c_b) of every dense layer of an :class:`MLP`, the readout last, taking W
     and b from `params` (names as in `params_of`; default: the module's own parameters)."""
     params = dict(model.named_parameters()) if params is None else params
     names = [f"hidden.{i}" for i in range(len(model.hidden))] + ["readout"]
     return [(params[f"{n}.weight"], params[f"{n}.bias"], float(layer.c_w), float(layer.c_b))
-            for n, layer in zip(names, [*model.hidden, model.readout])]
+            for n, layer in zip(names, [*model.hidden, model.readout], strict=True)]
 
 
 def functional(model: nn.Module) -> Callable[[Params, Tensor], Tensor]:

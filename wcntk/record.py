@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Dict, Iterator, Mapping, Tuple
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 STATUSES = ("running", "ok", "diverged", "failed", "interrupted")
 
-BOOKKEEPING_KEYS: Tuple[str, ...] = (
+BOOKKEEPING_KEYS: tuple[str, ...] = (
     "sweep", "progress", "threads", "device", "dataset.data_dir", "dataset.download",
     "wandb.mode", "wandb.project", "wandb.entity", "wandb.group", "wandb.tags", "wandb.name",
     "wandb.init_timeout",
@@ -37,7 +38,7 @@ def is_bookkeeping(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in BOOKKEEPING_KEYS)
 
 
-def flatten(config: Mapping[str, Any], prefix: str = "") -> Iterator[Tuple[str, Any]]:
+def flatten(config: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
     """(dotted key, leaf value) pairs of a nested config dict; lists are leaves."""
     for key, value in config.items():
         dotted = f"{prefix}{key}"
@@ -63,7 +64,7 @@ def effective_status(summary: Mapping[str, Any]) -> str:
     status = summary.get("status") or "unknown"
     if status != "running":
         return status
-    prov: Dict[str, Any] = summary.get("provenance") or {}
+    prov: dict[str, Any] = summary.get("provenance") or {}
     pid, host = prov.get("pid"), prov.get("host")
     if isinstance(pid, int) and host == socket.gethostname() and not _process_alive(pid):
         return "stale"
