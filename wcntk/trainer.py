@@ -8,8 +8,8 @@ with α = `lr_width_exponent` and m_param = width for mean_field, 1 otherwise.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import Tensor
@@ -20,8 +20,7 @@ from .implementations import implementation_for
 from .linearization import LinearizedModel
 from .losses import accuracy, get_loss
 from .metrics import deviation_from_outputs, ntk_rel_change, param_rel_change, rms
-from .models import (ModelConfig, build_model, detached, functional, lr_width_multiplier, num_params,
-                     params_of)
+from .models import ModelConfig, build_model, detached, functional, lr_width_multiplier, num_params, params_of
 from .progress import progress_bar
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
@@ -31,16 +30,17 @@ EVAL_METRICS = [f"{model}/{split}_{kind}" for model in ("net", "twin")
                 for split in ("train", "test") for kind in ("loss", "acc")]
 LIN_METRICS = [f"lin/{name}_{split}" for name in ("func_rmse", "func_mse", "taylor_rmse", "loss_gap")
                for split in ("train", "test")] + ["lin/param_rel_change"]
-CORR_METRICS = ["lin/ntk_rel_change"] + [f"corr/{c}{suffix}" for c in ("C02", "C03", "C11")
-                                        for suffix in ("", "_max")] + ["corr/step_ratio_2", "corr/step_ratio_3"]
-METRIC_NAMES: List[str] = EVAL_METRICS + LIN_METRICS + CORR_METRICS
+CORR_METRICS = (["lin/ntk_rel_change"]
+                + [f"corr/{c}{suffix}" for c in ("C02", "C03", "C11") for suffix in ("", "_max")]
+                + ["corr/step_ratio_2", "corr/step_ratio_3"])
+METRIC_NAMES: list[str] = EVAL_METRICS + LIN_METRICS + CORR_METRICS
 
 
 @dataclass
 class OptimizerConfig:
     name: str = "gd"                   # gd | sgd | momentum | adam
     lr: float = 1.0
-    batch_size: Optional[int] = None   # None = full batch
+    batch_size: int | None = None   # None = full batch
     lr_width_exponent: float = 0.0     # α in η = lr · (width/width_ref)^α
     width_ref: int = 1024
     momentum: float = 0.9              # momentum only
@@ -72,7 +72,7 @@ class TrainConfig:
     device: str = "auto"               # auto | cpu | cuda
     seed: int = 0
     log_every: int = 25
-    corr_every: Optional[int] = None   # correlations at 0, the end, and every corr_every steps
+    corr_every: int | None = None   # correlations at 0, the end, and every corr_every steps
     probes: int = 32
     progress: bool = True
 
@@ -101,10 +101,10 @@ class TrainConfig:
 @dataclass
 class RunResult:
     status: str                        # ok | diverged
-    message: Optional[str]
-    diverged_step: Optional[int]
-    initial: Dict[str, float]
-    final: Dict[str, float]
+    message: str | None
+    diverged_step: int | None
+    initial: dict[str, float]
+    final: dict[str, float]
 
 
 def validate_all(model: ModelConfig, data: DataConfig, opt: OptimizerConfig, train: TrainConfig) -> None:
@@ -147,12 +147,12 @@ class MinibatchSampler:
     """Seeded reshuffling minibatches, epochs without replacement (a short remainder is
     dropped); full batch when batch_size is None."""
 
-    def __init__(self, n: int, batch_size: Optional[int], seed: int, device: torch.device):
+    def __init__(self, n: int, batch_size: int | None, seed: int, device: torch.device):
         self.n, self.batch_size, self.device = n, batch_size, device
         self.gen = torch.Generator().manual_seed(seed)
         self.order = torch.empty(0, dtype=torch.long)
 
-    def next(self) -> Optional[Tensor]:
+    def next(self) -> Tensor | None:
         """Indices of the next minibatch (None = the full training set)."""
         if self.batch_size is None or self.batch_size == self.n:
             return None
@@ -162,7 +162,7 @@ class MinibatchSampler:
         return idx.to(self.device)
 
 
-def _is_bad(values: Dict[str, float]) -> bool:
+def _is_bad(values: dict[str, float]) -> bool:
     return any(not math.isfinite(values[k]) for k in ("net/train_loss", "twin/train_loss"))
 
 
@@ -170,8 +170,8 @@ class Trainer:
     """Network and twin side by side. `log(step, metrics)` receives every logged row."""
 
     def __init__(self, model_cfg: ModelConfig, data_cfg: DataConfig, opt_cfg: OptimizerConfig,
-                 train_cfg: TrainConfig, log: Callable[[int, Dict[str, float]], None] = lambda s, m: None,
-                 data: Optional[Dataset] = None):
+                 train_cfg: TrainConfig, log: Callable[[int, dict[str, float]], None] = lambda s, m: None,
+                 data: Dataset | None = None):
         validate_all(model_cfg, data_cfg, opt_cfg, train_cfg)
         self.model_cfg, self.data_cfg, self.opt_cfg, self.cfg = model_cfg, data_cfg, opt_cfg, train_cfg
         self.log = log
@@ -197,13 +197,13 @@ class Trainer:
         self.twin_train = self.linearized_at(d.x_train)
         self.twin_test = self.linearized_at(d.x_test) if len(d.x_test) else None
         self.x_probe = d.x_train[:train_cfg.probes]
-        self.ntk0: Optional[Tensor] = None
+        self.ntk0: Tensor | None = None
 
     @property
     def n_params(self) -> int:
         return num_params(self.params0)
 
-    def linearized_at(self, x: Tensor) -> Callable[[Dict[str, Tensor]], Tensor]:
+    def linearized_at(self, x: Tensor) -> Callable[[dict[str, Tensor]], Tensor]:
         """params ↦ f_lin(params, x) for a fixed x, with the θ₀ part computed once, by the
         model's implementation (wcntk.implementations)."""
         return self.impl.linearize(self.model, self.twin, x, True)
@@ -227,12 +227,12 @@ class Trainer:
 
     # --- measurements ---------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self) -> Dict[str, Tensor]:
+    def evaluate(self) -> dict[str, Tensor]:
         """Losses/accuracies of both models and the lin/* deviations on train and test."""
         d = self.data
         params_t = detached(dict(self.model.named_parameters()))
         twin_params = detached(self.twin_params)
-        out: Dict[str, Tensor] = {}
+        out: dict[str, Tensor] = {}
         splits = [("train", d.x_train, d.y_train, self.twin_train)]
         if self.twin_test is not None:
             splits.append(("test", d.x_test, d.y_test, self.twin_test))
@@ -247,12 +247,12 @@ class Trainer:
         out["lin/param_rel_change"] = param_rel_change(self.params0, params_t)
         return out
 
-    def correlations(self) -> Dict[str, Tensor]:
+    def correlations(self) -> dict[str, Tensor]:
         """corr/* at the current network parameters and lin/ntk_rel_change on the probes."""
         params_t = detached(dict(self.model.named_parameters()))
         corr = self.impl.correlations(self.model, self.f, params_t, self.x_probe, self.lr)
         ntk = self.impl.ntk(self.model, self.f, params_t, self.x_probe)
-        out: Dict[str, Tensor] = {}
+        out: dict[str, Tensor] = {}
         for name, values in corr.items():
             out[f"corr/{name}"] = rms(values)
             out[f"corr/{name}_max"] = values.abs().max()
@@ -307,7 +307,7 @@ class Trainer:
             bar.close()
         return RunResult(status, message, bad_step, initial, final)
 
-    def facts(self) -> Dict[str, object]:
+    def facts(self) -> dict[str, object]:
         """What the run resolved from its config: parameter count, η, data source, device."""
         return {"n_params": self.n_params, "effective_lr": self.lr,
                 "data_source": self.data.source, "device": str(self.device)}
