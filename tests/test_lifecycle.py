@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._wandb_files import exit_codes
 from wcntk import provenance as prov
 from wcntk.job import run_job
 from wcntk.lifecycle import Interrupted, deferred_signals, interruptible
@@ -22,7 +23,7 @@ from wcntk.progress import LineProgress, progress_bar
 from wcntk.record import STATUSES, effective_status, flatten
 from wcntk.tracking import CsvLog, RunRecorder
 from wcntk.trainer import METRIC_NAMES
-from wcntk.wandb_records import config_values, read_records, summary_values
+from wcntk.wandb_records import config_values, summary_values
 
 
 def tiny_config(**changes) -> dict:
@@ -51,16 +52,6 @@ def read_rows(path: Path) -> list[list[str]]:
         return list(csv.reader(fh))
 
 
-def exit_codes(run_dir: Path) -> list[int]:
-    """Exit codes in the run dir's offline W&B run file. W&B's service process writes the file
-    after run.finish() returns (about 0.3 s here): wait up to 30 s for the exit record."""
-    (run_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
-    deadline = time.monotonic() + 30
-    while True:
-        codes = [r.exit.exit_code for r in read_records(run_file) if r.WhichOneof("record_type") == "exit"]
-        if codes or time.monotonic() > deadline:
-            return codes
-        time.sleep(0.2)
 
 
 def signal_at_step(monkeypatch, step: int, signum: int) -> None:

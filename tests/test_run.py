@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from tests._wandb_files import exit_codes
 from wcntk.data import DataConfig
 from wcntk.job import run_job
 from wcntk.losses import mse
@@ -21,7 +22,7 @@ from wcntk.models import ModelConfig
 from wcntk.ntk import empirical_ntk, gd_mse_kernel_dynamics
 from wcntk.record import flatten
 from wcntk.trainer import METRIC_NAMES, MinibatchSampler, OptimizerConfig, TrainConfig, Trainer
-from wcntk.wandb_records import config_values, history_rows, read_records, summary_values
+from wcntk.wandb_records import config_values, history_rows, summary_values
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["debug=default", "dataset=digits"]  # width 16, 20 steps logged every 5, 64/32 examples, 8 probes
@@ -40,16 +41,6 @@ def read_csv(path: Path):
         return list(csv.DictReader(fh))
 
 
-def exit_codes(run_dir: Path):
-    """Exit codes in the run dir's offline W&B run file (W&B's service process may still be
-    writing it for a moment after run.py exits: wait up to 30 s for the exit record)."""
-    (run_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
-    deadline = time.monotonic() + 30
-    while True:
-        codes = [r.exit.exit_code for r in read_records(run_file) if r.WhichOneof("record_type") == "exit"]
-        if codes or time.monotonic() > deadline:
-            return codes
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
