@@ -6,13 +6,18 @@ For a probe input x_a and output o, with φ(θ) = f_o(x_a; θ), g = ∇_θ φ(θ
     C03[a, o] = η³/6   · D³φ[g, g, g]  = η³/6 · ⟨g, D(H·g)[g]⟩
     C11[a, o] = η^{3/2} · ‖H g‖₂
 
-One forward-over-forward-over-reverse pass per pair gives all three: the jvp along g of
-p ↦ H(p)·g (itself the jvp along g of ∇φ) returns H g as its primal and D³φ[g, g, ·] as its
-tangent, and D²φ[g, g] = ⟨g, H g⟩ needs no pass of its own. The outputs of one probe are vmapped
-inside the probe, so the primal computations on x_a (forward, backward, and the primal half of
-every jvp) run once per probe, not once per pair; probes are vmapped in chunks sized from a
-memory budget. Everything is exact to working precision. Kept eager: nested jvp under
-torch.compile crashes.
+With q(p) = Dφ(p)[g] (a jvp along g; ∇q = H g and ∇²q = D³φ[g, ·, ·] at θ, because g is
+held fixed), one forward-over-reverse-over-forward pass per pair gives all three: the jvp along
+g of p ↦ ∇q(p) returns ∇q = H g as its primal and ∇²q·g = D³φ[g, g, ·] as its tangent, so
+C03 = ⟨g, D³φ[g, g, ·]⟩, and D²φ[g, g] = ⟨g, H g⟩ needs no pass of its own. Differentiating the
+reverse pass of the first-order q costs fewer convolutions than differentiating twice the reverse
+pass of φ (forward-over-forward-over-reverse: the same numbers, 4-55 % slower on the CNNs of
+benchmarks/ntk.py). The outputs of one probe are vmapped inside the probe, so the primal
+computations on x_a (forward and the primal half of every jvp) run once per probe, not once per
+pair; probes are vmapped in chunks of `_PROBES_PER_CHUNK` (fewer if the memory budget asks):
+the k·chunk stacked activation tangents then stay small enough for the cache, which on one CPU
+thread is up to 2× faster than stacking all probes. Everything is exact to working precision.
+Kept eager: nested jvp under torch.compile crashes.
 
 The step Taylor ratios along one GD step u = −η ∇_θ L(θ₀) use a single shared
 direction for all probes:
@@ -37,6 +42,9 @@ Fn = Callable[[Params, Tensor], Tensor]
 # Parameter-sized and activation-sized tensors alive per (probe, output) pair at the peak of the
 # nested jvp (g, its tangents and H g, D³φ[g, g, ·]; the tangents of every activation).
 _PARAMS_PER_PAIR, _ACTS_PER_PAIR = 8, 12
+# Probes per vmapped chunk unless the memory budget allows fewer: measured on the CNNs of
+# benchmarks/ntk.py (1 thread), 2-4 probes beat 1 (per-call overhead) and ≥ 8 (cache misses).
+_PROBES_PER_CHUNK = 4
 
 
 def _tree_dot(a: Params, b: Params) -> Tensor:
@@ -55,9 +63,8 @@ def _probe_correlations(f: Fn, params: Params, x_a: Tensor, eye: Tensor) -> tupl
         def phi(p: Params) -> Tensor:
             return (f(p, x_a.unsqueeze(0))[0] * e_o).sum()
 
-        grad_phi = grad(phi)
-        g = grad_phi(params)
-        hess_g, third = jvp(_along(grad_phi, g), (params,), (g,))
+        g = grad(phi)(params)
+        hess_g, third = jvp(grad(_along(phi, g)), (params,), (g,))
         return _tree_dot(g, hess_g), _tree_dot(g, third), tree_norm(hess_g)
 
     return vmap(one_output)(eye)
@@ -69,12 +76,13 @@ def derivative_correlations(f: Fn, params: Params, x: Tensor, lr: float = 1.0,
     """C02, C03, C11 of every probe x[a] and output o, each a tensor [m, k].
 
     f(params, x) -> [m, k] must treat rows independently (no batch statistics).
-    `chunk_size`: probes per vmapped chunk (default: from the memory budget).
+    `chunk_size`: probes per vmapped chunk (default: `_PROBES_PER_CHUNK`, fewer if the memory
+    budget asks).
     """
     params = detached(params)
     cost = sample_cost(f, params, x)
     per_probe = cost.k * (_PARAMS_PER_PAIR * cost.n_params + _ACTS_PER_PAIR * cost.saved) * cost.itemsize
-    chunk = chunk_size or max(1, int(memory_budget_bytes // per_probe))
+    chunk = chunk_size or max(1, min(_PROBES_PER_CHUNK, int(memory_budget_bytes // per_probe)))
     eye = torch.eye(cost.k, dtype=next(iter(params.values())).dtype, device=x.device)
     probe_fn = vmap(lambda xa: _probe_correlations(f, params, xa, eye))
     results = [probe_fn(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)]
