@@ -31,10 +31,10 @@ from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
 from wcntk.config import RunConfig, config_keys, one_line, run_config, unknown_key_message, validate_config  # noqa: E402
 from wcntk.data import DatasetUnavailable  # noqa: E402
-from wcntk.job import finished_summary, read_summary, run_job  # noqa: E402
+from wcntk.job import finished_summary, run_job  # noqa: E402
 from wcntk.lifecycle import Interrupted, interruptible  # noqa: E402
 from wcntk.outcome import closing_line, metrics_text  # noqa: E402
-from wcntk.record import BOOKKEEPING_KEYS  # noqa: E402
+from wcntk.record import BOOKKEEPING_KEYS, read_summary  # noqa: E402
 from wcntk.tracking import say, write_json_atomic  # noqa: E402
 
 CONF = Path(__file__).resolve().parent / "conf"

@@ -29,7 +29,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from .data import DataConfig
 from .models import ModelConfig
 from .tracking import WANDB_MODES
-from .trainer import OptimizerConfig, TrainConfig, effective_lr, validate_all
+from .trainer import OptimizerConfig, TrainConfig, validate_all
 
 WANDB_PROJECT_FORBIDDEN = "/\\#?%:"  # W&B rejects these; ".." would also escape a local folder
 
@@ -107,10 +107,6 @@ class RunConfig:
         """Every check that needs no data; ValueError with one line."""
         model, data, opt, train = self.library_configs()
         validate_all(model, data, opt, train)
-        lr = effective_lr(opt, model)
-        if not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"the effective learning rate lr·(width/width_ref)^lr_width_exponent is {lr} "
-                             f"at width {self.width}: lower optimizer.lr or optimizer.lr_width_exponent")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 or null, got {self.threads}")
         self.wandb.validate()

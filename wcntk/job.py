@@ -3,23 +3,15 @@ a notebook): validate, train network + twin, record metrics.csv, summary.json
 and the W&B run in `run_dir`."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from .config import library_configs, validate_config
 from .lifecycle import interruptible
+from .record import read_summary
 from .tracking import RunRecorder
 from .trainer import METRIC_NAMES, Trainer
-
-
-def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
-    """run_dir's summary.json, or None if there is none (or it cannot be read)."""
-    try:
-        return json.loads((Path(run_dir) / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def finished_summary(run_dir: str | Path) -> dict[str, Any] | None:

@@ -2,13 +2,12 @@
 end of a sweep (a Hydra callback; wcntk itself never imports Hydra)."""
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .record import effective_status
+from .record import effective_status, read_summary
 
 HEADLINE_METRICS = ("lin/func_rmse_test", "corr/C02")
 # Statuses that make a sweep exit non-zero: the job did not produce its result.
@@ -96,9 +95,8 @@ class SweepSummary:
             launched, summary_time = self.before.get(job, (None, None))
             if _mtime(job / ".hydra" / "overrides.yaml") == launched:
                 continue                       # not part of this multirun
-            try:
-                summary = json.loads((job / "summary.json").read_text())
-            except (OSError, ValueError):
+            summary = read_summary(job)
+            if summary is None:
                 rows.append(("no summary", job, ""))
                 continue
             status = effective_status(summary)

@@ -19,9 +19,11 @@ the axes it fits along).
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 STATUSES = ("running", "ok", "diverged", "failed", "interrupted")
@@ -69,3 +71,11 @@ def effective_status(summary: Mapping[str, Any]) -> str:
     if isinstance(pid, int) and host == socket.gethostname() and not _process_alive(pid):
         return "stale"
     return status
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    """run_dir's summary.json, or None if there is none (or it cannot be read)."""
+    try:
+        return json.loads((Path(run_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None

@@ -115,6 +115,10 @@ def validate_all(model: ModelConfig, data: DataConfig, opt: OptimizerConfig, tra
     train.validate(data.n_train)
     if model.kind == "cnn" and not is_image_dataset(data.name):
         raise ValueError(f"model=cnn needs an image dataset, got dataset={data.name}")
+    lr = effective_lr(opt, model)
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"the effective learning rate lr·(width/width_ref)^lr_width_exponent is {lr} "
+                         f"at width {model.width}: lower optimizer.lr or optimizer.lr_width_exponent")
 
 
 def resolve_device(name: str) -> torch.device:
