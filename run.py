@@ -29,7 +29,7 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
-from wcntk.config import RunConfig, config_keys, one_line, run_config, unknown_key_message, validate_config  # noqa: E402
+from wcntk.config import config_keys, one_line, run_config, schema, unknown_key_message, validate_config  # noqa: E402
 from wcntk.data import DatasetUnavailable  # noqa: E402
 from wcntk.job import finished_summary, run_job  # noqa: E402
 from wcntk.lifecycle import Interrupted, interruptible  # noqa: E402
@@ -39,7 +39,7 @@ from wcntk.tracking import say, write_json_atomic  # noqa: E402
 
 CONF = Path(__file__).resolve().parent / "conf"
 
-ConfigStore.instance().store(name="run_schema", node=RunConfig)
+ConfigStore.instance().store(name="run_schema", node=schema())
 # Keys that never change a run's numbers stay out of sweep job-dir names (one list, in wcntk.record).
 # Stored here rather than in YAML; the ConfigStore reaches joblib/submitit workers, which name the dirs.
 ConfigStore.instance().store(name="bookkeeping_keys", node={
@@ -77,6 +77,8 @@ def check_keys(overrides: list) -> None:
             for value in values:
                 if str(value) not in groups[key]:
                     raise ConfigError(f"unknown {key} {value!r}: choose one of {', '.join(groups[key])}")
+            continue
+        if key.startswith("model.kwargs."):  # a custom network's own arguments: any name
             continue
         if key not in known and re.sub(r"\.\d+$", "", key) not in known:  # optimizer.betas.0 is fine
             raise ConfigError(unknown_key_message(key, tuple(groups)))

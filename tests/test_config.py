@@ -66,7 +66,8 @@ def test_defaults_reproduce_the_reference_experiment():
     assert (cfg["dataset"]["name"], cfg["dataset"]["n_train"], cfg["dataset"]["n_test"]) == \
         ("mnist", 256, 256)
     assert cfg["optimizer"] == {**cfg["optimizer"], "name": "gd", "lr": 1.0, "batch_size": None}
-    assert cfg["model"] == {"kind": "mlp", "w_std": 1.0, "b_std": 0.05}
+    assert cfg["model"] == {"kind": "mlp", "w_std": 1.0, "b_std": 0.05, "heads": 2, "patch_size": None,
+                            "attention_logits": "inv_d", "target": None, "kwargs": {}}
     assert cfg["wandb"]["mode"] == "offline" and cfg["wandb"]["init_timeout"] == 10.0
     model, data, opt, train = library_configs(cfg)
     assert (model, data, opt, train) == (ModelConfig(), DataConfig(), OptimizerConfig(), TrainConfig())
@@ -139,7 +140,7 @@ def test_documented_overrides(overrides, expect):
     (["optimizer.foo=1"], ConfigCompositionException),       # unknown nested key
     (["dataset=imagenet"], MissingConfigException),          # unknown dataset
     (["optimizer=lbfgs"], MissingConfigException),           # unknown optimizer
-    (["model=resnet"], MissingConfigException),              # unknown model
+    (["model=vgg"], MissingConfigException),                 # unknown model
     (["+sweep=_common"], MissingConfigException),            # not a sweep (any more)
     (["+sweep=wandb_width_scaling"], MissingConfigException),  # the W&B spec is no Hydra config
     (["width=abc"], ConfigCompositionException),             # wrong type

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from .data import DataConfig
@@ -36,11 +36,18 @@ WANDB_PROJECT_FORBIDDEN = "/\\#?%:"  # W&B rejects these; ".." would also escape
 
 @dataclass
 class ModelGroup:
-    """The `model.*` keys (group `model=mlp|cnn`): which network, and its init scales σ_w, σ_b."""
+    """The `model.*` keys (group `model=mlp|cnn|resnet|transformer|custom`): which network, its
+    init scales σ_w, σ_b, the transformer's settings, and a custom network's factory and the
+    extra arguments it gets (`model.kwargs`, an open dict: `model.kwargs.heads=2` needs no `+`)."""
 
     kind: str = ModelConfig.kind
     w_std: float = ModelConfig.w_std
     b_std: float = ModelConfig.b_std
+    heads: int = ModelConfig.heads
+    patch_size: int | None = ModelConfig.patch_size
+    attention_logits: str = ModelConfig.attention_logits
+    target: str | None = ModelConfig.target
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -93,9 +100,11 @@ class RunConfig:
     threads: int | None = None         # CPU threads per job (null: torch's default; joblib: cores/n_jobs)
 
     def model_config(self) -> ModelConfig:
-        return ModelConfig(kind=self.model.kind, width=self.width, depth=self.depth,
+        m = self.model
+        return ModelConfig(kind=m.kind, width=self.width, depth=self.depth,
                            activation=self.activation, parameterization=self.parameterization,
-                           w_std=self.model.w_std, b_std=self.model.b_std)
+                           w_std=m.w_std, b_std=m.b_std, heads=m.heads, patch_size=m.patch_size,
+                           attention_logits=m.attention_logits, target=m.target, kwargs=dict(m.kwargs))
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(**{f.name: getattr(self, f.name) for f in fields(TrainConfig)})
@@ -110,6 +119,13 @@ class RunConfig:
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 or null, got {self.threads}")
         self.wandb.validate()
+
+
+def schema() -> DictConfig:
+    """RunConfig as an OmegaConf node, with `model.kwargs` open to new keys."""
+    node = OmegaConf.structured(RunConfig)
+    OmegaConf.set_struct(node.model.kwargs, False)
+    return node
 
 
 def config_keys(node: Any = RunConfig, prefix: str = "") -> Iterator[str]:
@@ -158,7 +174,7 @@ def run_config(cfg: Mapping[str, Any]) -> RunConfig:
     """The typed RunConfig of a plain config dict (keys left out take their defaults).
     Unknown keys, wrong types and unresolvable interpolations raise ValueError (one line)."""
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
+        merged = OmegaConf.merge(schema(), cfg)
         return OmegaConf.to_object(merged)
     except ConfigKeyError as err:
         raise ValueError(unknown_key_message(err.full_key) if err.full_key else one_line(err)) from None

@@ -24,15 +24,20 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from .models_custom import resolve_target
+
 Params = dict[str, Tensor]
 
 PARAMETERIZATIONS = ("ntk", "standard", "mean_field")
+KINDS = ("mlp", "cnn", "resnet", "transformer", "custom")
+ATTENTION_LOGITS = ("inv_d", "inv_sqrt_d")
 
 
 def _erf(x: Tensor) -> Tensor:
@@ -119,17 +124,22 @@ class ScaledConv2d(nn.Module):
 class ModelConfig:
     """Everything that defines a network and its initialization."""
 
-    kind: str = "mlp"                 # mlp | cnn
+    kind: str = "mlp"                 # mlp | cnn | resnet | transformer | custom
     width: int = 1024
     depth: int = 1
     activation: str = "relu"
     parameterization: str = "ntk"
     w_std: float = 1.0
     b_std: float = 0.05
+    heads: int = 2                    # transformer: attention heads (divides width)
+    patch_size: int | None = None     # transformer: p×p patches (None: a 4×4 grid)
+    attention_logits: str = "inv_d"   # transformer: logit scale 1/d or 1/√d (wcntk.models_transformer)
+    target: str | None = None         # custom: dotted path of the factory (wcntk.models_custom)
+    kwargs: dict[str, Any] = field(default_factory=dict)  # custom: extra factory arguments
 
     def validate(self) -> None:
-        if self.kind not in ("mlp", "cnn"):
-            raise ValueError(f"unknown model {self.kind!r}; choose mlp or cnn")
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown model {self.kind!r}; choose one of {', '.join(KINDS)}")
         if not isinstance(self.width, int) or self.width <= 0:
             raise ValueError(f"width must be a positive integer, got {self.width!r}")
         if not isinstance(self.depth, int) or self.depth < 1:
@@ -142,6 +152,20 @@ class ModelConfig:
             raise ValueError(f"model.w_std must be finite and > 0, got {self.w_std}")
         if not (math.isfinite(self.b_std) and self.b_std >= 0):
             raise ValueError(f"model.b_std must be finite and >= 0, got {self.b_std}")
+        if self.kind == "transformer":
+            if not isinstance(self.heads, int) or self.heads < 1 or self.width % self.heads:
+                raise ValueError(f"model.heads must be a positive divisor of width={self.width}, "
+                                 f"got {self.heads!r}")
+            if self.patch_size is not None and (not isinstance(self.patch_size, int) or self.patch_size < 1):
+                raise ValueError(f"model.patch_size must be a positive integer or null, "
+                                 f"got {self.patch_size!r}")
+            if self.attention_logits not in ATTENTION_LOGITS:
+                raise ValueError(f"model.attention_logits must be one of {', '.join(ATTENTION_LOGITS)}, "
+                                 f"got {self.attention_logits!r}")
+        if self.kind == "custom":
+            resolve_target(self.target)
+        elif self.target is not None or self.kwargs:
+            raise ValueError(f"model.target and model.kwargs are for model=custom, not model={self.kind}")
 
 
 class MLP(nn.Module):
@@ -203,6 +227,10 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: in
     device = torch.device(device)
     if cfg.kind == "mlp":
         return MLP(math.prod(input_shape), out_features, cfg, gen, dtype, device)
+    if cfg.kind != "cnn":
+        # imported here: those networks are built from this module's layers
+        from .networks import build_network
+        return build_network(cfg, input_shape, out_features, seed, gen, dtype, device)
     if len(input_shape) != 3:
         raise ValueError(f"model=cnn needs image inputs [C, H, W], got shape {tuple(input_shape)}")
     return CNN(input_shape[0], out_features, cfg, gen, dtype, device)

@@ -15,12 +15,13 @@ import torch
 from torch import Tensor
 
 from .correlations import gd_step_direction, step_ratios
-from .data import DataConfig, Dataset, is_image_dataset, load_dataset
+from .data import DataConfig, Dataset, load_dataset
 from .implementations import implementation_for
 from .linearization import LinearizedModel
 from .losses import accuracy, get_loss
 from .metrics import deviation_from_outputs, ntk_rel_change, param_rel_change, rms
 from .models import ModelConfig, build_model, detached, functional, lr_width_multiplier, num_params, params_of
+from .networks import check_network
 from .progress import progress_bar
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
@@ -113,8 +114,7 @@ def validate_all(model: ModelConfig, data: DataConfig, opt: OptimizerConfig, tra
     data.validate()
     opt.validate(data.n_train)
     train.validate(data.n_train)
-    if model.kind == "cnn" and not is_image_dataset(data.name):
-        raise ValueError(f"model=cnn needs an image dataset, got dataset={data.name}")
+    check_network(model, data)
     lr = effective_lr(opt, model)
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"the effective learning rate lr·(width/width_ref)^lr_width_exponent is {lr} "
