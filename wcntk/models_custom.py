@@ -89,7 +89,8 @@ def build_custom(target: str | None, kwargs: Mapping[str, Any], provided: Mappin
             raise ValueError(f"model.target={target!r} failed when called "
                              f"({type(err).__name__}: {err})") from None
     if not isinstance(model, nn.Module):
-        raise ValueError(f"model.target={target!r} returned an object of type {type(model).__name__}, not a torch.nn.Module")
+        raise ValueError(f"model.target={target!r} returned an object of type {type(model).__name__}, "
+                         f"not a torch.nn.Module")
     if not any(True for _ in model.parameters()):
         raise ValueError(f"model.target={target!r} returned a module with no parameters: nothing to train")
     model = model.to(device=device, dtype=dtype)
