@@ -1,0 +1,208 @@
+"""The resnet, the transformer and a custom network (model=resnet|transformer|custom).
+
+Forward passes against hand-written float64 references of the formulas in their docstrings;
+the generic NTK, derivative correlations and twin on tiny instances against an explicit
+Jacobian, Hessian-vector products by reverse-over-reverse autograd (checked against an explicit
+Hessian) and finite differences (tests/_refs.py; no torch.func); the init width exponents of
+C02 and C11 against docs/theory.md, "Other networks".
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests._refs import DT, fd_directional, flat, hessian, jacobian, rel_err, rev_grad, scalar_fn, seeded
+from wcntk.correlations import derivative_correlations
+from wcntk.implementations import GENERIC, implementation_for
+from wcntk.linearization import LinearizedModel
+from wcntk.models import ModelConfig, build_model, functional, params_of
+from wcntk.models_transformer import patches
+from wcntk.ntk import empirical_ntk, flat_ntk
+from wcntk.powerlaw import fit_power_law
+from wcntk.theory import expected
+
+K, LR, M = 2, 0.7, 2
+TINY = {  # smooth activations and biases, so that every derivative is non-zero
+    "resnet": (ModelConfig(kind="resnet", width=2, depth=2, activation="tanh", w_std=1.3, b_std=0.4),
+               (1, 4, 4)),
+    "transformer": (ModelConfig(kind="transformer", width=4, depth=1, heads=2, patch_size=2,
+                                activation="gelu", w_std=1.3, b_std=0.4), (1, 4, 4)),
+    "transformer-inv_sqrt_d": (ModelConfig(kind="transformer", width=4, depth=1, heads=2, patch_size=2,
+                                           attention_logits="inv_sqrt_d", activation="gelu",
+                                           w_std=1.3, b_std=0.4), (1, 4, 4)),
+    "custom": (ModelConfig(kind="custom", target="examples.my_nets.make_net", width=5,
+                           kwargs={"hidden_layers": 2}), (1, 3, 3)),
+}
+
+
+def _tiny(name: str, seed: int = 1):
+    cfg, shape = TINY[name]
+    model = build_model(cfg, shape, K, seed=seed, dtype=DT)
+    return model, functional(model), params_of(model), seeded((M, *shape), 5)
+
+
+# ------------------------------------------------------------------ forward passes
+def _act(name):
+    return {"tanh": torch.tanh, "gelu": lambda z: 0.5 * z * (1 + torch.erf(z / math.sqrt(2))),
+            "relu": torch.relu}[name]
+
+
+def _conv(p, name, a, fan_in, ntk, b_std):
+    W, b = p[f"{name}.weight"], p[f"{name}.bias"]
+    c_w, c_b = (1.0 / math.sqrt(fan_in), b_std) if ntk else (1.0, 1.0)
+    return c_w * F.conv2d(a, W, padding=1) + c_b * b[:, None, None]
+
+
+def _dense(p, name, a, fan_in, ntk, b_std):
+    W, b = p[f"{name}.weight"], p[f"{name}.bias"]
+    c_w, c_b = (1.0 / math.sqrt(fan_in), b_std) if ntk else (1.0, 1.0)
+    return c_w * a @ W.T + c_b * b
+
+
+@pytest.mark.parametrize("parameterization", ["ntk", "standard"])
+def test_resnet_forward_vs_handwritten(parameterization):
+    cfg = ModelConfig(kind="resnet", width=4, depth=3, activation="tanh", parameterization=parameterization,
+                      b_std=0.3)
+    model = build_model(cfg, (2, 5, 5), K, seed=2, dtype=DT)
+    p, x, ntk, n = params_of(model), seeded((3, 2, 5, 5), 4), parameterization == "ntk", 4
+    h = _conv(p, "stem", x, 2 * 9, ntk, 0.3)
+    for i in range(3):
+        r = _conv(p, f"blocks.{i}.0", torch.tanh(h), n * 9, ntk, 0.3)
+        h = h + _conv(p, f"blocks.{i}.1", torch.tanh(r), n * 9, ntk, 0.3) / math.sqrt(3)
+    ref = _dense(p, "readout", torch.tanh(h).mean(dim=(2, 3)), n, ntk, 0.3)
+    assert rel_err(model(x), ref) <= 1e-12
+
+
+def _ln(z):
+    return (z - z.mean(-1, keepdim=True)) / torch.sqrt(z.var(-1, unbiased=False, keepdim=True) + 1e-6)
+
+
+@pytest.mark.parametrize("parameterization,logits", [("ntk", "inv_d"), ("standard", "inv_sqrt_d")])
+def test_transformer_forward_vs_handwritten(parameterization, logits):
+    n, heads, depth, b = 6, 3, 2, 0.3
+    cfg = ModelConfig(kind="transformer", width=n, depth=depth, heads=heads, activation="gelu",
+                      parameterization=parameterization, attention_logits=logits, b_std=b)
+    model = build_model(cfg, (1, 8, 8), K, seed=2, dtype=DT)
+    p, x, ntk = params_of(model), seeded((3, 1, 8, 8), 4), parameterization == "ntk"
+    d = n // heads
+    s = 1 / d if logits == "inv_d" else 1 / math.sqrt(d)
+    tokens = torch.stack([x[:, 0, 2 * i:2 * i + 2, 2 * j:2 * j + 2].reshape(3, 4)
+                          for i in range(4) for j in range(4)], dim=1)   # 4×4 grid of 2×2 patches
+    z = _dense(p, "embed", tokens, 4, ntk, b) + (b if ntk else 1.0) * p["pos"]
+    for layer in range(depth):
+        a = _ln(z)
+        q, k, v = (_dense(p, f"attention.{layer}.{m}", a, n, ntk, b).reshape(3, 16, heads, d)
+                   for m in "qkv")
+        w = torch.softmax(s * torch.einsum("bthd,buhd->bhtu", q, k), dim=-1)
+        o = torch.einsum("bhtu,buhd->bthd", w, v).reshape(3, 16, n)
+        z = z + _dense(p, f"attention.{layer}.out", o, n, ntk, b) / math.sqrt(2 * depth)
+        hidden = _act("gelu")(_dense(p, f"mlp.{layer}.0", _ln(z), n, ntk, b))
+        z = z + _dense(p, f"mlp.{layer}.1", hidden, n, ntk, b) / math.sqrt(2 * depth)
+    ref = _dense(p, "readout", _ln(z).mean(dim=1), n, ntk, b)
+    assert rel_err(model(x), ref) <= 1e-12
+    assert patches(x, 2).shape == (3, 16, 4)
+
+
+# -------------------------------------------------- generic NTK, correlations, twin
+def hessian_vector_product(fn, th, v):
+    """∇²φ·v by reverse over reverse mode (torch.autograd.grad twice)."""
+    th = th.detach().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(fn(th), th, create_graph=True)
+    (hv,) = torch.autograd.grad(g @ v, th)
+    return hv
+
+
+def test_hessian_vector_product_is_the_explicit_hessian_times_v():
+    _, f, p, x = _tiny("custom")
+    fn, th = scalar_fn(f, p, x, 1, 0), flat(p)
+    v = seeded(th.shape, 8)
+    torch.testing.assert_close(hessian_vector_product(fn, th, v), hessian(fn, th) @ v, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_generic_ntk_matches_explicit_jacobian(name):
+    model, f, p, x = _tiny(name)
+    assert implementation_for(model) is GENERIC
+    j = jacobian(f, p, x)
+    for method in ("jacobian", "ntvp"):
+        torch.testing.assert_close(flat_ntk(empirical_ntk(f, p, x, method=method)), j @ j.T,
+                                   rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_generic_correlations_match_hessian_and_finite_differences(name):
+    _, f, p, x = _tiny(name)
+    corr = derivative_correlations(f, p, x, lr=LR)
+    th = flat(p)
+    ref = {c: torch.zeros(M, K, dtype=DT) for c in ("C02", "C03", "C11")}
+    for a in range(M):
+        for o in range(K):
+            fn = scalar_fn(f, p, x, a, o)
+            g = rev_grad(fn, th)
+            hg = hessian_vector_product(fn, th, g)
+            ref["C02"][a, o] = LR ** 2 / 2 * (g @ hg)
+            ref["C11"][a, o] = LR ** 1.5 * hg.norm()
+            ref["C03"][a, o] = LR ** 3 / 6 * fd_directional(fn, th, g)[2]
+    for c in ("C02", "C11"):
+        assert ref[c].abs().min() > 1e-8, c
+        assert rel_err(corr[c], ref[c]) <= 1e-10, c
+    assert ref["C03"].abs().max() > 1e-8
+    assert rel_err(corr["C03"], ref["C03"]) <= 1e-5
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_twin_equals_the_network_to_first_order(name):
+    """f(θ₀ + εv) − f_lin(θ₀ + εv) = O(ε²): halving ε quarters it; f_lin(θ₀) = f(θ₀)."""
+    _, f, p, x = _tiny(name)
+    twin = LinearizedModel(f, p)
+    torch.testing.assert_close(twin(p, x), f(p, x), rtol=0, atol=1e-15)
+    v = {k: seeded(t.shape, 50 + i) for i, (k, t) in enumerate(p.items())}
+
+    def gap(eps):
+        theta = {k: p[k] + eps * v[k] for k in p}
+        return (f(theta, x) - twin(theta, x)).abs().max().item()
+
+    ratios = [gap(e) / gap(e / 2) for e in (1e-3, 5e-4)]
+    assert all(3.8 < r < 4.2 for r in ratios), ratios
+
+
+# --------------------------------------------------------------- init width sweep
+def init_slopes(kind: str, widths=(16, 32, 64, 128), seeds=(0, 1, 2), **settings) -> dict:
+    """Fits of the init correlations C02, C11 (RMS over 4 probes × 2 outputs, η = 1) against
+    width, float64, relu, depth 1, on 8×8 one-channel inputs."""
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(99), dtype=DT)
+    width, values = [], {"C02": [], "C11": []}
+    for w in widths:
+        for s in seeds:
+            model = build_model(ModelConfig(kind=kind, width=w, **settings), (1, 8, 8), K, s, DT)
+            corr = derivative_correlations(functional(model), params_of(model), x, lr=1.0)
+            width.append(w)
+            for name in values:
+                values[name].append(float(corr[name].pow(2).mean().sqrt()))
+    return {name: fit_power_law(width, v) for name, v in values.items()}
+
+
+@pytest.mark.slow
+def test_resnet_init_slopes_match_theory():
+    fits = init_slopes("resnet", widths=(16, 32, 64, 128, 256))
+    config = {"model.kind": "resnet", "parameterization": "ntk", "activation": "relu", "depth": 1,
+              "optimizer.lr_width_exponent": 0.0}
+    for name, fit in fits.items():
+        e = expected(f"init/corr/{name}", config)
+        assert e.kind == "prediction", (name, e)
+        assert e.verdict("fit", fit["slope"], fit["ci_half"]) == "yes", (name, fit, e)
+
+
+@pytest.mark.slow
+def test_transformer_init_correlations_shrink_with_width():
+    """No exponent is derived for the transformer (theory: "—"); with 1/d logits the
+    correlations still shrink with the width."""
+    fits = init_slopes("transformer", widths=(16, 32, 64, 128, 256))
+    assert expected("init/corr/C02", {"model.kind": "transformer", "parameterization": "ntk"}).kind == "none"
+    for name, fit in fits.items():
+        assert fit["slope"] + fit["ci_half"] < 0, (name, fit)
+    assert np.isfinite([f["slope"] for f in fits.values()]).all()
