@@ -8,9 +8,13 @@ C02 and C11 against docs/theory.md, "Other networks".
 """
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -172,10 +176,10 @@ def test_twin_equals_the_network_to_first_order(name):
 
 # --------------------------------------------------------------- init width sweep
 def init_slopes(kind: str, widths=(16, 32, 64, 128), seeds=(0, 1, 2), **settings) -> dict:
-    """Fits of the init correlations C02, C11 (RMS over 4 probes × 2 outputs, η = 1) against
-    width, float64, relu, depth 1, on 8×8 one-channel inputs."""
+    """Fits of the init correlations (RMS over 4 probes × 2 outputs, η = 1) against width,
+    float64, relu, depth 1, on 8×8 one-channel inputs."""
     x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(99), dtype=DT)
-    width, values = [], {"C02": [], "C11": []}
+    width, values = [], {"C02": [], "C11": [], "C03": []}
     for w in widths:
         for s in seeds:
             model = build_model(ModelConfig(kind=kind, width=w, **settings), (1, 8, 8), K, s, DT)
@@ -203,6 +207,100 @@ def test_transformer_init_correlations_shrink_with_width():
     correlations still shrink with the width."""
     fits = init_slopes("transformer", widths=(16, 32, 64, 128, 256))
     assert expected("init/corr/C02", {"model.kind": "transformer", "parameterization": "ntk"}).kind == "none"
-    for name, fit in fits.items():
-        assert fit["slope"] + fit["ci_half"] < 0, (name, fit)
-    assert np.isfinite([f["slope"] for f in fits.values()]).all()
+    for name in ("C02", "C11"):
+        assert fits[name]["slope"] + fits[name]["ci_half"] < 0, (name, fits[name])
+
+
+def test_theory_derives_the_resnet_correlations_only():
+    def kind_of(kind, metric):
+        return expected(metric, {"model.kind": kind, "parameterization": "ntk", "activation": "relu",
+                                 "depth": 1, "optimizer.lr_width_exponent": 0.0}).kind
+
+    assert [kind_of("resnet", f"init/corr/{c}") for c in ("C02", "C11", "C03")] == ["prediction"] * 3
+    assert expected("corr/C03", {"model.kind": "resnet", "activation": "relu", "depth": 1}).slope == -2
+    assert kind_of("resnet", "final/lin/func_rmse_test") == "none"
+    for kind in ("transformer", "custom"):
+        assert {kind_of(kind, m) for m in ("init/corr/C02", "init/corr/C11", "final/lin/func_mse_test",
+                                            "corr/step_ratio_2")} == {"none"}
+
+
+# ----------------------------------------------------------------------- the CLI
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "WANDB_SILENT": "true"}
+BAD_NETS = '''
+import torch
+from torch import nn
+not_callable = 3
+def returns_a_dict(width):
+    return {"width": width}
+def no_parameters():
+    return nn.Flatten()
+def wrong_shape(input_shape, out_features):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, out_features + 1))
+def fails(width):
+    raise RuntimeError("out of ideas")
+'''
+BAD_TARGETS = {  # model.target=t -> its one-line message, after "model.target='t': "
+    "no_such_module.make_net": "cannot import 'no_such_module' (ModuleNotFoundError: No module named "
+                               "'no_such_module')",
+    "bad_nets.no_such_factory": "module 'bad_nets' has no attribute 'no_such_factory'",
+    "bad_nets.not_callable": "not callable (it is a int)",
+    "bad_nets.returns_a_dict": "returned an object of type dict, not a torch.nn.Module",
+    "bad_nets.no_parameters": "returned a module with no parameters (nothing to train)",
+    "bad_nets.wrong_shape": "the module maps an input of shape [1, 1, 8, 8] to [1, 11], expected [1, 10]",
+    "bad_nets.fails": "failed when called (RuntimeError: out of ideas)",
+}
+
+
+def run_cli(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd,
+                          capture_output=True, text=True, timeout=300, env=ENV)
+
+
+@pytest.mark.slow
+def test_cli_bad_custom_models_fail_with_one_line_before_any_work(tmp_path):
+    """A user module in the current directory (imported from there), every bad target: alone,
+    one line and no run directory; in a sweep, each job recorded as failed with its line."""
+    (tmp_path / "bad_nets.py").write_text(BAD_NETS)
+    common = ["model=custom", "debug=default", "dataset=digits"]
+    proc = run_cli(tmp_path, *common, "model.target=bad_nets.wrong_shape", f"hydra.run.dir={tmp_path}/run")
+    assert proc.returncode == 1 and not (tmp_path / "run").exists()
+    assert proc.stderr.strip() == (f"wcntk: error: model.target='bad_nets.wrong_shape': "
+                                   f"{BAD_TARGETS['bad_nets.wrong_shape']}")
+    proc = run_cli(tmp_path, *common, "model.target=bad_nets.returns_a_dict", "model.kwargs.heads=2")
+    assert proc.stderr.strip() == ("wcntk: error: model.kwargs.heads: bad_nets.returns_a_dict takes no "
+                                   "argument 'heads' (it takes width)")
+    proc = run_cli(tmp_path, "--multirun", *common, f"model.target={','.join(BAD_TARGETS)}",
+                   f"hydra.sweep.dir={tmp_path}/sweep")
+    assert proc.returncode == 1, proc.stderr
+    messages = {json.loads(p.read_text())["message"] for p in (tmp_path / "sweep").glob("*/summary.json")}
+    assert messages == {f"invalid setting: model.target={t!r}: {m}" for t, m in BAD_TARGETS.items()}
+    proc = run_cli(tmp_path, *common)
+    assert proc.stderr.strip().startswith("wcntk: error: model=custom needs model.target=")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides", [
+    ["model=resnet"], ["model=transformer"],
+    ["model=custom", "model.target=examples.my_nets.make_net", "model.kwargs.hidden_layers=2"],
+], ids=["resnet", "transformer", "custom"])
+def test_cli_runs_offline(tmp_path, overrides):
+    proc = run_cli(ROOT, *overrides, "debug=default", f"hydra.run.dir={tmp_path}/run")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["final"]["corr/C02"] is not None
+    model = summary["config"]["model"]
+    assert model["kind"] == overrides[0].split("=")[1]
+    if model["kind"] == "custom":
+        assert (model["target"], model["kwargs"]) == ("examples.my_nets.make_net", {"hidden_layers": 2})
+
+
+@pytest.mark.slow
+def test_cli_sweeps_a_custom_factory_argument_with_joblib(tmp_path):
+    proc = run_cli(ROOT, "--multirun", "model=custom", "model.target=examples.my_nets.make_net",
+                   "model.kwargs.hidden_layers=1,2", "debug=default", "hydra/launcher=joblib",
+                   "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path}/sweep")
+    assert proc.returncode == 0, proc.stderr
+    layers = sorted(json.loads(p.read_text())["config"]["model"]["kwargs"]["hidden_layers"]
+                    for p in (tmp_path / "sweep").glob("*/summary.json"))
+    assert layers == [1, 2]

@@ -38,7 +38,7 @@ def resolve_target(target: str | None) -> Callable[..., Any]:
                          "model.target=examples.my_nets.make_net")
     module_name, _, attr = target.rpartition(".")
     if not module_name:
-        raise ValueError(f"model.target={target!r} is not a dotted path <module>.<callable>")
+        raise ValueError(f"model.target={target!r}: not a dotted path <module>.<callable>")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
@@ -50,7 +50,7 @@ def resolve_target(target: str | None) -> Callable[..., Any]:
         raise ValueError(f"model.target={target!r}: module {module_name!r} has no attribute {attr!r}")
     factory = getattr(module, attr)
     if not callable(factory):
-        raise ValueError(f"model.target={target!r} is not callable (it is a {type(factory).__name__})")
+        raise ValueError(f"model.target={target!r}: not callable (it is a {type(factory).__name__})")
     return factory
 
 
@@ -86,13 +86,13 @@ def build_custom(target: str | None, kwargs: Mapping[str, Any], provided: Mappin
         try:
             model = factory(**arguments)
         except Exception as err:
-            raise ValueError(f"model.target={target!r} failed when called "
+            raise ValueError(f"model.target={target!r}: failed when called "
                              f"({type(err).__name__}: {err})") from None
     if not isinstance(model, nn.Module):
-        raise ValueError(f"model.target={target!r} returned an object of type {type(model).__name__}, "
+        raise ValueError(f"model.target={target!r}: returned an object of type {type(model).__name__}, "
                          f"not a torch.nn.Module")
     if not any(True for _ in model.parameters()):
-        raise ValueError(f"model.target={target!r} returned a module with no parameters: nothing to train")
+        raise ValueError(f"model.target={target!r}: returned a module with no parameters (nothing to train)")
     model = model.to(device=device, dtype=dtype)
     check_output_shape(model, tuple(provided["input_shape"]), int(provided["out_features"]), target,
                        dtype, device)

@@ -26,7 +26,10 @@ correlations C_{D,d} = η^{D/2+d}/(D! d!)·∇^{D+d}f·(∇f)^{⊗d} at θ₀:
     lin/loss_gap        none
 
 Everything else ("standard" and "mean_field" parameterizations, adam, xent for lin/*,
-α > 0 for lin/*) is "none". docs/theory.md derives each entry.
+α > 0 for lin/*) is "none". docs/theory.md derives each entry. The entries are derived for the
+MLP and the CNN; the resnet keeps the corr/* ones (C03 and step_ratio_3 as at depth ≥ 2: it
+always has several weight layers), every other metric of the resnet and every metric of the
+transformer and of a custom network is "none" (docs/theory.md, "Other networks").
 """
 from __future__ import annotations
 
@@ -39,6 +42,8 @@ from typing import Any
 PIECEWISE_LINEAR = ("relu", "leaky_relu", "identity")
 SMOOTH = ("erf", "tanh", "sigmoid", "gelu")
 GRADIENT_DESCENT = ("gd", "sgd", "momentum")
+DERIVED_KINDS = ("mlp", "cnn")
+RESNET_METRICS = ("corr/C02", "corr/C11", "corr/C03", "corr/step_ratio_2", "corr/step_ratio_3")
 KINDS = ("prediction", "bound", "exact 0", "none")
 
 
@@ -116,8 +121,11 @@ def expected(metric: str, config: Mapping[str, Any]) -> Expectation:
                                           "rates mix width exponents; no single law")
     if not math.isfinite(alpha):
         return NONE
+    kind = str(lookup(config, "kind", "mlp"))
+    if kind not in DERIVED_KINDS and not (kind == "resnet" and name in RESNET_METRICS):
+        return Expectation("none", reason=f"model={kind}: no width exponent derived for {name}")
     activation = str(lookup(config, "activation", ""))
-    depth = int(_number(lookup(config, "depth", 1), 1))
+    depth = int(_number(lookup(config, "depth", 1), 1)) if kind != "resnet" else 2
     pl = activation in PIECEWISE_LINEAR
     if not pl and activation not in SMOOTH and name in ("corr/C03", "corr/step_ratio_3"):
         return Expectation("none", reason=f"activation {activation!r} not classified")
