@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,10 +22,12 @@ import torch.nn.functional as F
 
 from tests._refs import DT, fd_directional, flat, hessian, jacobian, rel_err, rev_grad, scalar_fn, seeded
 from wcntk.correlations import derivative_correlations
+from wcntk.data import DataConfig
 from wcntk.implementations import GENERIC, implementation_for
 from wcntk.linearization import LinearizedModel
 from wcntk.models import ModelConfig, build_model, functional, params_of
 from wcntk.models_transformer import patches
+from wcntk.networks import check_network
 from wcntk.ntk import empirical_ntk, flat_ntk
 from wcntk.powerlaw import fit_power_law
 from wcntk.theory import expected
@@ -109,6 +112,60 @@ def test_transformer_forward_vs_handwritten(parameterization, logits):
     ref = _dense(p, "readout", _ln(z).mean(dim=1), n, ntk, b)
     assert rel_err(model(x), ref) <= 1e-12
     assert patches(x, 2).shape == (3, 16, 4)
+
+
+# ------------------------------------------------------- custom factories, validation
+def recording_factory(input_shape, out_features, generator, seed, dtype, scale=1.0):
+    """A module that records what the factory was given; drawn with the default generator."""
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(math.prod(input_shape), out_features))
+    net[1].weight.data.mul_(scale)
+    net.seen = dict(input_shape=input_shape, out_features=out_features, seed=seed, dtype=dtype, scale=scale,
+                    generator=generator)
+    return net
+
+
+def test_custom_factory_gets_the_arguments_it_names_and_is_seeded():
+    cfg = ModelConfig(kind="custom", target="tests.test_networks.recording_factory", width=7,
+                      kwargs={"scale": 2.0})
+    a = build_model(cfg, (1, 3, 3), K, seed=4, dtype=DT)
+    seen = a.seen
+    assert {k: seen[k] for k in ("input_shape", "out_features", "seed", "dtype", "scale")} == \
+        {"input_shape": (1, 3, 3), "out_features": K, "seed": 4, "dtype": DT, "scale": 2.0}
+    assert isinstance(seen["generator"], torch.Generator)
+    assert all(p.dtype == DT for p in a.parameters())
+    same, other = (params_of(build_model(cfg, (1, 3, 3), K, seed=s, dtype=DT)) for s in (4, 5))
+    assert all(torch.equal(params_of(a)[k], same[k]) for k in same)
+    assert not torch.equal(params_of(a)["1.weight"], other["1.weight"])
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(kind="transformer", width=6, heads=4), "model.heads must be a positive divisor of width=6"),
+    (dict(kind="transformer", attention_logits="inv_n"), "model.attention_logits must be one of inv_d"),
+    (dict(kind="transformer", patch_size=0), "model.patch_size must be a positive integer or null"),
+    (dict(kind="resnet", target="examples.my_nets.make_net"), "model.target and model.kwargs are for"),
+    (dict(kind="mlp", kwargs={"a": 1}), "model.target and model.kwargs are for"),
+    (dict(kind="custom"), "model=custom needs model.target="),
+    (dict(kind="custom", target="make_net"), "model.target='make_net': not a dotted path"),
+    (dict(kind="vgg"), "unknown model 'vgg'"),
+])
+def test_bad_network_settings_are_one_line(changes, message):
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        ModelConfig(**changes).validate()
+
+
+@pytest.mark.parametrize("kind, dataset, message", [
+    ("resnet", DataConfig(name="synthetic"), "model=resnet needs an image dataset"),
+    ("transformer", DataConfig(name="digits"), None),
+    ("transformer", DataConfig(name="cifar10"), None),
+])
+def test_network_checks_against_the_dataset(kind, dataset, message):
+    if message is None:
+        check_network(ModelConfig(kind=kind, width=8), dataset)
+        with pytest.raises(ValueError, match="does not tile"):
+            check_network(ModelConfig(kind=kind, width=8, patch_size=3), dataset)
+    else:
+        with pytest.raises(ValueError, match=message):
+            check_network(ModelConfig(kind=kind, width=8), dataset)
 
 
 # -------------------------------------------------- generic NTK, correlations, twin
