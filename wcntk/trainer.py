@@ -17,6 +17,7 @@ from torch import Tensor
 from .correlations import gd_step_direction, step_ratios
 from .data import DataConfig, Dataset, is_image_dataset, load_dataset
 from .implementations import implementation_for
+from .init import INIT_SCHEME
 from .linearization import LinearizedModel
 from .losses import accuracy, get_loss
 from .metrics import deviation_from_outputs, ntk_rel_change, param_rel_change, rms
@@ -312,6 +313,7 @@ class Trainer:
         return RunResult(status, message, bad_step, initial, final)
 
     def facts(self) -> dict[str, object]:
-        """What the run resolved from its config: parameter count, η, data source, device."""
+        """What the run resolved from its config: parameter count, η, data source, device, the θ₀
+        scheme (wcntk.init.INIT_SCHEME)."""
         return {"n_params": self.n_params, "effective_lr": self.lr,
-                "data_source": self.data.source, "device": str(self.device)}
+                "data_source": self.data.source, "device": str(self.device), "init_scheme": INIT_SCHEME}
