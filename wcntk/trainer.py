@@ -150,21 +150,57 @@ def make_optimizer(opt: OptimizerConfig, params, lr: float) -> torch.optim.Optim
 
 class MinibatchSampler:
     """Seeded reshuffling minibatches, epochs without replacement (a short remainder is
-    dropped); full batch when batch_size is None."""
+    dropped); full batch when batch_size is None.
 
-    def __init__(self, n: int, batch_size: int | None, seed: int, device: torch.device):
-        self.n, self.batch_size, self.device = n, batch_size, device
-        self.gen = torch.Generator().manual_seed(seed)
+    Order: epoch e is the e-th torch.randperm(n) of a CPU Generator().manual_seed(seed), cut
+    into n // batch_size minibatches in turn. The next `block` minibatches wait on the device
+    as one [block, batch_size] index buffer: `indices()` reads the row at a device cursor and
+    advances it (device work only, so a captured CUDA graph replays it), `advance()` (host,
+    once before every step) refills the buffer in place when its rows are used up."""
+
+    def __init__(self, n: int, batch_size: int | None, seed: int, device: torch.device, block: int = 256):
+        self.n, self.seed, self.block = n, seed, block
+        self.full = batch_size is None or batch_size == n
+        self.batch_size = n if batch_size is None else batch_size
+        rows = 0 if self.full else block
+        self.buffer = torch.empty(rows, self.batch_size, dtype=torch.long, device=device)
+        self.cursor = torch.zeros(1, dtype=torch.long, device=device)
+        self.rewind()
+
+    def rewind(self) -> None:
+        """Back to the first minibatch of the seed (buffers refilled in place)."""
+        self.gen = torch.Generator().manual_seed(self.seed)
         self.order = torch.empty(0, dtype=torch.long)
+        self.used = 0
+        if not self.full:
+            self._refill()
 
-    def next(self) -> Tensor | None:
-        """Indices of the next minibatch (None = the full training set)."""
-        if self.batch_size is None or self.batch_size == self.n:
+    def _refill(self) -> None:
+        rows = []
+        for _ in range(self.block):
+            if len(self.order) < self.batch_size:
+                self.order = torch.randperm(self.n, generator=self.gen)
+            rows.append(self.order[:self.batch_size])
+            self.order = self.order[self.batch_size:]
+        self.buffer.copy_(torch.stack(rows))
+        self.cursor.zero_()
+        self.used = 0
+
+    def advance(self) -> None:
+        """Host bookkeeping before a step: refill the buffer when all its rows were used."""
+        if self.full:
+            return
+        if self.used == self.block:
+            self._refill()
+        self.used += 1
+
+    def indices(self) -> Tensor | None:
+        """Indices of this step's minibatch on the device (None = the full training set)."""
+        if self.full:
             return None
-        if len(self.order) < self.batch_size:
-            self.order = torch.randperm(self.n, generator=self.gen)
-        idx, self.order = self.order[:self.batch_size], self.order[self.batch_size:]
-        return idx.to(self.device)
+        idx = self.buffer.index_select(0, self.cursor).view(-1)
+        self.cursor.add_(1)
+        return idx
 
 
 def _is_bad(values: dict[str, float]) -> bool:
@@ -216,9 +252,16 @@ class Trainer:
     # --- one step -------------------------------------------------------------------------
     def step(self) -> None:
         """One optimizer step of the network and of the twin on the same minibatch."""
-        idx = self.sampler.next()
+        self.sampler.advance()
+        self.step_body()
+
+    def step_body(self) -> None:
+        """The device work of one step (what a CUDA graph captures): minibatch indices from the
+        sampler's device buffer, network forward/backward/update, twin forward/backward/update."""
+        idx = self.sampler.indices()
         d = self.data
-        x, y = (d.x_train, d.y_train) if idx is None else (d.x_train[idx], d.y_train[idx])
+        x, y = ((d.x_train, d.y_train) if idx is None
+                else (d.x_train.index_select(0, idx), d.y_train.index_select(0, idx)))
         self.net_opt.zero_grad(set_to_none=True)
         self.loss_fn(self.model(x), y).backward()
         self.net_opt.step()
