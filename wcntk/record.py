@@ -30,7 +30,7 @@ from typing import Any
 STATUSES = ("running", "ok", "diverged", "failed", "interrupted")
 
 BOOKKEEPING_KEYS: tuple[str, ...] = (
-    "sweep", "progress", "threads", "device", "dataset.data_dir", "dataset.download",
+    "sweep", "progress", "threads", "device", "cuda_graphs", "dataset.data_dir", "dataset.download",
     "wandb.mode", "wandb.project", "wandb.entity", "wandb.group", "wandb.tags", "wandb.name",
     "wandb.init_timeout",
 )

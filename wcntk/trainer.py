@@ -8,6 +8,7 @@ with α = `lr_width_exponent` and m_param = width for mean_field, 1 otherwise.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,8 +24,10 @@ from .losses import accuracy, get_loss
 from .metrics import deviation_from_outputs, ntk_rel_change, param_rel_change, rms
 from .models import ModelConfig, build_model, detached, functional, lr_width_multiplier, num_params, params_of
 from .progress import progress_bar
+from .step_graph import Capture, StepChoice, choose_step, cuda_graph_capture
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
+CUDA_GRAPHS = ("auto", "on", "off")
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
 
 EVAL_METRICS = [f"{model}/{split}_{kind}" for model in ("net", "twin")
@@ -76,6 +79,7 @@ class TrainConfig:
     corr_every: int | None = None   # correlations at 0, the end, and every corr_every steps
     probes: int = 32
     progress: bool = True
+    cuda_graphs: str = "auto"          # auto (on for CUDA, off for CPU) | on | off
 
     def validate(self, n_train: int) -> None:
         get_loss(self.loss)
@@ -97,6 +101,16 @@ class TrainConfig:
             raise ValueError(f"corr_every must be >= 1 or null, got {self.corr_every}")
         if not 1 <= self.probes <= n_train:
             raise ValueError(f"probes must be in 1..n_train={n_train}, got {self.probes}")
+        if self.cuda_graphs not in CUDA_GRAPHS:
+            raise ValueError(f"cuda_graphs must be one of {', '.join(CUDA_GRAPHS)}, got {self.cuda_graphs!r}")
+        if self.cuda_graphs == "on" and resolve_device(self.device).type != "cuda":
+            raise ValueError(f"cuda_graphs=on needs a CUDA device (device={self.device} runs on the CPU, "
+                             f"where steps are always eager); use cuda_graphs=auto or off")
+
+    def graphs_wanted(self) -> bool:
+        """Whether the Trainer tries to replay its steps as a CUDA graph."""
+        return self.cuda_graphs == "on" or (self.cuda_graphs == "auto"
+                                            and resolve_device(self.device).type == "cuda")
 
 
 @dataclass
@@ -140,12 +154,14 @@ def effective_lr(opt: OptimizerConfig, model: ModelConfig) -> float:
             * lr_width_multiplier(model.parameterization, model.width))
 
 
-def make_optimizer(opt: OptimizerConfig, params, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(opt: OptimizerConfig, params, lr: float,
+                   capturable: bool = False) -> torch.optim.Optimizer:
+    """The torch optimizer; `capturable` (CUDA graphs) keeps Adam's step count on the device."""
     if opt.name in ("gd", "sgd"):
         return torch.optim.SGD(params, lr=lr)
     if opt.name == "momentum":
         return torch.optim.SGD(params, lr=lr, momentum=opt.momentum)
-    return torch.optim.Adam(params, lr=lr, betas=tuple(opt.betas))
+    return torch.optim.Adam(params, lr=lr, betas=tuple(opt.betas), capturable=capturable)
 
 
 class MinibatchSampler:
@@ -203,16 +219,26 @@ class MinibatchSampler:
         return idx
 
 
+def to_floats(row: dict[str, Tensor]) -> dict[str, float]:
+    """A logged row as Python floats with one device sync (one stacked float64 copy)."""
+    if not row:
+        return {}
+    stacked = torch.stack([torch.as_tensor(v).detach().to(torch.float64).reshape(()) for v in row.values()])
+    return dict(zip(row, stacked.tolist(), strict=True))
+
+
 def _is_bad(values: dict[str, float]) -> bool:
     return any(not math.isfinite(values[k]) for k in ("net/train_loss", "twin/train_loss"))
 
 
 class Trainer:
-    """Network and twin side by side. `log(step, metrics)` receives every logged row."""
+    """Network and twin side by side. `log(step, metrics)` receives every logged row.
+    `capture` replaces wcntk.step_graph.cuda_graph_capture; given one, the first step chooses
+    between its replay and the eager step (`graph_step`) whatever the device."""
 
     def __init__(self, model_cfg: ModelConfig, data_cfg: DataConfig, opt_cfg: OptimizerConfig,
                  train_cfg: TrainConfig, log: Callable[[int, dict[str, float]], None] = lambda s, m: None,
-                 data: Dataset | None = None):
+                 data: Dataset | None = None, capture: Capture | None = None):
         validate_all(model_cfg, data_cfg, opt_cfg, train_cfg)
         self.model_cfg, self.data_cfg, self.opt_cfg, self.cfg = model_cfg, data_cfg, opt_cfg, train_cfg
         self.log = log
@@ -230,8 +256,13 @@ class Trainer:
         self.twin = LinearizedModel(self.f, self.params0)
         self.twin_params = {k: v.clone().requires_grad_(True) for k, v in self.params0.items()}
         self.lr = effective_lr(opt_cfg, model_cfg)
-        self.net_opt = make_optimizer(opt_cfg, self.model.parameters(), self.lr)
-        self.twin_opt = make_optimizer(opt_cfg, self.twin_params.values(), self.lr)
+        graphs = train_cfg.graphs_wanted()
+        self.net_opt = make_optimizer(opt_cfg, self.model.parameters(), self.lr, capturable=graphs)
+        self.twin_opt = make_optimizer(opt_cfg, self.twin_params.values(), self.lr, capturable=graphs)
+        self.capture = capture or cuda_graph_capture
+        choose = graphs or capture is not None
+        self.step_mode = "undecided" if choose else "eager"   # undecided -> graph | eager at the 1st step
+        self._step: Callable[[], None] | None = None if choose else self.eager_step
         self.sampler = MinibatchSampler(len(self.data.x_train), opt_cfg.batch_size,
                                         train_cfg.seed + 1, self.device)
         d = self.data
@@ -251,9 +282,49 @@ class Trainer:
 
     # --- one step -------------------------------------------------------------------------
     def step(self) -> None:
-        """One optimizer step of the network and of the twin on the same minibatch."""
+        """One optimizer step of the network and of the twin on the same minibatch: eager, or
+        with CUDA graphs (cfg.graphs_wanted()) the replayed step that `graph_step` chose at the
+        first call (its one line goes to stderr when it keeps the eager step)."""
+        if self._step is None:
+            choice = self.graph_step(self.capture)
+            self._step, self.step_mode = choice.step, "graph" if choice.graphed else "eager"
+            if choice.note:
+                print(f"wcntk: {choice.note}", file=sys.stderr, flush=True)
+        self._step()
+
+    def eager_step(self) -> None:
         self.sampler.advance()
         self.step_body()
+
+    def graph_step(self, capture: Capture = cuda_graph_capture) -> StepChoice:
+        """wcntk.step_graph.choose_step for this trainer, called before its first step: the state
+        is both models' parameters and optimizer state; rewinding restores the parameters,
+        zeroes optimizer state created since (a zero moment/momentum buffer steps exactly as a
+        fresh one) and restarts the minibatch order."""
+        opts = (self.net_opt, self.twin_opt)
+        params = [*self.model.parameters(), *self.twin_params.values()]
+        start = [p.detach().clone() for p in params]
+        opt_start = {(i, p, k): v.clone() for i, o in enumerate(opts) for p, st in o.state.items()
+                     for k, v in st.items() if isinstance(v, Tensor)}
+
+        def state() -> list[Tensor]:
+            return params + [v for o in opts for st in o.state.values() for v in st.values()
+                             if isinstance(v, Tensor)]
+
+        @torch.no_grad()
+        def rewind() -> None:
+            for p, p0 in zip(params, start, strict=True):
+                p.copy_(p0)
+            for i, o in enumerate(opts):
+                for p, st in o.state.items():
+                    for k, v in st.items():
+                        if isinstance(v, Tensor) and (i, p, k) in opt_start:
+                            v.copy_(opt_start[i, p, k])
+                        elif isinstance(v, Tensor):
+                            v.zero_()
+            self.sampler.rewind()
+
+        return choose_step(self.sampler.advance, self.step_body, state, rewind, capture)
 
     def step_body(self) -> None:
         """The device work of one step (what a CUDA graph captures): minibatch indices from the
@@ -334,7 +405,7 @@ class Trainer:
                     row = self.evaluate()
                     if self.is_corr_step(t):
                         row.update(self.correlations())
-                    values = {k: float(v) for k, v in row.items()}
+                    values = to_floats(row)
                     self.log(t, values)
                     if t == 0:
                         initial = dict(values)
