@@ -25,6 +25,7 @@ from .metrics import deviation_from_outputs, ntk_rel_change, param_rel_change, r
 from .models import ModelConfig, build_model, detached, functional, lr_width_multiplier, num_params, params_of
 from .progress import progress_bar
 from .step_graph import Capture, StepChoice, choose_step, cuda_graph_capture
+from .tf32 import disable_tf32
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
 CUDA_GRAPHS = ("auto", "on", "off")
@@ -140,12 +141,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def disable_tf32() -> None:
-    """Deviations are 1e-4…1e-6 of the outputs: TF32 matmuls/convolutions would swamp them."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
 
 
 def effective_lr(opt: OptimizerConfig, model: ModelConfig) -> float:
