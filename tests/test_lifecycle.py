@@ -37,7 +37,7 @@ def tiny_config(**changes) -> dict:
                          init_timeout=10.0),
            "width": 8, "depth": 1, "activation": "tanh", "parameterization": "ntk", "seed": 0,
            "steps": 12, "loss": "mse", "precision": "float32", "device": "cpu", "log_every": 3,
-           "corr_every": None, "probes": 4, "progress": False, "threads": None}
+           "corr_every": None, "probes": 4, "progress": False, "cuda_graphs": "auto", "threads": None}
     for key, value in changes.items():
         *parents, leaf = key.split(".")
         node = cfg

@@ -48,10 +48,10 @@ def multipliers(parameterization, fan_in, w_std, b_std, readout):
 def scheme_normals(seed, name, shape, chunk=1 << 20):
     """The standard normals of parameter `name` under the documented scheme chunked-v1, written
     out from its text: chunk c of the flattened tensor from its own generator seeded with
-    BLAKE2b-64("chunked-v1|seed|name|c") (little-endian, mod 2^63), concatenated."""
+    BLAKE2b-64("chunked-v1|seed|name|d1x…xdr|c") (little-endian, mod 2^63), concatenated."""
     n, parts = math.prod(shape), []
     for c in range(math.ceil(n / chunk)):
-        key = f"chunked-v1|{seed}|{name}|{c}".encode()
+        key = f"chunked-v1|{seed}|{name}|{'x'.join(map(str, shape))}|{c}".encode()
         s = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") % 2 ** 63
         parts.append(torch.randn(min(chunk, n - c * chunk), generator=torch.Generator().manual_seed(s),
                                  dtype=DT))
