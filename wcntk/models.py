@@ -80,7 +80,9 @@ def lr_width_multiplier(parameterization: str, width: int) -> float:
 
 class ScaledLinear(nn.Module):
     """h = c_w · a Wᵀ + c_b · b (scalars applied to the product, not to W: no weight-sized
-    copy per forward and multiply per backward, 0.73x the step time at width 16384)."""
+    copy per forward and multiply per backward, 0.73x the step time at width 16384).
+    `name` is the layer's path in its model (`hidden.0`): with the parameter's own name it keys
+    the θ₀ streams (wcntk.init)."""
 
     def __init__(self, fan_in: int, fan_out: int, parameterization: str, w_std: float,
                  b_std: float, readout: bool, init: ParamInit, name: str):
@@ -94,7 +96,8 @@ class ScaledLinear(nn.Module):
 
 
 class ScaledConv2d(nn.Module):
-    """h = c_w · conv3x3(a, W) + c_b · b, same padding, fan_in = in_channels·9."""
+    """h = c_w · conv3x3(a, W) + c_b · b, same padding, fan_in = in_channels·9; `name` as for
+    ScaledLinear."""
 
     def __init__(self, in_channels: int, out_channels: int, parameterization: str, w_std: float,
                  b_std: float, init: ParamInit, name: str, kernel_size: int = 3):

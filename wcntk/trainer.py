@@ -299,7 +299,7 @@ class Trainer:
         opts = (self.net_opt, self.twin_opt)
         params = [*self.model.parameters(), *self.twin_params.values()]
         start = [p.detach().clone() for p in params]
-        opt_start = {(i, p, k): v.clone() for i, o in enumerate(opts) for p, st in o.state.items()
+        opt_start = {(i, id(p), k): v.clone() for i, o in enumerate(opts) for p, st in o.state.items()
                      for k, v in st.items() if isinstance(v, Tensor)}
 
         def state() -> list[Tensor]:
@@ -313,8 +313,8 @@ class Trainer:
             for i, o in enumerate(opts):
                 for p, st in o.state.items():
                     for k, v in st.items():
-                        if isinstance(v, Tensor) and (i, p, k) in opt_start:
-                            v.copy_(opt_start[i, p, k])
+                        if isinstance(v, Tensor) and (i, id(p), k) in opt_start:
+                            v.copy_(opt_start[i, id(p), k])
                         elif isinstance(v, Tensor):
                             v.zero_()
             self.sampler.rewind()
