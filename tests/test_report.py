@@ -368,3 +368,85 @@ def test_theory_link_stays_inside_the_repository(tmp_path):
     assert inside == "[docs/theory.md](../../../../docs/theory.md)"
     assert (repo / "outputs" / "sweeps" / "x" / "report" / "../../../../docs/theory.md").resolve().is_file()
     assert report._theory_link(tmp_path / "report") == "docs/theory.md of the wcntk repository"
+
+
+# ----------------------------------------------------------------------------- asymptotic regime (issue 14)
+
+CROSSOVER = 64
+
+
+def make_crossover_sweep(root: Path, widths=(8, 16, 32, 64, 128, 256, 512, 1024), rng=0):
+    """func_rmse and param_rel_change flat below width 64, exactly ∝ n^-1/2 from 64 up; C02 ∝ n^-1 at
+    every width; log-normal noise 0.03 across 3 seeds."""
+    gen = np.random.default_rng(rng)
+    job = 0
+    for w in widths:
+        for s in SEEDS:
+            def noisy(x):
+                return x * math.exp(0.03 * gen.standard_normal())
+            tail = (max(w, CROSSOVER) / CROSSOVER) ** -0.5
+            write_job(root / str(job), config(w, s), initial={"corr/C02": noisy(0.5 / w)},
+                      final={"lin/func_rmse_test": noisy(0.2 * tail),
+                             "lin/param_rel_change": noisy(0.05 * tail)})
+            job += 1
+    return root
+
+
+CROSSOVER_METRICS = ("lin/func_rmse_test", "lin/param_rel_change", "corr/C02")
+
+
+def test_crossover_sweep_is_judged_on_its_tail(tmp_path):
+    res = report.make_report(make_crossover_sweep(tmp_path / "sweep"), tmp_path / "out",
+                             metrics=CROSSOVER_METRICS, formats=("png",))
+    s = res["slopes"].set_index("metric")
+    for metric, verdict, wrong in (("final/lin/func_rmse_test", "consistent", "above bound"),
+                                   ("final/lin/param_rel_change", "yes", "no")):
+        r = s.loc[metric]
+        assert (r["n_min"], r["n_min_rule"], r["n_widths_fit"]) == (CROSSOVER, "auto", 5), metric
+        assert r["n_points"] == 5 * len(SEEDS) and r["n_points_all"] == 8 * len(SEEDS)
+        assert abs(r["slope"] + 0.5) <= r["ci_half"] < 0.05, metric
+        assert r["verdict"] == verdict
+        # the all-widths fit pools the flat widths: shown, but it would have judged wrongly
+        assert r["slope_all"] > -0.4 and r["result_all"] == "fit"
+        e = report.expected(metric, report.setting_config(res["runs"], "all"))
+        assert e.verdict("fit", r["slope_all"], r["ci_half_all"]) == wrong
+    c02 = s.loc["init/corr/C02"]
+    assert c02["n_min"] == 8 and c02["verdict"] == "yes"   # a pure power law keeps every width
+    md = res["files"]["slopes_md"].read_text()
+    assert "| asymptotic slope ± 95% CI (t) | widths fitted |" in md and "all widths (not judged)" in md
+    assert "≥ 64 (5 widths, auto)" in md
+    # local slopes: 7 pairs per metric, ≈ 0 below the crossover, ≈ −1/2 above; * inside the fit
+    local = res["local"][res["local"]["metric"] == "final/lin/func_rmse_test"]
+    assert len(local) == 7 and list(local["in_fit"]) == [False] * 3 + [True] * 4
+    assert np.abs(local["slope"].to_numpy()[:2]).max() < 0.1
+    assert np.abs(local["slope"].to_numpy()[3:] + 0.5).max() < 0.1
+    assert "64→128" in res["files"]["local_slopes_md"].read_text()
+    assert "### Local slopes" in res["files"]["report_md"].read_text()
+    in_fit = res["per_width"].query("metric == 'final/lin/func_rmse_test'")["in_fit"]
+    assert list(in_fit) == [False] * 3 + [True] * 5
+    # deviation vs correlation: n_min is the larger of the two (64), theory ≥ (−1/2)/(−1) = +1/2
+    d = res["deviation"].set_index(["deviation", "correlation"]).loc[
+        ("final/lin/func_rmse_test", "init/corr/C02")]
+    assert d["n_min"] == CROSSOVER and d["theory"] == "≥ +0.5" and d["theory_kind"] == "lower bound"
+    assert abs(d["slope"] - 0.5) <= d["ci_half"] and d["verdict"] == "consistent" and d["slope_all"] < 0.4
+    assert (tmp_path / "out" / "plots" / "local_slopes_all.png").stat().st_size > 1000
+    # the plot: asymptotic fit drawn over 64 … 1024 only; widths below n_min faded
+    fig = report.width_figures(res["runs"], res["slopes"], res["per_width"], res["local"],
+                               ["lin/func_rmse_test"])["width_final_lin_func_rmse_test"]
+    top = fig.axes[0]
+    spans = [(min(ln.get_xdata()), max(ln.get_xdata())) for ln in top.lines if len(ln.get_xdata()) == 50]
+    assert (CROSSOVER, 1024) in [(round(a), round(b)) for a, b in spans]
+    assert {c.get_alpha() for c in top.collections if c.get_alpha() is not None} >= {report.FADED}
+    # --min-width overrides the rule
+    forced = report.make_report(tmp_path / "sweep", tmp_path / "out2", metrics=CROSSOVER_METRICS,
+                                formats=("png",), min_width=8)["slopes"].set_index("metric")
+    assert forced.loc["final/lin/func_rmse_test", "n_min_rule"] == "--min-width"
+    assert forced.loc["final/lin/func_rmse_test", "verdict"] == "above bound"
+
+
+def test_too_few_widths_for_a_tail_are_not_judged(tmp_path):
+    make_crossover_sweep(tmp_path, widths=(64, 256))
+    res = report.make_report(tmp_path, tmp_path / "out", metrics=["lin/func_rmse_test"], formats=("png",))
+    r = res["slopes"].iloc[0]
+    assert r["result"] == "n/a" and r["verdict"] == "" and "no asymptotic fit" in r["note"]
+    assert r["result_all"] == "fit" and r["slope_all"] == pytest.approx(-0.5, abs=0.1)
