@@ -4,6 +4,7 @@ import math
 import os
 import subprocess
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ TRUTH = {
              "corr/C02": -1.0, "corr/C03": -1.0, "corr/C11": -0.5, "corr/step_ratio_2": -1.0,
              "corr/step_ratio_3": -1.0},
 }
+HAVE_WANDB = find_spec("wandb") is not None
 LOSSES = ("net/train_loss", "twin/train_loss", "net/test_loss", "twin/test_loss")
 
 
@@ -370,7 +372,7 @@ def test_theory_link_stays_inside_the_repository(tmp_path):
     assert report._theory_link(tmp_path / "report") == "docs/theory.md of the wcntk repository"
 
 
-# ----------------------------------------------------------------------------- asymptotic regime (issue 14)
+# ------------------------------------------------------------------ asymptotic regime (issue 14)
 
 CROSSOVER = 64
 
@@ -450,3 +452,97 @@ def test_too_few_widths_for_a_tail_are_not_judged(tmp_path):
     r = res["slopes"].iloc[0]
     assert r["result"] == "n/a" and r["verdict"] == "" and "no asymptotic fit" in r["note"]
     assert r["result_all"] == "fit" and r["slope_all"] == pytest.approx(-0.5, abs=0.1)
+
+
+# ------------------------------------------------------------------ bad input (issue 15, report side)
+
+def _wandb_run_file(path: Path, exit_record: bool = True, cut: int = 0) -> None:
+    """An offline W&B run file (wcntk.wandb_records layout): a run record, then an exit record;
+    `cut` bytes removed from the end (a truncated file)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+    records = [wandb_internal_pb2.Record()]
+    records[0].run.run_id = "abc123"
+    if exit_record:
+        records.append(wandb_internal_pb2.Record())
+        records[1].exit.exit_code = 0
+    data = struct.pack("<4sHB", b":W&B", 0xBEE1, 0)
+    for r in records:
+        payload = r.SerializeToString()
+        data += struct.pack("<IHB", 0, len(payload), 1) + payload
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data[:len(data) - cut])
+
+
+def test_malformed_and_damaged_records(tmp_path):
+    make_sweep(tmp_path, widths=(8, 16, 32), activations=("relu",), extra_jobs=False)
+    for name, text in (("list", "[]"), ("width", json.dumps({"status": "ok", "config": {"width": "wide"}})),
+                       ("section", json.dumps({"status": "ok", "final": [1, 2]}))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(text)
+    csv = (tmp_path / "0" / "metrics.csv").read_text()
+    (tmp_path / "0" / "metrics.csv").write_text(csv[:-7])                 # last line cut off
+    (tmp_path / "1" / "metrics.csv").write_text(csv.replace("\n", "\0", 1))  # NUL bytes
+    run_file = "wandb/offline-run-20260101_000000-abc123/run-abc123.wandb"
+    if HAVE_WANDB:
+        _wandb_run_file(tmp_path / "2" / run_file, cut=3)                   # torn exit record
+        _wandb_run_file(tmp_path / "3" / run_file)                          # whole
+    res = report.make_report(tmp_path, tmp_path / "out", metrics=["lin/func_rmse_test"], formats=("png",))
+    fails = res["failures"].set_index("job_dir")
+    assert fails.loc["list", "message"] == "not a record (a JSON list)"
+    assert fails.loc["width", "message"] == "not a record (width 'wide' is not a number)"
+    assert fails.loc["section", "message"] == "not a record (final is a JSON list)"
+    assert set(fails["status"]) == {"unreadable"}
+    problems = res["problems"].set_index("job_dir")["record_problems"].to_dict()
+    assert problems["0"] == "metrics.csv truncated (last line incomplete)"
+    assert problems["1"] == "metrics.csv holds NUL bytes"
+    if HAVE_WANDB:
+        assert problems["2"] == "run-abc123.wandb truncated (no exit record)" and "3" not in problems
+    text = res["files"]["failures_md"].read_text()
+    assert "Damaged records" in text and "metrics.csv truncated" in text
+    assert res["slopes"].iloc[0]["n_points_all"] == 9   # the damaged jobs' summaries still count
+    # the plots read what is whole of a damaged metrics.csv
+    assert (tmp_path / "out" / "plots" / "deviation_vs_step.png").is_file()
+
+
+def test_cli_bad_arguments_are_one_line_and_leave_nothing(tmp_path, capsys):
+    make_sweep(tmp_path / "sweep", widths=(8, 32), activations=("relu",), extra_jobs=False)
+    out, errors = tmp_path / "out", []
+    for argv, expected in (
+            (["--metrics", "lin/func_rmse_tset"], "not logged by any job: lin/func_rmse_tset; logged: "),
+            (["--curve-width", "999"], "--curve-width 999 is not a width of this sweep; widths: 8, 32")):
+        with pytest.raises(SystemExit) as e:
+            report.main([str(tmp_path / "sweep"), "--out", str(out), *argv])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and expected in err and "Traceback" not in err
+        assert not out.exists()
+        errors.append(err)
+    assert "final/lin/func_rmse_test, final/lin/func_mse_test" in errors[0]   # the valid names
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit) as e:
+        report.main([str(empty)])
+    assert e.value.code == 2 and "no summary.json" in capsys.readouterr().err
+    assert list(empty.iterdir()) == []
+
+
+def test_failed_records_do_not_make_settings(tmp_path):
+    """A failed-validation record carries its raw config (config_validated false) and a failed run
+    may differ in any key: neither makes a config key look as if it varied; both keep width and seed."""
+    make_sweep(tmp_path, widths=(8, 16, 32), activations=("relu",), extra_jobs=False)
+    raw = config(64, 7)
+    raw["optimizer"]["momentum"] = -5
+    del raw["dataset"]
+    (tmp_path / "invalid").mkdir()
+    (tmp_path / "invalid" / "summary.json").write_text(json.dumps({
+        "status": "failed", "message": "optimizer.momentum=-5: must be in [0, 1)", "config": raw,
+        "config_validated": False}))
+    write_job(tmp_path / "oom", config(4096, 1, b_std=0.5), status="failed", message="out of memory")
+    res = report.make_report(tmp_path, tmp_path / "out", metrics=["lin/func_rmse_test"], formats=("png",))
+    runs = res["runs"]
+    assert report.setting_columns(runs) == [] and list(runs["setting"].cat.categories) == ["all"]
+    fails = res["failures"].set_index("job_dir")
+    assert (fails.loc["invalid", "width"], fails.loc["invalid", "seed"]) == (64, 7)
+    assert fails.loc["oom", "width"] == 4096 and set(fails["setting"]) == {"all"}
+    assert not runs.set_index("job_dir").loc["invalid", "config_validated"]
