@@ -5,18 +5,29 @@ correlations (the paper's comparison).
 Usage::
 
     python -m wcntk.report SWEEP_DIR [--out DIR] [--width-metric M [M ...]] [--curve-width N]
-                           [--formats png pdf] [--wandb] [--wandb-mode offline|online|disabled]
+                           [--min-width N] [--formats png pdf] [--wandb]
+                           [--wandb-mode offline|online|disabled]
 
 or, from a notebook, ``make_report(sweep_dir)`` (returns the tables and the written paths).
 
 Input: every ``summary.json`` below SWEEP_DIR (layout: :mod:`wcntk.record`) and, for the
-curves, the ``metrics.csv`` next to it. Output (default ``SWEEP_DIR/report/``): ``runs.csv``
-(+ ``runs.parquet`` when pyarrow imports), ``per_width.csv``, ``slopes.md`` / ``slopes.csv``,
+curves, the ``metrics.csv`` next to it. Output (default ``SWEEP_DIR/report/``, written only
+once the inputs are checked): ``runs.csv`` (+ ``runs.parquet`` when pyarrow imports),
+``per_width.csv``, ``slopes.md`` / ``slopes.csv``, ``local_slopes.md`` / ``.csv``,
 ``deviation_vs_correlation.md`` / ``.csv``, ``failures.md`` / ``failures.csv``, ``report.md``
 and ``plots/*.png|pdf``.
 
+Bad input is one line, never a traceback: a summary.json that is not a record (not a JSON
+object, a non-dict section, a non-numeric width or seed) is a job with status "unreadable";
+a damaged metrics.csv (last line cut off, NUL bytes) or offline W&B run file (no exit record)
+is listed under "Damaged records" of the job-status table; a metric named explicitly that no
+job logged, or a --curve-width that is not a width of the sweep, is an error (exit 2) that
+names the valid ones.
+
 Setting. A job's setting is the tuple of config values (dotted keys of the nested config) that
-vary across the sweep, except width, seed and the bookkeeping keys of
+vary across the sweep's validated jobs (not failed, not ``"config_validated": false``: a
+failed job keeps its width and seed but never makes a key vary), except width, seed and the
+bookkeeping keys of
 :data:`wcntk.record.BOOKKEEPING_KEYS`; facts (effective lr, n_params, …) are never settings.
 A setting is labelled by the last component of each key (the full key where two would clash;
 ``optimizer.lr_width_exponent`` is written α). Only jobs with status "ok" are fitted; every
@@ -30,17 +41,29 @@ Per width (setting s, metric M, width n, seeds i = 1..k, finite values only)::
 
     mean = (1/k) Σ_i M_i,        s.e. = std_{ddof=1}(M_i) / √k
 
-Slopes: :func:`wcntk.powerlaw.fit_power_law` of M against n on all (width, seed) points of a
-setting (not on the per-width means): OLS in log-log space, 95 % Student-t CI. The deviation
-vs correlation table fits final deviation against initial correlation the same way.
+Slopes: :func:`wcntk.powerlaw.fit_power_law` of M against n on the (width, seed) points of a
+setting (not on the per-width means): OLS in log-log space, 95 % Student-t CI. Two fits:
+
+    asymptotic   widths ≥ n_min (:func:`wcntk.asymptotic.choose_n_min`, the lack-of-fit rule of
+                 docs/theory.md §7, or --min-width): columns slope, ci_half, …; the verdict
+    all widths   every width: columns slope_all, ci_half_all, …; shown, never judged
+
+Local slopes between adjacent widths (:func:`wcntk.asymptotic.local_slopes`, Welch 95 %
+interval across seeds) are tabulated and drawn. The deviation vs correlation table fits final
+deviation against initial correlation the same way, over the jobs with width ≥ the larger
+n_min of the two metrics.
 
 Special cases: |M| ≤ 1e-30 in every ok run of the setting → "exactly 0", not fitted (e.g.
-corr/C03 of a 1-hidden-layer ReLU net); fewer than 2 distinct widths → "n/a"; N = 2 → slope
-without CI. Single non-finite or ≤ 1e-30 values are left out of the fit and counted in "note".
+corr/C03 of a 1-hidden-layer ReLU net); fewer than 2 distinct widths → "n/a"; fewer than 3
+widths ≥ n_min → no asymptotic fit ("n/a", no verdict, the all-widths fit still shown);
+N = 2 → slope without CI. Single non-finite or ≤ 1e-30 values are left out of the fit and
+counted in "note".
 
 Theory: :func:`wcntk.theory.expected` per setting and metric (prediction, bound, exact 0 or
-"—"), derived in docs/theory.md; the verdict is "yes"/"no" for a prediction (does the CI
-cover it), "consistent"/"above bound" for a bound.
+"—"), :func:`wcntk.theory.expected_ratio` for deviation vs correlation (β/γ; a lower bound
+"≥" where an upper bound is divided by a negative exponent), derived in docs/theory.md; the
+verdict is "yes"/"no" for a prediction (does the CI cover it), "consistent"/"above bound"
+for a bound, "consistent"/"below bound" for a lower bound.
 """
 from __future__ import annotations
 
