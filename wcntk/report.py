@@ -652,10 +652,10 @@ def _set_width_axis(ax, widths) -> None:
     ax.set_xscale("log", base=2 if powers_of_two else 10)
 
 
-def _empty_panel(ax, fontsize: float) -> None:
+def _empty_panel(ax, fontsize: float, text: str = "no positive values to plot") -> None:
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.text(0.5, 0.5, "no positive values to plot", ha="center", va="center",
+    ax.text(0.5, 0.5, text, ha="center", va="center",
             transform=ax.transAxes, fontsize=fontsize + 1, color="0.4")
 
 
@@ -742,7 +742,9 @@ def draw_local_slopes(ax, metric: str, slopes: pd.DataFrame, local: pd.DataFrame
         _set_width_axis(ax, widths)
         ax.set_xlim(min(widths) / 1.15, max(widths) * 1.15)
         tidy_log_axis(ax.xaxis, fontsize)
-    ax.axhline(0.0, color="0.8", lw=0.6, zorder=0)
+        ax.axhline(0.0, color="0.8", lw=0.6, zorder=0)
+    else:
+        _empty_panel(ax, fontsize, "no local slopes (no positive values at 2 widths)")
     ax.set_xlabel("width n (between adjacent widths)", fontsize=fontsize + 1)
     ax.set_ylabel("local slope", fontsize=fontsize + 1)
     ax.tick_params(which="both", labelsize=fontsize)
@@ -869,6 +871,7 @@ def plot_deviation_trajectories(runs: pd.DataFrame, sweep_dir, metrics: Sequence
                             label=f"width {_fmt(w)} ({len(frames)} seed{'s' if len(frames) > 1 else ''})")
             if ax.lines:
                 ax.set_yscale("log")
+                tidy_log_axis(ax.yaxis, 8)
                 ax.legend(fontsize=6, loc="best")
             ax.set_title(f"{name} — {setting}", fontsize=9)
             ax.set_xlabel("step")
@@ -915,6 +918,7 @@ def plot_loss_curves(runs: pd.DataFrame, sweep_dir, width: float | None = None) 
                     positive &= bool((c[col] > 0).all())
             if positive and ax.lines:
                 ax.set_yscale("log")
+                tidy_log_axis(ax.yaxis, 8)
             status = "" if job["status"] == "ok" else f" [{job['status']}]"
             ax.set_title(f"{job['setting']} — seed {_fmt(job['seed'])}, {split}{status}", fontsize=9)
             ax.set_xlabel("step")
