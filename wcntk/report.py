@@ -372,8 +372,9 @@ def _judged_fit(x: np.ndarray, v: np.ndarray, w: np.ndarray, row: dict, n_min: f
     out = {**row, **{f"{k}_all": everything.get(k, math.nan) for k in FIT_COLUMNS},
            "result_all": everything["result"], "n_points_all": everything.get("n_points", 0),
            "n_min": n_min, "n_min_rule": rule, "n_widths_fit": 0, "note": everything.get("note", "")}
-    if everything["result"] != "fit":
-        return {**out, "result": everything["result"], "n_points": everything.get("n_points", 0),
+    if everything["result"] != "fit":   # exactly 0 or n/a: no regime to speak of
+        return {**out, "n_min": math.nan, "n_min_rule": "", "result": everything["result"],
+                "n_points": everything.get("n_points", 0),
                 f"n_{x_name}": everything.get(f"n_{x_name}", 0)}
     tail = np.isfinite(w) & (w >= n_min) if math.isfinite(n_min) else np.zeros(len(w), bool)
     n_tail = len(np.unique(w[tail & _usable(w, v) & _usable(x, v)]))
