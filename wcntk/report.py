@@ -854,7 +854,7 @@ def plot_deviation_trajectories(runs: pd.DataFrame, sweep_dir, metrics: Sequence
         return None
     widths = sorted(ok["width"].astype(float).unique())
     cmap = {w: c for w, c in zip(widths, _viridis(len(widths)), strict=False)}
-    fig = Figure(figsize=(5.2 * len(names), 3.3 * len(settings) + 0.6), layout="constrained")
+    fig = Figure(figsize=(5.2 * len(names) + 1.4, 3.3 * len(settings) + 0.6), layout="constrained")
     axes = fig.subplots(len(settings), len(names), squeeze=False)
     for row, setting in zip(axes, settings, strict=False):
         jobs = ok[ok["setting"] == setting]
@@ -873,7 +873,8 @@ def plot_deviation_trajectories(runs: pd.DataFrame, sweep_dir, metrics: Sequence
             if ax.lines:
                 ax.set_yscale("log")
                 tidy_log_axis(ax.yaxis, 8)
-                ax.legend(fontsize=6, loc="best")
+                if ax is row[-1]:   # one legend per row, outside the curves
+                    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
             ax.set_title(f"{name} — {setting}", fontsize=9)
             ax.set_xlabel("step")
             ax.set_ylabel(name)
