@@ -524,13 +524,14 @@ def markdown_table(df: pd.DataFrame) -> str:
 SLOPES_HEADER = ("Slope b of ln(metric) = a + b·ln(width), judged on the asymptotic regime: ordinary "
                  "least squares on the (width, seed) points of the status-ok jobs of each setting with "
                  "width ≥ n_min; ± is the 95 % CI half-width t_{0.975, N−2}·SE(b) (Student t). n_min is "
-                 "the smallest width from which every local slope between adjacent widths agrees with "
-                 "the fit (\"auto\"), or --min-width; the fit over all widths is shown beside it and "
-                 "never judged. \"theory\" is the setting's expected slope: a prediction (verdict "
+                 "the smallest width from which the points pass the 5 % lack-of-fit F test of one power "
+                 "law (seed scatter against the bend of the width means; \"auto\", at least 3 widths), "
+                 "or --min-width; the fit over all widths is shown beside it and never judged. "
+                 "\"theory\" is the setting's expected slope: a prediction (verdict "
                  "yes/no: does the CI cover it), a bound \"≤ b\" (verdict consistent when slope − CI ≤ b), "
                  "\"0 exactly\", or \"—\" where no result applies; the regime rule, the reasons and the "
                  "derivations are in docs/theory.md of the wcntk repository.")
-LOCAL_HEADER = ("Local slopes (ln m(n') − ln m(n)) / (ln n' − ln n) between adjacent widths, m the mean of "
+LOCAL_HEADER = ("Local slopes (m(n') − m(n)) / (ln n' − ln n) between adjacent widths, m the mean of "
                 "ln(metric) over seeds, ± the 95 % Welch-t interval across seeds; * marks the pairs "
                 "inside the asymptotic fit (both widths ≥ n_min).")
 DEVIATION_HEADER = ("Final deviation vs initial correlation, per setting: slope b of ln(deviation) = a + "
