@@ -976,8 +976,8 @@ def _wandb_ready(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def log_to_wandb(result: dict, sweep_dir, mode: str = "offline") -> str | None:
-    """Log the slope and deviation-vs-correlation tables and the PNG plots as one W&B run
-    "report" in the sweep's group.
+    """Log the slope, local-slope and deviation-vs-correlation tables and the PNG plots as one
+    W&B run "report" in the sweep's group.
     Returns the run directory, or None (with a warning) if anything in wandb fails."""
     try:
         import wandb
@@ -985,7 +985,8 @@ def log_to_wandb(result: dict, sweep_dir, mode: str = "offline") -> str | None:
         project = section.get("project")
         entity = section.get("entity")
         tables = {name: _wandb_ready(result[key]) for name, key in
-                  (("slopes", "slopes"), ("deviation_vs_correlation", "deviation"))}
+                  (("slopes", "slopes"), ("local_slopes", "local"),
+                   ("deviation_vs_correlation", "deviation"))}
         with wandb.init(project=project if isinstance(project, str) and "${" not in project else "wcntk",
                         entity=entity if isinstance(entity, str) and "${" not in entity else None,
                         group=wandb_group(result["runs"], sweep_dir), name="report", job_type="report",
