@@ -7,15 +7,20 @@ float32 with TF32 off (the Trainer turns it off; checked here). Prints:
 
   wall time    Trainer set-up, the whole Trainer.run(), and inside it the evaluate() and
                correlations() calls (timed by wrapping the instance's methods);
-  throughput   one Trainer.step() (network + twin) and one network-only step timed after the
-               run (median of --timing-steps, with device syncs), as achieved TFLOP/s from the
-               counted matmul FLOPs (see _common.net_step_flops / twin_step_flops), against
-               the device's measured float32 torch.mm TFLOP/s (TF32 disabled);
-  memory       torch.cuda.max_memory_allocated over the whole run (CPU: peak RSS instead).
+  throughput   one Trainer.step() (network + twin; a CUDA-graph replay when the Trainer chose one,
+               see step_mode), the same step eager, one network-only step and one evaluate(),
+               timed after the run (median of --timing-steps, with device syncs), as achieved
+               TFLOP/s from the counted FLOPs (`flops_counted`: MLP = matmul FLOPs, see
+               _common.net_step_flops / twin_step_flops; CNN = direct-convolution FLOPs, while
+               cuDNN may run Winograd/FFT algorithms that need fewer, so a CNN's "% of mm" can
+               pass 100 %), against the device's measured float32 torch.mm TFLOP/s (TF32 off);
+  memory       torch.cuda.max_memory_allocated over the whole run (CPU: peak RSS instead);
+  --profile    a torch.profiler summary of one Trainer.step(): the top operators/kernels, the
+               number of kernel and graph launches, and the host (CPU) time of the step.
 
 CNN case (--model cnn: 3×3 convs of --width channels on MNIST 28×28, global average pool; the
 twin is the generic torch.func path, NTK and correlations the generic ones): FLOPs are the
-conv + readout counts of cnn_step.py.
+direct-convolution + readout counts of cnn_step.py.
 
 Test it anywhere with a tiny size:
     python benchmarks/gpu.py --device cpu --width 64 --steps 20
@@ -41,11 +46,17 @@ from cnn_step import step_flops as cnn_step_flops
 from wcntk.data import DataConfig
 from wcntk.losses import mse
 from wcntk.models import ModelConfig
-from wcntk.trainer import OptimizerConfig, TrainConfig, Trainer, disable_tf32
+import wcntk.trainer
+from wcntk.tf32 import disable_tf32
+from wcntk.trainer import OptimizerConfig, TrainConfig, Trainer
+
+LAUNCH_EVENTS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx",
+                 "cudaGraphLaunch")
 
 
 def timed_method(obj, name: str, acc: dict[str, float], device) -> None:
-    """Replace obj.<name> (on this instance only) by a wrapper adding its synced wall time to acc."""
+    """Replace obj.<name> (on this instance / module only) by a wrapper adding its synced wall
+    time to acc."""
     inner = getattr(obj, name)
 
     def wrapper(*a, **kw):
@@ -70,6 +81,27 @@ def median_time(fn, n: int, device) -> float:
     return statistics.median(times)
 
 
+def profile_step(trainer: Trainer, device: torch.device) -> dict[str, float]:
+    """torch.profiler over one Trainer.step(): prints its top rows; returns launches and host ms."""
+    from torch.profiler import ProfilerActivity, profile
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    sync(device)
+    with profile(activities=activities) as prof:
+        t = time.perf_counter()
+        trainer.step()
+        host_s = time.perf_counter() - t
+        sync(device)
+    averages = prof.key_averages()
+    print(averages.table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total", row_limit=15))
+    launches = {k: sum(e.count for e in averages if e.key == k) for k in LAUNCH_EVENTS}
+    summary = {"kernel_launches": sum(v for k, v in launches.items() if k != "cudaGraphLaunch"),
+               "graph_launches": launches["cudaGraphLaunch"], "host_ms": host_s * 1e3}
+    print(f"one step ({trainer.step_mode}): {summary['kernel_launches']} kernel launches, "
+          f"{summary['graph_launches']} graph launches, host time {summary['host_ms']:.3f} ms", flush=True)
+    return summary
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
@@ -83,6 +115,8 @@ def main() -> None:
     ap.add_argument("--mm-size", type=int, default=None,
                     help="square matmul size (default 8192 cuda, 1024 cpu)")
     ap.add_argument("--out", default=None, help="results name (default gpu_<device>)")
+    ap.add_argument("--cuda-graphs", default="auto", choices=("auto", "on", "off"))
+    ap.add_argument("--profile", action="store_true", help="torch.profiler summary of one step")
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -100,13 +134,14 @@ def main() -> None:
     wall0 = time.perf_counter()
     t = time.perf_counter()
     model_cfg = ModelConfig(kind=args.model, width=args.width, depth=args.depth, activation=args.activation)
+    acc: dict[str, float] = {}
+    timed_method(wcntk.trainer, "build_model", acc, device)     # the Trainer's own θ₀ draw
     trainer = Trainer(model_cfg,
                       DataConfig(), OptimizerConfig(),
                       TrainConfig(steps=args.steps, device=args.device, progress=False,
-                                  log_every=args.log_every))
+                                  log_every=args.log_every, cuda_graphs=args.cuda_graphs))
     sync(device)
     setup_s = time.perf_counter() - t
-    acc: dict[str, float] = {}
     timed_method(trainer, "evaluate", acc, device)
     timed_method(trainer, "correlations", acc, device)
     t = time.perf_counter()
@@ -127,6 +162,9 @@ def main() -> None:
     both_s = median_time(trainer.step, args.timing_steps, device)
     net_step()
     net_s = median_time(net_step, args.timing_steps, device)
+    eager_s = median_time(trainer.eager_step, args.timing_steps, device)
+    eval_s = median_time(trainer.evaluate, args.timing_steps, device)
+    prof = profile_step(trainer, device) if args.profile else {}
     if args.model == "cnn":
         f_net, f_twin = cnn_step_flops(len(x), conv_macs(trainer), args.width * trainer.data.n_classes)
     else:
@@ -147,21 +185,28 @@ def main() -> None:
         "train_steps_s": steps_s, "evaluate_s": acc.get("evaluate",
                                                         0.0), "n_evaluate": acc.get("n_evaluate", 0),
         "correlations_s": acc.get("correlations", 0.0), "n_correlations": acc.get("n_correlations", 0),
-        "both_step_ms": both_s * 1e3, "net_step_ms": net_s * 1e3,
+        "step_mode": trainer.step_mode, "both_step_ms": both_s * 1e3, "eager_both_step_ms": eager_s * 1e3,
+        "net_step_ms": net_s * 1e3, "evaluate_ms": eval_s * 1e3,
+        "flops_counted": "direct conv + readout" if args.model == "cnn" else "matmul",
+        "build_model_s": acc["build_model"],
         "net_tflops": f_net / net_s / 1e12, "both_tflops": (f_net + f_twin) / both_s / 1e12,
         "mm_tflops": mm["gflops"] / 1e3,
         "net_pct_of_mm": 100 * f_net / net_s / (mm["gflops"] * 1e9),
         "both_pct_of_mm": 100 * (f_net + f_twin) / both_s / (mm["gflops"] * 1e9),
         "peak_mem_gib": peak_gib, "memory_measure": mem_kind,
         "func_rmse_train": result.final.get("lin/func_rmse_train"), "corr_C02": result.final.get("corr/C02"),
+        **prof,
     }
     print_table([{k: row[k] for k in ("device", "model", "width", "depth", "steps", "n_params", "status",
                                       "total_wall_s", "setup_s", "train_steps_s", "evaluate_s",
                                       "correlations_s")}],
                 title="Wall time (s)")
-    print_table([{k: row[k] for k in ("net_step_ms", "net_tflops", "both_step_ms", "both_tflops", "mm_tflops",
-                                      "net_pct_of_mm", "both_pct_of_mm", "peak_mem_gib")}],
-                title=f"Throughput (float32, TF32 off) and memory ({mem_kind})")
+    print_table([{k: row[k] for k in ("step_mode", "both_step_ms", "eager_both_step_ms", "evaluate_ms",
+                                      "build_model_s")}], title="Per call")
+    print_table([{k: row[k] for k in ("flops_counted", "net_step_ms", "net_tflops", "both_step_ms",
+                                      "both_tflops", "mm_tflops", "net_pct_of_mm", "both_pct_of_mm",
+                                      "peak_mem_gib")}],
+                title=f"Throughput (float32, TF32 off; counted FLOPs) and memory ({mem_kind})")
     print(f"final func_rmse_train {row['func_rmse_train']}, corr/C02 {row['corr_C02']}")
     write_results(args.out or f"gpu_{device.type}", [row], info, {"args": vars(args)})
 

@@ -93,13 +93,18 @@ def warm_phases(cfg: dict, run_dir: Path) -> dict[str, float]:
     return out
 
 
+def job_flops(width: int, steps: int = STEPS, evals: int = EVALS) -> float:
+    """FLOPs of one default-sweep job at `width` (the docstring's item 3)."""
+    dims = [(784, width), (width, 10)]
+    mac = sum(i * o for i, o in dims)
+    flops = steps * (bench.net_step_flops(N_TRAIN, dims) + bench.twin_step_flops(N_TRAIN, dims))
+    return flops + evals * N_EVAL * 2.0 * mac * 3
+
+
 def sweep_floor_s(gflops: float) -> tuple[float, list[dict]]:
     rows, total = [], 0.0
     for width in WIDTHS:
-        dims = [(784, width), (width, 10)]
-        mac = sum(i * o for i, o in dims)
-        flops = STEPS * (bench.net_step_flops(N_TRAIN, dims) + bench.twin_step_flops(N_TRAIN, dims))
-        flops += EVALS * N_EVAL * 2.0 * mac * 3
+        flops = job_flops(width)
         rows.append({"width": width, "job GFLOP": flops / 1e9, "job floor (s)": flops / gflops / 1e9})
         total += SEEDS * flops / gflops / 1e9
     return total / 2, rows

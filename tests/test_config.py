@@ -194,6 +194,7 @@ def test_bad_overrides_fail_at_composition(overrides, error):
     (["wandb.tags=[ok,'']"], "wandb.tags"),
     (["wandb.tags=[" + "t" * 65 + "]"], "wandb.tags"),
     (["device=cuda:x"], "device"),
+    (["cuda_graphs=sometimes"], "cuda_graphs"),
     (["wandb.init_timeout=inf"], "wandb.init_timeout"),
 ])
 def test_bad_values_fail_validation_with_one_line(overrides, message):
@@ -241,7 +242,8 @@ def test_sweep_dir_names_leave_out_exactly_the_bookkeeping_keys():
     for path in [*CONF.rglob("*.yaml"), *(ROOT / "sweeps").rglob("*.yaml")]:
         assert "exclude_keys" not in path.read_text(), path
     volatile = [f"{key}={value}" for key, value in [
-        ("progress", "false"), ("threads", "1"), ("device", "cpu"), ("dataset.data_dir", "/tmp/d"),
+        ("progress", "false"), ("threads", "1"), ("device", "cpu"), ("cuda_graphs", "off"),
+        ("dataset.data_dir", "/tmp/d"),
         ("dataset.download", "false"), ("wandb.mode", "disabled"), ("wandb.project", "p"),
         ("wandb.entity", "e"), ("wandb.group", "g"), ("wandb.tags", "[a]"), ("wandb.name", "n"),
         ("wandb.init_timeout", "3")]]

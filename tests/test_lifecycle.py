@@ -38,7 +38,7 @@ def tiny_config(**changes) -> dict:
                          init_timeout=10.0),
            "width": 8, "depth": 1, "activation": "tanh", "parameterization": "ntk", "seed": 0,
            "steps": 12, "loss": "mse", "precision": "float32", "device": "cpu", "log_every": 3,
-           "corr_every": None, "probes": 4, "progress": False, "threads": None}
+           "corr_every": None, "probes": 4, "progress": False, "cuda_graphs": "auto", "threads": None}
     for key, value in changes.items():
         *parents, leaf = key.split(".")
         node = cfg
@@ -200,7 +200,7 @@ def test_summary_holds_the_full_config_facts_and_provenance(tmp_path):
     assert summary["status"] in STATUSES and summary["last_step"] == 12
     assert summary["config"] == cfg and dict(flatten(summary["config"]))["dataset.n_train"] == 48
     assert summary["facts"] == {"n_params": 64 * 8 + 8 + 8 * 10 + 10, "effective_lr": 0.5,
-                                "data_source": "sklearn-digits", "device": "cpu"}
+                                "data_source": "sklearn-digits", "device": "cpu", "init_scheme": "chunked-v1"}
     p = summary["provenance"]
     assert set(p) == {"git_commit", "git_dirty", "wcntk", "torch", "cuda", "python", "host", "pid",
                       "started_at"}

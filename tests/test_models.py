@@ -1,6 +1,7 @@
 """wcntk.models: parameterizations, seeding, validation, hand-written forward passes."""
 from __future__ import annotations
 
+import hashlib
 import math
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from tests._refs import DT, seeded
+from wcntk import init
 from wcntk.models import (
     ACTIVATIONS,
     ModelConfig,
@@ -43,11 +45,24 @@ def multipliers(parameterization, fan_in, w_std, b_std, readout):
     return w_std / math.sqrt(fan_in), b_std
 
 
+def scheme_normals(seed, name, shape, chunk=1 << 20):
+    """The standard normals of parameter `name` under the documented scheme chunked-v1, written
+    out from its text: chunk c of the flattened tensor from its own generator seeded with
+    BLAKE2b-64("chunked-v1|seed|name|d1x…xdr|c") (little-endian, mod 2^63), concatenated."""
+    n, parts = math.prod(shape), []
+    for c in range(math.ceil(n / chunk)):
+        key = f"chunked-v1|{seed}|{name}|{'x'.join(map(str, shape))}|{c}".encode()
+        s = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") % 2 ** 63
+        parts.append(torch.randn(min(chunk, n - c * chunk), generator=torch.Generator().manual_seed(s),
+                                 dtype=DT))
+    return torch.cat(parts).reshape(shape)
+
+
 def init_draws(sizes, seed):
-    """The standard normals build_model must draw for an MLP, in order (W then b, layer by layer)."""
-    gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(fo, fi, generator=gen, dtype=DT), torch.randn(fo, generator=gen, dtype=DT))
-            for fi, fo in zip(sizes[:-1], sizes[1:], strict=True)]
+    """The standard normals build_model must draw for an MLP, (W, b) layer by layer."""
+    names = [f"hidden.{i}" for i in range(len(sizes) - 2)] + ["readout"]
+    return [(scheme_normals(seed, f"{n}.weight", (fo, fi)), scheme_normals(seed, f"{n}.bias", (fo,)))
+            for n, fi, fo in zip(names, sizes[:-1], sizes[1:], strict=True)]
 
 
 def ref_mlp(params, x, cfg):
@@ -125,10 +140,9 @@ def test_cnn_standard_init_scale():
     cfg = ModelConfig(kind="cnn", width=4, depth=2, activation="tanh", parameterization="standard",
                       w_std=1.3, b_std=0.4)
     params = params_of(_build(cfg, seed=15, shape=(2, 4, 4)))
-    gen = torch.Generator().manual_seed(15)
     for name, c_in in (("hidden.0", 2), ("hidden.1", 4)):
-        zw = torch.randn(4, c_in, 3, 3, generator=gen, dtype=DT)
-        zb = torch.randn(4, generator=gen, dtype=DT)
+        zw = scheme_normals(15, f"{name}.weight", (4, c_in, 3, 3))
+        zb = scheme_normals(15, f"{name}.bias", (4,))
         torch.testing.assert_close(params[f"{name}.weight"], zw * 1.3 / math.sqrt(c_in * 9),
                                    rtol=1e-15, atol=0)
         torch.testing.assert_close(params[f"{name}.bias"], zb * 0.4, rtol=1e-15, atol=0)
@@ -176,6 +190,25 @@ def test_init_independent_of_dtype():
     for k in p64:
         assert p32[k].dtype == torch.float32
         assert torch.equal(p32[k], p64[k].to(torch.float32))
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_init_chunks_independent_of_threads(monkeypatch, threads):
+    """With chunks of 7 entries the 6×9 weight spans 8 chunks: any thread count draws the
+    scheme's values, float32 is their cast, and a second call gives them again."""
+    monkeypatch.setattr(init, "CHUNK", 7)
+    cfg = ModelConfig(width=6, depth=2, activation="tanh", parameterization="standard", w_std=1.3)
+    p64 = params_of(build_model(cfg, (9,), K, seed=3, dtype=torch.float64, threads=threads))
+    p32 = params_of(build_model(cfg, (9,), K, seed=3, dtype=torch.float32, threads=threads))
+    again = params_of(build_model(cfg, (9,), K, seed=3, dtype=torch.float64, threads=threads))
+    ref = scheme_normals(3, "hidden.0.weight", (6, 9), chunk=7) * (1.3 / math.sqrt(9))
+    assert torch.equal(p64["hidden.0.weight"], ref)
+    for k in p64:
+        assert torch.equal(p32[k], p64[k].to(torch.float32)) and torch.equal(again[k], p64[k])
+
+
+def test_init_scheme_is_named():
+    assert init.INIT_SCHEME == "chunked-v1"
 
 
 def test_params_of_is_a_copy_and_functional_uses_given_params():

@@ -278,11 +278,33 @@ def test_trained_twin_follows_the_closed_form_kernel_dynamics():
     assert mse(f_train, d.y_train) < mse(f(p0, d.x_train), d.y_train)
 
 
+def _draw(sampler, steps):
+    out = []
+    for _ in range(steps):
+        sampler.advance()
+        out.append(sampler.indices().tolist())
+    return out
+
+
 def test_minibatches_are_seeded_epochs():
     def batches(seed):
-        sampler = MinibatchSampler(10, 4, seed, torch.device("cpu"))
-        return [sampler.next().tolist() for _ in range(5)]
+        return _draw(MinibatchSampler(10, 4, seed, torch.device("cpu")), 5)
     a, b = batches(3), batches(3)
     assert a == b and a != batches(4)
     assert len(set(a[0] + a[1])) == 8          # an epoch draws without replacement (drop_last)
-    assert MinibatchSampler(10, None, 0, torch.device("cpu")).next() is None
+    full = MinibatchSampler(10, None, 0, torch.device("cpu"))
+    full.advance()
+    assert full.indices() is None
+
+
+def test_minibatch_order_is_the_documented_one_across_device_buffer_refills():
+    """Epoch e = the e-th randperm of Generator().manual_seed(seed), cut into n // b batches;
+    a device buffer of 3 rows is refilled 4 times in 13 steps and rewind() starts over."""
+    gen, ref = torch.Generator().manual_seed(7), []
+    while len(ref) < 13:
+        perm = torch.randperm(10, generator=gen).tolist()
+        ref += [perm[0:4], perm[4:8]]
+    sampler = MinibatchSampler(10, 4, 7, torch.device("cpu"), block=3)
+    assert _draw(sampler, 13) == ref[:13]
+    sampler.rewind()
+    assert _draw(sampler, 2) == ref[:2] and sampler.cursor.device.type == "cpu"

@@ -206,6 +206,12 @@ def test_joblib_launcher_n_jobs_is_configurable():
     assert launcher["_target_"].endswith("JoblibLauncher") and launcher["n_jobs"] == 3
 
 
+def test_gpu_launcher_preset_is_joblib_with_k_jobs():
+    launcher = launcher_config("hydra/launcher=gpu")
+    assert launcher["_target_"].endswith("JoblibLauncher") and launcher["n_jobs"] == 4
+    assert launcher_config("hydra/launcher=gpu", "hydra.launcher.n_jobs=8")["n_jobs"] == 8
+
+
 def test_slurm_launcher_config_makes_a_sensible_sbatch_script(tmp_path, monkeypatch):
     import submitit
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf

@@ -8,7 +8,7 @@ Its keys are the command line's:
     dataset.*                                          =  DataConfig
     optimizer.*                                        =  OptimizerConfig
     seed steps loss precision device log_every
-    corr_every probes progress                         -> TrainConfig
+    corr_every probes progress cuda_graphs             -> TrainConfig
     threads                                            torch CPU threads per job (run.py)
     wandb.*                                            =  WandbConfig
 
@@ -97,6 +97,7 @@ class RunConfig:
     corr_every: int | None = TrainConfig.corr_every
     probes: int = TrainConfig.probes
     progress: bool = TrainConfig.progress
+    cuda_graphs: str = TrainConfig.cuda_graphs
     threads: int | None = None         # CPU threads per job (null: torch's default; joblib: cores/n_jobs)
 
     def model_config(self) -> ModelConfig:

@@ -36,6 +36,7 @@ from torch.func import grad, jvp, vmap
 from .linearization import tree_norm
 from .models import Params, detached
 from .ntk import sample_cost
+from .tf32 import no_tf32
 
 Fn = Callable[[Params, Tensor], Tensor]
 
@@ -70,6 +71,7 @@ def _probe_correlations(f: Fn, params: Params, x_a: Tensor, eye: Tensor) -> tupl
     return vmap(one_output)(eye)
 
 
+@no_tf32()
 def derivative_correlations(f: Fn, params: Params, x: Tensor, lr: float = 1.0,
                             chunk_size: int | None = None,
                             memory_budget_bytes: float = 1e9) -> dict[str, Tensor]:
@@ -105,11 +107,13 @@ def _nested(f: Fn, params: Params, x: Tensor, u: Params, order: int) -> Callable
     return fn
 
 
+@no_tf32()
 def directional_derivative(f: Fn, params: Params, x: Tensor, u: Params, order: int) -> Tensor:
     """D^order f(x)[u, …, u] as [m, k], by `order` nested jvps along u."""
     return _nested(f, detached(params), x, u, order)(detached(params))
 
 
+@no_tf32()
 def step_ratios(f: Fn, params: Params, x: Tensor, u: Params,
                 orders: Sequence[int] = (2, 3)) -> dict[str, Tensor]:
     """step_ratio_d = ‖D^d f(x)[u^d]/d!‖_F / ‖Df(x)[u]‖_F for d in `orders`. The jvp along u of

@@ -46,6 +46,7 @@ from torch import Tensor
 from torch.func import jvp
 
 from .models import MLP, Params, mlp_layers
+from .tf32 import no_tf32
 
 Layer = tuple[Tensor, Tensor, float, float]  # (W, b, c_w, c_b)
 
@@ -58,6 +59,7 @@ def _pair_chunk(units: int, itemsize: int, budget_bytes: float) -> int:
     return max(1, int(budget_bytes // (_TENSORS_PER_UNIT * units * itemsize)))
 
 
+@no_tf32()
 def mlp_derivative_correlations(model: MLP, x: Tensor, lr: float = 1.0,
                                 chunk_size: int | None = None,
                                 params: Params | None = None,

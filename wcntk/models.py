@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from .init import ParamInit
 from .models_custom import resolve_target
 
 Params = dict[str, Tensor]
@@ -83,36 +84,33 @@ def lr_width_multiplier(parameterization: str, width: int) -> float:
 
 class ScaledLinear(nn.Module):
     """h = c_w · a Wᵀ + c_b · b (scalars applied to the product, not to W: no weight-sized
-    copy per forward and multiply per backward, 0.73x the step time at width 16384)."""
+    copy per forward and multiply per backward, 0.73x the step time at width 16384).
+    `name` is the layer's path in its model (`hidden.0`): with the parameter's own name it keys
+    the θ₀ streams (wcntk.init)."""
 
     def __init__(self, fan_in: int, fan_out: int, parameterization: str, w_std: float,
-                 b_std: float, readout: bool, generator: torch.Generator,
-                 dtype: torch.dtype, device: torch.device):
+                 b_std: float, readout: bool, init: ParamInit, name: str):
         super().__init__()
         sw, self.c_w, sb, self.c_b = layer_scales(parameterization, fan_in, w_std, b_std, readout)
-        w = torch.randn(fan_out, fan_in, generator=generator, dtype=torch.float64) * sw
-        b = torch.randn(fan_out, generator=generator, dtype=torch.float64) * sb
-        self.weight = nn.Parameter(w.to(device=device, dtype=dtype))
-        self.bias = nn.Parameter(b.to(device=device, dtype=dtype))
+        self.weight = nn.Parameter(init.normal(f"{name}.weight", (fan_out, fan_in), sw))
+        self.bias = nn.Parameter(init.normal(f"{name}.bias", (fan_out,), sb))
 
     def forward(self, a: Tensor) -> Tensor:
         return self.c_w * nn.functional.linear(a, self.weight) + self.c_b * self.bias
 
 
 class ScaledConv2d(nn.Module):
-    """h = c_w · conv3x3(a, W) + c_b · b, same padding, fan_in = in_channels·9."""
+    """h = c_w · conv3x3(a, W) + c_b · b, same padding, fan_in = in_channels·9; `name` as for
+    ScaledLinear."""
 
     def __init__(self, in_channels: int, out_channels: int, parameterization: str, w_std: float,
-                 b_std: float, generator: torch.Generator, dtype: torch.dtype,
-                 device: torch.device, kernel_size: int = 3):
+                 b_std: float, init: ParamInit, name: str, kernel_size: int = 3):
         super().__init__()
         fan_in = in_channels * kernel_size * kernel_size
         sw, self.c_w, sb, self.c_b = layer_scales(parameterization, fan_in, w_std, b_std, False)
         shape = (out_channels, in_channels, kernel_size, kernel_size)
-        w = torch.randn(shape, generator=generator, dtype=torch.float64) * sw
-        b = torch.randn(out_channels, generator=generator, dtype=torch.float64) * sb
-        self.weight = nn.Parameter(w.to(device=device, dtype=dtype))
-        self.bias = nn.Parameter(b.to(device=device, dtype=dtype))
+        self.weight = nn.Parameter(init.normal(f"{name}.weight", shape, sw))
+        self.bias = nn.Parameter(init.normal(f"{name}.bias", (out_channels,), sb))
         self.padding = kernel_size // 2
 
     def forward(self, a: Tensor) -> Tensor:
@@ -171,16 +169,14 @@ class ModelConfig:
 class MLP(nn.Module):
     """x ∈ ℝ^d → `depth` hidden layers of `width` units → ℝ^k; flattens its input."""
 
-    def __init__(self, in_features: int, out_features: int, cfg: ModelConfig,
-                 generator: torch.Generator, dtype: torch.dtype, device: torch.device):
+    def __init__(self, in_features: int, out_features: int, cfg: ModelConfig, init: ParamInit):
         super().__init__()
         self.act = get_activation(cfg.activation)
         sizes = [in_features] + [cfg.width] * cfg.depth
-        common = dict(parameterization=cfg.parameterization, w_std=cfg.w_std, b_std=cfg.b_std,
-                      generator=generator, dtype=dtype, device=device)
-        self.hidden = nn.ModuleList(ScaledLinear(i, o, readout=False, **common)
-                                    for i, o in itertools.pairwise(sizes))
-        self.readout = ScaledLinear(cfg.width, out_features, readout=True, **common)
+        common = dict(parameterization=cfg.parameterization, w_std=cfg.w_std, b_std=cfg.b_std, init=init)
+        self.hidden = nn.ModuleList(ScaledLinear(i, o, readout=False, name=f"hidden.{n}", **common)
+                                    for n, (i, o) in enumerate(itertools.pairwise(sizes)))
+        self.readout = ScaledLinear(cfg.width, out_features, readout=True, name="readout", **common)
 
     def forward(self, x: Tensor) -> Tensor:
         a = x.flatten(1)
@@ -197,16 +193,14 @@ class CNN(nn.Module):
     whatever the image size, and has a well-defined infinite-width limit.
     """
 
-    def __init__(self, in_channels: int, out_features: int, cfg: ModelConfig,
-                 generator: torch.Generator, dtype: torch.dtype, device: torch.device):
+    def __init__(self, in_channels: int, out_features: int, cfg: ModelConfig, init: ParamInit):
         super().__init__()
         self.act = get_activation(cfg.activation)
-        common = dict(parameterization=cfg.parameterization, w_std=cfg.w_std, b_std=cfg.b_std,
-                      generator=generator, dtype=dtype, device=device)
+        common = dict(parameterization=cfg.parameterization, w_std=cfg.w_std, b_std=cfg.b_std, init=init)
         chans = [in_channels] + [cfg.width] * cfg.depth
-        self.hidden = nn.ModuleList(ScaledConv2d(i, o, **common)
-                                    for i, o in itertools.pairwise(chans))
-        self.readout = ScaledLinear(cfg.width, out_features, readout=True, **common)
+        self.hidden = nn.ModuleList(ScaledConv2d(i, o, name=f"hidden.{n}", **common)
+                                    for n, (i, o) in enumerate(itertools.pairwise(chans)))
+        self.readout = ScaledLinear(cfg.width, out_features, readout=True, name="readout", **common)
 
     def forward(self, x: Tensor) -> Tensor:
         a = x
@@ -216,24 +210,25 @@ class CNN(nn.Module):
 
 
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: int, seed: int,
-                dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> nn.Module:
+                dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                threads: int | None = None) -> nn.Module:
     """Seeded network for inputs of shape `input_shape` (without batch dim).
 
-    Initial values are drawn in float64 on the CPU from `torch.Generator().manual_seed(seed)`
-    and then cast, so the same seed gives the same θ₀ on every device and dtype.
+    Initial values follow wcntk.init's scheme (INIT_SCHEME): drawn in float64 on the CPU, per
+    (seed, parameter name, chunk), by `threads` threads (None: torch.get_num_threads()), then
+    cast; the same seed gives the same θ₀ on every device, dtype and thread count.
     """
     cfg.validate()
-    gen = torch.Generator().manual_seed(int(seed))
-    device = torch.device(device)
+    init = ParamInit(seed, dtype, torch.device(device), threads)
     if cfg.kind == "mlp":
-        return MLP(math.prod(input_shape), out_features, cfg, gen, dtype, device)
+        return MLP(math.prod(input_shape), out_features, cfg, init)
     if cfg.kind != "cnn":
         # imported here: those networks are built from this module's layers
         from .networks import build_network
-        return build_network(cfg, input_shape, out_features, seed, gen, dtype, device)
+        return build_network(cfg, input_shape, out_features, init)
     if len(input_shape) != 3:
         raise ValueError(f"model=cnn needs image inputs [C, H, W], got shape {tuple(input_shape)}")
-    return CNN(input_shape[0], out_features, cfg, gen, dtype, device)
+    return CNN(input_shape[0], out_features, cfg, init)
 
 
 def params_of(model: nn.Module) -> Params:

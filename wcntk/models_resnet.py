@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor, nn
 
+from .init import ParamInit
 from .models import ModelConfig, ScaledConv2d, ScaledLinear, get_activation
 
 
@@ -28,19 +28,17 @@ class ResNet(nn.Module):
     """x ∈ ℝ^{C×H×W} → stem conv → `depth` pre-activation residual blocks of two 3×3 convs
     at `width` channels → σ → global average pool → dense readout to ℝ^k."""
 
-    def __init__(self, in_channels: int, out_features: int, cfg: ModelConfig,
-                 generator: torch.Generator, dtype: torch.dtype, device: torch.device):
+    def __init__(self, in_channels: int, out_features: int, cfg: ModelConfig, init: ParamInit):
         super().__init__()
         self.act = get_activation(cfg.activation)
         self.branch_scale = 1.0 / math.sqrt(cfg.depth)
-        common = dict(parameterization=cfg.parameterization, w_std=cfg.w_std, b_std=cfg.b_std,
-                      generator=generator, dtype=dtype, device=device)
-        self.stem = ScaledConv2d(in_channels, cfg.width, **common)
+        common = dict(parameterization=cfg.parameterization, w_std=cfg.w_std, b_std=cfg.b_std, init=init)
+        n = cfg.width
+        self.stem = ScaledConv2d(in_channels, n, name="stem", **common)
         self.blocks = nn.ModuleList(
-            nn.ModuleList([ScaledConv2d(cfg.width, cfg.width, **common),
-                           ScaledConv2d(cfg.width, cfg.width, **common)])
-            for _ in range(cfg.depth))
-        self.readout = ScaledLinear(cfg.width, out_features, readout=True, **common)
+            nn.ModuleList([ScaledConv2d(n, n, name=f"blocks.{b}.{i}", **common) for i in range(2)])
+            for b in range(cfg.depth))
+        self.readout = ScaledLinear(n, out_features, readout=True, name="readout", **common)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.stem(x)

@@ -32,6 +32,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .init import ParamInit
 from .models import ModelConfig, ScaledLinear, get_activation, layer_scales
 
 LOGIT_POWER = {"inv_d": 1.0, "inv_sqrt_d": 0.5}  # s = d^(−power), keys as models.ATTENTION_LOGITS
@@ -59,12 +60,13 @@ def layer_norm(z: Tensor) -> Tensor:
 class Attention(nn.Module):
     """Multi-head self-attention with scaled dense q, k, v, out layers and logit scale s."""
 
-    def __init__(self, width: int, heads: int, logit_power: float, **common):
+    def __init__(self, width: int, heads: int, logit_power: float, name: str, **common):
         super().__init__()
         self.heads, self.head_dim = heads, width // heads
         self.scale = self.head_dim ** -logit_power
-        self.q, self.k, self.v, self.out = (ScaledLinear(width, width, readout=False, **common)
-                                            for _ in range(4))
+        self.q, self.k, self.v, self.out = (ScaledLinear(width, width, readout=False, name=f"{name}.{m}",
+                                                         **common)
+                                            for m in ("q", "k", "v", "out"))
 
     def forward(self, a: Tensor) -> Tensor:
         b, t, n = a.shape
@@ -81,30 +83,28 @@ class VisionTransformer(nn.Module):
     """x ∈ ℝ^{C×H×W} → patch embedding + per-token bias → `depth` pre-LN blocks of multi-head
     self-attention and an MLP → LN → mean over tokens → dense readout to ℝ^k."""
 
-    def __init__(self, input_shape: tuple[int, ...], out_features: int, cfg: ModelConfig,
-                 generator: torch.Generator, dtype: torch.dtype, device: torch.device):
+    def __init__(self, input_shape: tuple[int, ...], out_features: int, cfg: ModelConfig, init: ParamInit):
         super().__init__()
         c, h, w = input_shape
+        n = cfg.width
         self.patch = cfg.patch_size or default_patch_size(h)
         self.act = get_activation(cfg.activation)
         self.branch_scale = 1.0 / math.sqrt(2 * cfg.depth)
-        common = dict(parameterization=cfg.parameterization, w_std=cfg.w_std, b_std=cfg.b_std,
-                      generator=generator, dtype=dtype, device=device)
+        common = dict(parameterization=cfg.parameterization, w_std=cfg.w_std, b_std=cfg.b_std, init=init)
         fan_in = c * self.patch * self.patch
-        self.embed = ScaledLinear(fan_in, cfg.width, readout=False, **common)
+        self.embed = ScaledLinear(fan_in, n, readout=False, name="embed", **common)
         tokens = (h // self.patch) * (w // self.patch)
         _, _, pos_std, self.pos_scale = layer_scales(cfg.parameterization, fan_in, cfg.w_std,
                                                      cfg.b_std, False)
-        pos = torch.randn(tokens, cfg.width, generator=generator, dtype=torch.float64) * pos_std
-        self.pos = nn.Parameter(pos.to(device=device, dtype=dtype))
+        self.pos = nn.Parameter(init.normal("pos", (tokens, n), pos_std))
         power = LOGIT_POWER[cfg.attention_logits]
-        self.attention = nn.ModuleList(Attention(cfg.width, cfg.heads, power, **common)
-                                       for _ in range(cfg.depth))
+        self.attention = nn.ModuleList(Attention(n, cfg.heads, power, name=f"attention.{b}", **common)
+                                       for b in range(cfg.depth))
         self.mlp = nn.ModuleList(
-            nn.ModuleList([ScaledLinear(cfg.width, cfg.width, readout=False, **common),
-                           ScaledLinear(cfg.width, cfg.width, readout=False, **common)])
-            for _ in range(cfg.depth))
-        self.readout = ScaledLinear(cfg.width, out_features, readout=True, **common)
+            nn.ModuleList([ScaledLinear(n, n, readout=False, name=f"mlp.{b}.{i}", **common)
+                           for i in range(2)])
+            for b in range(cfg.depth))
+        self.readout = ScaledLinear(n, out_features, readout=True, name="readout", **common)
 
     def forward(self, x: Tensor) -> Tensor:
         z = self.embed(patches(x, self.patch)) + self.pos_scale * self.pos

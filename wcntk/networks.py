@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .data import IMAGE_SHAPES, NATIVE_CLASSES, DataConfig
+from .init import ParamInit
 from .models import ModelConfig
 from .models_custom import build_custom
 from .models_resnet import ResNet
@@ -28,20 +29,23 @@ def data_shapes(data: DataConfig) -> tuple[tuple[int, ...], int]:
     return shape, classes
 
 
-def build_network(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: int, seed: int,
-                  generator: torch.Generator, dtype: torch.dtype, device: torch.device) -> nn.Module:
-    """A resnet, transformer or custom network (see wcntk.models.build_model)."""
+def build_network(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: int,
+                  init: ParamInit) -> nn.Module:
+    """A resnet, transformer or custom network (see wcntk.models.build_model). The built-in ones
+    draw θ₀ by `init` (wcntk.init); a custom factory gets `torch.Generator().manual_seed(seed)`
+    and runs under torch.manual_seed(seed) (wcntk.models_custom)."""
     if cfg.kind == "custom":
         provided = dict(input_shape=tuple(input_shape), out_features=out_features, width=cfg.width,
                         depth=cfg.depth, activation=cfg.activation,
-                        parameterization=cfg.parameterization, generator=generator, seed=seed,
-                        dtype=dtype, device=device)
-        return build_custom(cfg.target, cfg.kwargs, provided, dtype, device)
+                        parameterization=cfg.parameterization,
+                        generator=torch.Generator().manual_seed(init.seed), seed=init.seed,
+                        dtype=init.dtype, device=init.device)
+        return build_custom(cfg.target, cfg.kwargs, provided, init.dtype, init.device)
     if len(input_shape) != 3:
         raise ValueError(f"model={cfg.kind} needs image inputs [C, H, W], got shape {tuple(input_shape)}")
     if cfg.kind == "resnet":
-        return ResNet(input_shape[0], out_features, cfg, generator, dtype, device)
-    return VisionTransformer(tuple(input_shape), out_features, cfg, generator, dtype, device)
+        return ResNet(input_shape[0], out_features, cfg, init)
+    return VisionTransformer(tuple(input_shape), out_features, cfg, init)
 
 
 def check_network(model: ModelConfig, data: DataConfig) -> None:
@@ -60,6 +64,5 @@ def check_network(model: ModelConfig, data: DataConfig) -> None:
         key = json.dumps([model.target, model.kwargs, model.width, model.depth, model.activation,
                           model.parameterization, shape, classes], sort_keys=True, default=str)
         if key not in _checked:
-            build_network(model, shape, classes, 0, torch.Generator().manual_seed(0), torch.float32,
-                          torch.device("cpu"))
+            build_network(model, shape, classes, ParamInit(0, torch.float32, torch.device("cpu")))
             _checked.add(key)

@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.func import jacrev, jvp, vjp, vmap
 
 from .models import MLP, Params, mlp_layers
+from .tf32 import no_tf32
 
 Fn = Callable[[Params, Tensor], Tensor]
 
@@ -115,6 +116,7 @@ def _ntk_vector_products(f: Fn, params: Params, x1: Tensor, x2: Tensor, cost: Sa
     return cols.permute(2, 3, 0, 1)     # [n2, k, n1, k'] → [n1, k', n2, k]
 
 
+@no_tf32()
 def empirical_ntk(f: Fn, params: Params, x1: Tensor, x2: Tensor | None = None, method: str = "auto",
                   chunk_size: int | None = None, memory_budget_bytes: float = DEFAULT_BUDGET) -> Tensor:
     """Θ as a tensor [n1, k, n2, k]; x2 defaults to x1. `method`: "auto", "jacobian" or "ntvp"
@@ -134,6 +136,7 @@ def empirical_ntk(f: Fn, params: Params, x1: Tensor, x2: Tensor | None = None, m
     return ntk.detach()
 
 
+@no_tf32()
 def mlp_ntk(model: MLP, x: Tensor, params: Params | None = None) -> Tensor:
     """Θ [m, k, m, k] of an :class:`MLP` from its rank-one per-layer gradients.
 

@@ -8,7 +8,8 @@ Layout of summary.json::
     diverged_step  step of the first non-finite loss (diverged only)
     last_step      last step whose metrics were logged (null before step 0 was logged)
     config         the full resolved config, nested exactly as .hydra/config.yaml
-    facts          what the run resolved at run time: effective_lr, n_params, data_source, device
+    facts          what the run resolved at run time: effective_lr, n_params, data_source, device,
+                   init_scheme (how θ₀ was drawn, wcntk.init.INIT_SCHEME)
     provenance     git_commit, git_dirty, wcntk, torch, cuda, python, host, pid, started_at
     initial        metrics logged at step 0;  final: at the last logged step
     wall_time_s
@@ -29,7 +30,7 @@ from typing import Any
 STATUSES = ("running", "ok", "diverged", "failed", "interrupted")
 
 BOOKKEEPING_KEYS: tuple[str, ...] = (
-    "sweep", "progress", "threads", "device", "dataset.data_dir", "dataset.download",
+    "sweep", "progress", "threads", "device", "cuda_graphs", "dataset.data_dir", "dataset.download",
     "wandb.mode", "wandb.project", "wandb.entity", "wandb.group", "wandb.tags", "wandb.name",
     "wandb.init_timeout",
 )

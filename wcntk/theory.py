@@ -6,7 +6,10 @@ flat layout is read too) :func:`expected` returns an :class:`Expectation`:
 
     prediction   the slope the theory gives (verdict "yes" when the fit's 95 % CI covers it)
     bound        an upper bound on the slope, from an O(n^b) result (verdict "consistent"
-                 when slope − CI half-width ≤ b)
+                 when slope − CI half-width ≤ b, else "above bound")
+    lower bound  slope ≥ b (verdict "consistent" when slope + CI half-width ≥ b, else
+                 "below bound"); arises in :func:`expected_ratio` from an upper bound divided
+                 by a negative exponent
     exact 0      the metric vanishes identically in this setting (verdict "yes" when every
                  run measured 0)
     none         no result applies ("—"): no verdict
@@ -24,6 +27,12 @@ correlations C_{D,d} = η^{D/2+d}/(D! d!)·∇^{D+d}f·(∇f)^{⊗d} at θ₀:
     lin/func_rmse, lin/taylor_rmse, lin/ntk_rel_change   bound −1/2 (α ≤ 0, gd/sgd/momentum, mse)
     lin/func_mse        bound −1 (its square)
     lin/loss_gap        none
+
+Deviation against correlation (:func:`expected_ratio`): if a deviation D ∝ n^β and a
+correlation C ∝ n^γ (γ ≠ 0), then D ∝ C^{β/γ}: the slope of ln D on ln C is β/γ. A
+prediction β gives the prediction β/γ; an upper bound (true β' ≤ β) gives β'/γ ≥ β/γ when
+γ < 0 (dividing by a negative number turns the inequality), a lower bound, and ≤ β/γ when
+γ > 0. E.g. α = 0: func_rmse (≤ −1/2) against C02 (−1): ≥ +1/2; against C11 (−1/2): ≥ +1.
 
 Everything else ("standard" and "mean_field" parameterizations, adam, xent for lin/*,
 α > 0 for lin/*) is "none". docs/theory.md derives each entry. The entries are derived for the
@@ -44,7 +53,7 @@ SMOOTH = ("erf", "tanh", "sigmoid", "gelu")
 GRADIENT_DESCENT = ("gd", "sgd", "momentum")
 DERIVED_KINDS = ("mlp", "cnn")
 RESNET_METRICS = ("corr/C02", "corr/C11", "corr/C03", "corr/step_ratio_2", "corr/step_ratio_3")
-KINDS = ("prediction", "bound", "exact 0", "none")
+KINDS = ("prediction", "bound", "lower bound", "exact 0", "none")
 
 
 @dataclass(frozen=True)
@@ -56,15 +65,18 @@ class Expectation:
     reason: str = ""
 
     def text(self) -> str:
-        """Short cell text: "−1", "≤ −0.5", "0 exactly", "—"."""
+        """Short cell text: "−1", "≤ −0.5", "≥ +0.5", "0 exactly", "—"."""
         if self.kind == "prediction":
             return f"{self.slope:+.3g}"
         if self.kind == "bound":
             return f"≤ {self.slope:+.3g}"
+        if self.kind == "lower bound":
+            return f"≥ {self.slope:+.3g}"
         return "0 exactly" if self.kind == "exact 0" else "—"
 
     def verdict(self, result: str, slope: float = math.nan, ci_half: float = math.nan) -> str:
-        """"yes"/"no" (prediction, exact 0), "consistent"/"above bound" (bound), "" (no verdict).
+        """"yes"/"no" (prediction, exact 0), "consistent"/"above bound" (bound),
+        "consistent"/"below bound" (lower bound), "" (no verdict).
         `result` is the fit's result ("fit", "exactly 0", "n/a")."""
         if self.kind == "exact 0":
             return {"exactly 0": "yes", "fit": "no"}.get(result, "")
@@ -72,6 +84,8 @@ class Expectation:
             return ""
         if self.kind == "prediction":
             return "yes" if abs(slope - self.slope) <= ci_half else "no"
+        if self.kind == "lower bound":
+            return "consistent" if slope + ci_half >= self.slope else "below bound"
         return "consistent" if slope - ci_half <= self.slope else "above bound"
 
 
@@ -181,3 +195,21 @@ def _training(name: str, config: Mapping[str, Any], alpha: float, depth: int) ->
     if name == "lin/func_mse":
         return Expectation("bound", -1.0, "square of func_rmse")
     return Expectation("bound", -0.5, "O(1/√n) deviation from linear dynamics (α ≤ 0)")
+
+
+def expected_ratio(deviation: str, correlation: str, config: Mapping[str, Any]) -> Expectation:
+    """The expected slope of ln(deviation) against ln(correlation) across widths: β/γ from the
+    width exponents β (deviation) and γ (correlation) of :func:`expected`. A prediction over a
+    prediction is a prediction; an upper bound β over a prediction γ < 0 is the lower bound
+    ≥ β/γ (γ > 0: the bound ≤ β/γ); anything else (no entry, exact 0, γ = 0) is "none"."""
+    d, c = expected(deviation, config), expected(correlation, config)
+    if d.kind not in ("prediction", "bound") or c.kind != "prediction" or c.slope == 0:
+        return Expectation("none", reason="needs a width exponent for both (deviation: "
+                                          f"{d.text()}, correlation: {c.text()})")
+    ratio = d.slope / c.slope
+    reason = (f"deviation ∝ n^β, β {'=' if d.kind == 'prediction' else '≤'} {d.slope:+.3g}; "
+              f"correlation ∝ n^γ, γ = {c.slope:+.3g}; slope β/γ")
+    if d.kind == "prediction":
+        return Expectation("prediction", ratio, reason)
+    return Expectation("lower bound" if c.slope < 0 else "bound", ratio,
+                       reason + (" (γ < 0 turns ≤ into ≥)" if c.slope < 0 else ""))

@@ -8,6 +8,7 @@ with α = `lr_width_exponent` and m_param = width for mean_field, 1 otherwise.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,14 +18,18 @@ from torch import Tensor
 from .correlations import gd_step_direction, step_ratios
 from .data import DataConfig, Dataset, load_dataset
 from .implementations import implementation_for
+from .init import INIT_SCHEME
 from .linearization import LinearizedModel
 from .losses import accuracy, get_loss
 from .metrics import deviation_from_outputs, ntk_rel_change, param_rel_change, rms
 from .models import ModelConfig, build_model, detached, functional, lr_width_multiplier, num_params, params_of
 from .networks import check_network
 from .progress import progress_bar
+from .step_graph import Capture, StepChoice, choose_step, cuda_graph_capture
+from .tf32 import disable_tf32
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
+CUDA_GRAPHS = ("auto", "on", "off")
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
 
 EVAL_METRICS = [f"{model}/{split}_{kind}" for model in ("net", "twin")
@@ -76,6 +81,7 @@ class TrainConfig:
     corr_every: int | None = None   # correlations at 0, the end, and every corr_every steps
     probes: int = 32
     progress: bool = True
+    cuda_graphs: str = "auto"          # auto (on for CUDA, off for CPU) | on | off
 
     def validate(self, n_train: int) -> None:
         get_loss(self.loss)
@@ -97,6 +103,16 @@ class TrainConfig:
             raise ValueError(f"corr_every must be >= 1 or null, got {self.corr_every}")
         if not 1 <= self.probes <= n_train:
             raise ValueError(f"probes must be in 1..n_train={n_train}, got {self.probes}")
+        if self.cuda_graphs not in CUDA_GRAPHS:
+            raise ValueError(f"cuda_graphs must be one of {', '.join(CUDA_GRAPHS)}, got {self.cuda_graphs!r}")
+        if self.cuda_graphs == "on" and resolve_device(self.device).type != "cuda":
+            raise ValueError(f"cuda_graphs=on needs a CUDA device (device={self.device} runs on the CPU, "
+                             f"where steps are always eager); use cuda_graphs=auto or off")
+
+    def graphs_wanted(self) -> bool:
+        """Whether the Trainer tries to replay its steps as a CUDA graph."""
+        return self.cuda_graphs == "on" or (self.cuda_graphs == "auto"
+                                            and resolve_device(self.device).type == "cuda")
 
 
 @dataclass
@@ -127,43 +143,83 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def disable_tf32() -> None:
-    """Deviations are 1e-4…1e-6 of the outputs: TF32 matmuls/convolutions would swamp them."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-
-
 def effective_lr(opt: OptimizerConfig, model: ModelConfig) -> float:
     """η = lr · (width/width_ref)^α · (width if mean_field else 1)."""
     return (opt.lr * (model.width / opt.width_ref) ** opt.lr_width_exponent
             * lr_width_multiplier(model.parameterization, model.width))
 
 
-def make_optimizer(opt: OptimizerConfig, params, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(opt: OptimizerConfig, params, lr: float,
+                   capturable: bool = False) -> torch.optim.Optimizer:
+    """The torch optimizer; `capturable` (CUDA graphs) keeps Adam's step count on the device."""
     if opt.name in ("gd", "sgd"):
         return torch.optim.SGD(params, lr=lr)
     if opt.name == "momentum":
         return torch.optim.SGD(params, lr=lr, momentum=opt.momentum)
-    return torch.optim.Adam(params, lr=lr, betas=tuple(opt.betas))
+    return torch.optim.Adam(params, lr=lr, betas=tuple(opt.betas), capturable=capturable)
 
 
 class MinibatchSampler:
     """Seeded reshuffling minibatches, epochs without replacement (a short remainder is
-    dropped); full batch when batch_size is None."""
+    dropped); full batch when batch_size is None.
 
-    def __init__(self, n: int, batch_size: int | None, seed: int, device: torch.device):
-        self.n, self.batch_size, self.device = n, batch_size, device
-        self.gen = torch.Generator().manual_seed(seed)
+    Order: epoch e is the e-th torch.randperm(n) of a CPU Generator().manual_seed(seed), cut
+    into n // batch_size minibatches in turn. The next `block` minibatches wait on the device
+    as one [block, batch_size] index buffer: `indices()` reads the row at a device cursor and
+    advances it (device work only, so a captured CUDA graph replays it), `advance()` (host,
+    once before every step) refills the buffer in place when its rows are used up."""
+
+    def __init__(self, n: int, batch_size: int | None, seed: int, device: torch.device, block: int = 256):
+        self.n, self.seed, self.block = n, seed, block
+        self.full = batch_size is None or batch_size == n
+        self.batch_size = n if batch_size is None else batch_size
+        rows = 0 if self.full else block
+        self.buffer = torch.empty(rows, self.batch_size, dtype=torch.long, device=device)
+        self.cursor = torch.zeros(1, dtype=torch.long, device=device)
+        self.rewind()
+
+    def rewind(self) -> None:
+        """Back to the first minibatch of the seed (buffers refilled in place)."""
+        self.gen = torch.Generator().manual_seed(self.seed)
         self.order = torch.empty(0, dtype=torch.long)
+        self.used = 0
+        if not self.full:
+            self._refill()
 
-    def next(self) -> Tensor | None:
-        """Indices of the next minibatch (None = the full training set)."""
-        if self.batch_size is None or self.batch_size == self.n:
+    def _refill(self) -> None:
+        rows = []
+        for _ in range(self.block):
+            if len(self.order) < self.batch_size:
+                self.order = torch.randperm(self.n, generator=self.gen)
+            rows.append(self.order[:self.batch_size])
+            self.order = self.order[self.batch_size:]
+        self.buffer.copy_(torch.stack(rows))
+        self.cursor.zero_()
+        self.used = 0
+
+    def advance(self) -> None:
+        """Host bookkeeping before a step: refill the buffer when all its rows were used."""
+        if self.full:
+            return
+        if self.used == self.block:
+            self._refill()
+        self.used += 1
+
+    def indices(self) -> Tensor | None:
+        """Indices of this step's minibatch on the device (None = the full training set)."""
+        if self.full:
             return None
-        if len(self.order) < self.batch_size:
-            self.order = torch.randperm(self.n, generator=self.gen)
-        idx, self.order = self.order[:self.batch_size], self.order[self.batch_size:]
-        return idx.to(self.device)
+        idx = self.buffer.index_select(0, self.cursor).view(-1)
+        self.cursor.add_(1)
+        return idx
+
+
+def to_floats(row: dict[str, Tensor]) -> dict[str, float]:
+    """A logged row as Python floats with one device sync (one stacked float64 copy)."""
+    if not row:
+        return {}
+    stacked = torch.stack([torch.as_tensor(v).detach().to(torch.float64).reshape(()) for v in row.values()])
+    return dict(zip(row, stacked.tolist(), strict=True))
 
 
 def _is_bad(values: dict[str, float]) -> bool:
@@ -171,11 +227,13 @@ def _is_bad(values: dict[str, float]) -> bool:
 
 
 class Trainer:
-    """Network and twin side by side. `log(step, metrics)` receives every logged row."""
+    """Network and twin side by side. `log(step, metrics)` receives every logged row.
+    `capture` replaces wcntk.step_graph.cuda_graph_capture; given one, the first step chooses
+    between its replay and the eager step (`graph_step`) whatever the device."""
 
     def __init__(self, model_cfg: ModelConfig, data_cfg: DataConfig, opt_cfg: OptimizerConfig,
                  train_cfg: TrainConfig, log: Callable[[int, dict[str, float]], None] = lambda s, m: None,
-                 data: Dataset | None = None):
+                 data: Dataset | None = None, capture: Capture | None = None):
         validate_all(model_cfg, data_cfg, opt_cfg, train_cfg)
         self.model_cfg, self.data_cfg, self.opt_cfg, self.cfg = model_cfg, data_cfg, opt_cfg, train_cfg
         self.log = log
@@ -193,8 +251,13 @@ class Trainer:
         self.twin = LinearizedModel(self.f, self.params0)
         self.twin_params = {k: v.clone().requires_grad_(True) for k, v in self.params0.items()}
         self.lr = effective_lr(opt_cfg, model_cfg)
-        self.net_opt = make_optimizer(opt_cfg, self.model.parameters(), self.lr)
-        self.twin_opt = make_optimizer(opt_cfg, self.twin_params.values(), self.lr)
+        graphs = train_cfg.graphs_wanted()
+        self.net_opt = make_optimizer(opt_cfg, self.model.parameters(), self.lr, capturable=graphs)
+        self.twin_opt = make_optimizer(opt_cfg, self.twin_params.values(), self.lr, capturable=graphs)
+        self.capture = capture or cuda_graph_capture
+        choose = graphs or capture is not None
+        self.step_mode = "undecided" if choose else "eager"   # undecided -> graph | eager at the 1st step
+        self._step: Callable[[], None] | None = None if choose else self.eager_step
         self.sampler = MinibatchSampler(len(self.data.x_train), opt_cfg.batch_size,
                                         train_cfg.seed + 1, self.device)
         d = self.data
@@ -214,10 +277,57 @@ class Trainer:
 
     # --- one step -------------------------------------------------------------------------
     def step(self) -> None:
-        """One optimizer step of the network and of the twin on the same minibatch."""
-        idx = self.sampler.next()
+        """One optimizer step of the network and of the twin on the same minibatch: eager, or
+        with CUDA graphs (cfg.graphs_wanted()) the replayed step that `graph_step` chose at the
+        first call (its one line goes to stderr when it keeps the eager step)."""
+        if self._step is None:
+            choice = self.graph_step(self.capture)
+            self._step, self.step_mode = choice.step, "graph" if choice.graphed else "eager"
+            if choice.note:
+                print(f"wcntk: {choice.note}", file=sys.stderr, flush=True)
+        self._step()
+
+    def eager_step(self) -> None:
+        self.sampler.advance()
+        self.step_body()
+
+    def graph_step(self, capture: Capture = cuda_graph_capture) -> StepChoice:
+        """wcntk.step_graph.choose_step for this trainer, called before its first step: the state
+        is both models' parameters and optimizer state; rewinding restores the parameters,
+        zeroes optimizer state created since (a zero moment/momentum buffer steps exactly as a
+        fresh one) and restarts the minibatch order."""
+        opts = (self.net_opt, self.twin_opt)
+        params = [*self.model.parameters(), *self.twin_params.values()]
+        start = [p.detach().clone() for p in params]
+        opt_start = {(i, id(p), k): v.clone() for i, o in enumerate(opts) for p, st in o.state.items()
+                     for k, v in st.items() if isinstance(v, Tensor)}
+
+        def state() -> list[Tensor]:
+            return params + [v for o in opts for st in o.state.values() for v in st.values()
+                             if isinstance(v, Tensor)]
+
+        @torch.no_grad()
+        def rewind() -> None:
+            for p, p0 in zip(params, start, strict=True):
+                p.copy_(p0)
+            for i, o in enumerate(opts):
+                for p, st in o.state.items():
+                    for k, v in st.items():
+                        if isinstance(v, Tensor) and (i, id(p), k) in opt_start:
+                            v.copy_(opt_start[i, id(p), k])
+                        elif isinstance(v, Tensor):
+                            v.zero_()
+            self.sampler.rewind()
+
+        return choose_step(self.sampler.advance, self.step_body, state, rewind, capture)
+
+    def step_body(self) -> None:
+        """The device work of one step (what a CUDA graph captures): minibatch indices from the
+        sampler's device buffer, network forward/backward/update, twin forward/backward/update."""
+        idx = self.sampler.indices()
         d = self.data
-        x, y = (d.x_train, d.y_train) if idx is None else (d.x_train[idx], d.y_train[idx])
+        x, y = ((d.x_train, d.y_train) if idx is None
+                else (d.x_train.index_select(0, idx), d.y_train.index_select(0, idx)))
         self.net_opt.zero_grad(set_to_none=True)
         self.loss_fn(self.model(x), y).backward()
         self.net_opt.step()
@@ -290,7 +400,7 @@ class Trainer:
                     row = self.evaluate()
                     if self.is_corr_step(t):
                         row.update(self.correlations())
-                    values = {k: float(v) for k, v in row.items()}
+                    values = to_floats(row)
                     self.log(t, values)
                     if t == 0:
                         initial = dict(values)
@@ -312,6 +422,7 @@ class Trainer:
         return RunResult(status, message, bad_step, initial, final)
 
     def facts(self) -> dict[str, object]:
-        """What the run resolved from its config: parameter count, η, data source, device."""
+        """What the run resolved from its config: parameter count, η, data source, device, the θ₀
+        scheme (wcntk.init.INIT_SCHEME)."""
         return {"n_params": self.n_params, "effective_lr": self.lr,
-                "data_source": self.data.source, "device": str(self.device)}
+                "data_source": self.data.source, "device": str(self.device), "init_scheme": INIT_SCHEME}
