@@ -83,7 +83,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .asymptotic import MIN_TAIL_WIDTHS, choose_n_min, local_slopes
-from .powerlaw import fit_power_law
+from .powerlaw import CORRECTION_EXPONENT, fit_power_law, fit_power_law_by_seed
 from .record import effective_status, flatten, is_bookkeeping
 from .theory import Expectation, expected, expected_ratio
 
@@ -333,8 +333,11 @@ def metric_column(spec: str) -> str:
 FIT_COLUMNS = ("slope", "intercept", "stderr", "ci_half", "r2")
 
 
-def _fit_row(x: np.ndarray, v: np.ndarray, row: dict, x_name: str = "widths") -> dict:
-    """Fill row (result, note, n_points, n_<x_name>, fit columns) from points (x, v)."""
+def _fit_row(x: np.ndarray, v: np.ndarray, row: dict, x_name: str = "widths", seeds: np.ndarray | None = None,
+             corrections: bool = False) -> dict:
+    """Fill row (result, note, n_points, n_<x_name>, fit columns) from points (x, v): with
+    `seeds`, :func:`wcntk.powerlaw.fit_power_law_by_seed` (per-seed slopes, t across seeds;
+    `corrections` adds the n^{-1/2} term), else the pooled :func:`wcntk.powerlaw.fit_power_law`."""
     finite = np.isfinite(v) & np.isfinite(x) & (x > 0)
     if not finite.any():
         return {**row, "note": "no finite values"}
@@ -347,7 +350,9 @@ def _fit_row(x: np.ndarray, v: np.ndarray, row: dict, x_name: str = "widths") ->
            "note": f"{dropped} non-finite/≤0 value(s) left out" if dropped else ""}
     if row[f"n_{x_name}"] < 2:
         return {**row, "note": "; ".join(filter(None, [f"fewer than 2 {x_name}", row["note"]]))}
-    return {**row, **fit_power_law(x[use], v[use]), "result": "fit"}
+    fit = (fit_power_law(x[use], v[use]) if seeds is None
+           else fit_power_law_by_seed(x[use], v[use], seeds[use], corrections))
+    return {**row, **fit, "result": "fit"}
 
 
 def _usable(w: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -364,11 +369,13 @@ def regime(w: np.ndarray, v: np.ndarray, min_width: float | None = None) -> tupl
 
 
 def _judged_fit(x: np.ndarray, v: np.ndarray, w: np.ndarray, row: dict, n_min: float, rule: str,
-                x_name: str) -> dict:
+                x_name: str, seeds: np.ndarray | None = None) -> dict:
     """All-points fit (columns *_all) and the asymptotic fit over points with width ≥ n_min
     (the plain columns, and the result the verdict reads). Fewer than MIN_TAIL_WIDTHS widths
-    ≥ n_min: result "n/a", no verdict."""
-    everything = _fit_row(x, v, row, x_name)
+    ≥ n_min: result "n/a", no verdict. With `seeds` (width fits): the asymptotic fit is the
+    per-seed corrections-to-scaling fit, the all-widths fit a plain power law with the same
+    per-seed interval (docs/theory.md §8); without (deviation vs correlation): pooled OLS."""
+    everything = _fit_row(x, v, row, x_name, seeds)
     out = {**row, **{f"{k}_all": everything.get(k, math.nan) for k in FIT_COLUMNS},
            "result_all": everything["result"], "n_points_all": everything.get("n_points", 0),
            "n_min": n_min, "n_min_rule": rule, "n_widths_fit": 0, "note": everything.get("note", "")}
@@ -384,8 +391,9 @@ def _judged_fit(x: np.ndarray, v: np.ndarray, w: np.ndarray, row: dict, n_min: f
                 "note": "; ".join(filter(None, [f"no asymptotic fit ({why}; it needs "
                                                 f"{MIN_TAIL_WIDTHS}): all-widths fit not judged",
                                                 out["note"]]))}
-    fit = _fit_row(x[tail], v[tail], row, x_name)
-    return {**out, **{k: fit[k] for k in (*FIT_COLUMNS, "result", "n_points", f"n_{x_name}")},
+    fit = _fit_row(x[tail], v[tail], row, x_name, None if seeds is None else seeds[tail], corrections=True)
+    fit.setdefault("correction", 0.0)
+    return {**out, **{k: fit[k] for k in (*FIT_COLUMNS, "correction", "result", "n_points", f"n_{x_name}")},
             "n_widths_fit": n_tail,
             "note": "; ".join(filter(None, [out["note"], rule if rule.startswith("auto (") else ""]))}
 
@@ -397,7 +405,7 @@ def _theory_columns(e: Expectation, row: dict) -> dict:
 
 def _finish(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
-    for c in (*FIT_COLUMNS, *(f"{k}_all" for k in FIT_COLUMNS), "n_min"):
+    for c in (*FIT_COLUMNS, *(f"{k}_all" for k in FIT_COLUMNS), "n_min", "correction"):
         if c not in df:
             df[c] = math.nan
     if "n_widths_fit" not in df:
@@ -451,7 +459,8 @@ def fit_slopes(runs: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, min
                                        else math.nan, "in_fit": bool(width >= n_min)})
                 local_rows += [{"setting": setting, "metric": metric, **r,
                                 "in_fit": bool(r["width_lo"] >= n_min)} for r in local_slopes(w, v)]
-                row = _judged_fit(w, v, w, row, n_min, rule, "widths")
+                seeds = g["seed"].to_numpy() if "seed" in g else np.zeros(len(g))
+                row = _judged_fit(w, v, w, row, n_min, rule, "widths", seeds)
             slope_rows.append({**row, **_theory_columns(expected(metric, config), row)})
     per_width = pd.DataFrame(width_rows, columns=["setting", "metric", "width", "n", "mean", "se", "in_fit"])
     local = pd.DataFrame(local_rows, columns=["setting", "metric", "width_lo", "width_hi", "slope", "stderr",
@@ -697,7 +706,9 @@ def draw_width_scaling(ax, metric: str, slopes: pd.DataFrame, per_width: pd.Data
                             label=label if alpha == 1.0 else None)
         if r.result == "fit":
             tail = np.geomspace(r.n_min, w.max(), 50)
-            ax.plot(tail, np.exp(r.intercept) * tail ** r.slope, "-", color=color, lw=1.6, alpha=0.8)
+            corr = 0.0 if pd.isna(getattr(r, "correction", 0.0)) else r.correction
+            ax.plot(tail, np.exp(r.intercept + corr * tail ** -CORRECTION_EXPONENT) * tail ** r.slope, "-",
+                    color=color, lw=1.6, alpha=0.8)
         if r.theory_kind in ("prediction", "bound") and len(w) > 1:
             grid = np.geomspace(w.min(), w.max(), 50)
             style = "--" if r.theory_kind == "prediction" else "-."
