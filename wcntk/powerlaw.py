@@ -9,6 +9,10 @@ points are treated as independent)::
     95 % CI of b:  b ± t_{0.975, N−2} · SE(b)        (t quantile: scipy.stats.t.ppf)
 
 N = 2 gives the slope without a CI (SE and CI half-width nan).
+
+The report judges width exponents with :func:`fit_power_law_by_seed` instead (per seed, with
+an n^{-1/2} correction term, t interval across seeds; docs/theory.md §8); the pooled fit
+above serves the deviation vs correlation table.
 """
 from __future__ import annotations
 

@@ -41,17 +41,20 @@ Per width (setting s, metric M, width n, seeds i = 1..k, finite values only)::
 
     mean = (1/k) Σ_i M_i,        s.e. = std_{ddof=1}(M_i) / √k
 
-Slopes: :func:`wcntk.powerlaw.fit_power_law` of M against n on the (width, seed) points of a
-setting (not on the per-width means): OLS in log-log space, 95 % Student-t CI. Two fits:
+Slopes: :func:`wcntk.powerlaw.fit_power_law_by_seed` of M against n, per seed of a setting,
+95 % Student-t CI across the seeds' slopes (t on S − 1 dof; docs/theory.md §8). Two fits:
 
     asymptotic   widths ≥ n_min (:func:`wcntk.asymptotic.choose_n_min`, the lack-of-fit rule of
-                 docs/theory.md §7, or --min-width): columns slope, ci_half, …; the verdict
-    all widths   every width: columns slope_all, ci_half_all, …; shown, never judged
+                 docs/theory.md §7, or --min-width), ln M = a + b ln n + c n^{-1/2} per seed:
+                 columns slope, ci_half, intercept, correction (mean c), …; the verdict
+    all widths   every width, plain ln M = a + b ln n per seed: columns slope_all,
+                 ci_half_all, …; shown, never judged
 
 Local slopes between adjacent widths (:func:`wcntk.asymptotic.local_slopes`, Welch 95 %
 interval across seeds) are tabulated and drawn. The deviation vs correlation table fits final
-deviation against initial correlation the same way, over the jobs with width ≥ the larger
-n_min of the two metrics.
+deviation against initial correlation by the pooled OLS of :func:`wcntk.powerlaw.fit_power_law`
+(the (width, seed) points as independent; no correction term), over the jobs with width ≥ the
+larger n_min of the two metrics.
 
 Special cases: |M| ≤ 1e-30 in every ok run of the setting → "exactly 0", not fitted (e.g.
 corr/C03 of a 1-hidden-layer ReLU net); fewer than 2 distinct widths → "n/a"; fewer than 3
@@ -530,12 +533,15 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-SLOPES_HEADER = ("Slope b of ln(metric) = a + b·ln(width), judged on the asymptotic regime: ordinary "
-                 "least squares on the (width, seed) points of the status-ok jobs of each setting with "
-                 "width ≥ n_min; ± is the 95 % CI half-width t_{0.975, N−2}·SE(b) (Student t). n_min is "
+SLOPES_HEADER = ("Width exponent b, judged on the asymptotic regime: per seed, least squares of "
+                 "ln(metric) = a + b·ln(width) + c·width^(−1/2) (the leading finite-width correction) on "
+                 "the status-ok jobs of each setting with width ≥ n_min; the slope is the mean of the "
+                 "seeds' b and ± the 95 % Student-t half-width t_{0.975, S−1}·sd(b)/√S across the S seeds "
+                 "(a seed's points are correlated across widths: seeds are the replicates). n_min is "
                  "the smallest width from which the points pass the 5 % lack-of-fit F test of one power "
                  "law (seed scatter against the bend of the width means; \"auto\", at least 3 widths), "
-                 "or --min-width; the fit over all widths is shown beside it and never judged. "
+                 "or --min-width; a plain power law over all widths (same per-seed interval) is shown "
+                 "beside it and never judged. "
                  "\"theory\" is the setting's expected slope: a prediction (verdict "
                  "yes/no: does the CI cover it), a bound \"≤ b\" (verdict consistent when slope − CI ≤ b), "
                  "\"0 exactly\", or \"—\" where no result applies; the regime rule, the reasons and the "
