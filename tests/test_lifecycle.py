@@ -37,7 +37,7 @@ def tiny_config(**changes) -> dict:
                          init_timeout=10.0),
            "width": 8, "depth": 1, "activation": "tanh", "parameterization": "ntk", "seed": 0,
            "steps": 12, "loss": "mse", "precision": "float32", "device": "cpu", "log_every": 3,
-           "corr_every": None, "probes": 4, "progress": False, "threads": None}
+           "corr_every": None, "probes": 4, "progress": False, "threads": None, "overwrite": False}
     for key, value in changes.items():
         *parents, leaf = key.split(".")
         node = cfg
@@ -194,15 +194,16 @@ def test_disk_full_gives_failed_with_complete_rows(tmp_path, monkeypatch, room_f
 def test_summary_holds_the_full_config_facts_and_provenance(tmp_path):
     cfg = tiny_config()
     summary = run_job(cfg, tmp_path)
-    assert set(summary) >= {"status", "message", "diverged_step", "last_step", "config", "facts",
-                            "provenance", "initial", "final", "wall_time_s"}
+    assert set(summary) >= {"status", "message", "diverged_step", "last_step", "config", "config_validated",
+                            "facts", "provenance", "initial", "final", "wall_time_s"}
+    assert summary["config_validated"] is True
     assert summary["status"] in STATUSES and summary["last_step"] == 12
     assert summary["config"] == cfg and dict(flatten(summary["config"]))["dataset.n_train"] == 48
     assert summary["facts"] == {"n_params": 64 * 8 + 8 + 8 * 10 + 10, "effective_lr": 0.5,
                                 "data_source": "sklearn-digits", "device": "cpu"}
     p = summary["provenance"]
     assert set(p) == {"git_commit", "git_dirty", "wcntk", "torch", "cuda", "python", "host", "pid",
-                      "started_at"}
+                      "started_at", "launch"}
     assert p["pid"] == os.getpid() and p["started_at"].endswith("+00:00")
     assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
 

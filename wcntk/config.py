@@ -10,6 +10,7 @@ Its keys are the command line's:
     seed steps loss precision device log_every
     corr_every probes progress                         -> TrainConfig
     threads                                            torch CPU threads per job (run.py)
+    overwrite                                          replace a finished run dir's record (run.py)
     wandb.*                                            =  WandbConfig
 
 Defaults are the library classes' own; `validate_config` runs every check that needs no
@@ -91,6 +92,7 @@ class RunConfig:
     probes: int = TrainConfig.probes
     progress: bool = TrainConfig.progress
     threads: int | None = None         # CPU threads per job (null: torch's default; joblib: cores/n_jobs)
+    overwrite: bool = False            # hydra.run.dir holding a finished record: move it to superseded/
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(kind=self.model.kind, width=self.width, depth=self.depth,
