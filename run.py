@@ -168,7 +168,7 @@ def check_command_line(argv: list[str]) -> list[str]:
             check_sweep_values(task, override)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     if multirun:  # every job records which launch ran it (the sweep's closing table reads it)
-        argv = [*argv, f"++hydra.job.env_set.{LAUNCH_ENV}={secrets.token_hex(6)}"]
+        argv = with_override(argv, args.overrides, f"++hydra.job.env_set.{LAUNCH_ENV}={secrets.token_hex(6)}")
     if "${now:" not in OmegaConf.to_container(cfg.hydra.sweep if multirun else cfg.hydra.run)["dir"]:
         if not multirun:
             try:
@@ -184,7 +184,14 @@ def check_command_line(argv: list[str]) -> list[str]:
     claimed = claim_dir(resolved)
     if not re.fullmatch(r"[\w/.:+@~-]+", claimed):
         claimed = "'" + claimed.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return [*argv, f"{key}={claimed}"]
+    return with_override(argv, args.overrides, f"{key}={claimed}")
+
+
+def with_override(argv: list[str], overrides: list[str], extra: str) -> list[str]:
+    """argv with `extra` added next to its overrides (argparse takes them as one run of positional
+    arguments: one appended after an option such as `--config-dir DIR` would be rejected)."""
+    at = argv.index(overrides[-1]) + 1 if overrides else len(argv)
+    return [*argv[:at], extra, *argv[at:]]
 
 
 def check_run_dir(run_dir: str, overwrite: bool) -> None:

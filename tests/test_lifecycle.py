@@ -306,6 +306,22 @@ def test_closing_lines():
     assert closing_line({**cut, "last_step": None}).startswith("interrupted by SIGTERM  lin/")
     failed = {**ok, "status": "failed", "message": "OSError: [Errno 28] No space left on device"}
     assert closing_line(failed).startswith("failed: OSError: [Errno 28]")
+    # corr/* values come from step 0, every corr_every steps and the last step: the line names which.
+    measured = {**cut, "final": {"corr/C02": 0.5}, "config": {"steps": 100, "corr_every": 15}}
+    assert closing_line(measured).endswith("corr/C02 0.5 (step 30)")
+    assert closing_line({**measured, "config": {"steps": 100, "corr_every": None}}).endswith("(step 0)")
+    assert closing_line({**measured, "status": "ok", "last_step": 100}).endswith("(step 100)")
+
+
+def test_progress_lines_name_the_step_their_values_come_from(capsys):
+    bar = LineProgress(50)
+    bar.set_postfix(at_step=0, func_rmse="0")
+    for t in range(1, 51):
+        if t == 25:
+            bar.set_postfix(at_step=25, func_rmse="0.136")
+        bar.update(1)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].endswith("at step 0: func_rmse 0") and lines[4].endswith("at step 25: func_rmse 0.136")
 
 
 def write_job(sweep: Path, name: str, status: str | None) -> Path:
