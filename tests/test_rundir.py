@@ -4,6 +4,7 @@ can read, malformed records skipped with one line, and what a sweep's closing ta
 code say. In-process first (fast); the CLI cases, as a user meets them, are marked slow."""
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -197,3 +198,87 @@ def test_sweep_exit_codes():
     assert sweep_exit_code(Counter(diverged=2)) == 1                  # every job diverged
     assert sweep_exit_code(Counter(ok=1, failed=1, elsewhere=1)) == 1
     assert sweep_exit_code(Counter(ok=1, elsewhere=1)) == 3
+
+
+# ----------------------------------------------------------------------------- the CLI, as a user meets it
+
+ENV = {**os.environ, "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
+TINY = ["debug=default", "dataset=synthetic", "progress=false"]
+
+
+def cli(*args: str, umask: int = 0o022, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=ENV, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: os.umask(umask), **popen)
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, out, err
+
+
+def table(out: str, sweep: Path) -> dict[str, str]:
+    """Job dir -> status, from a sweep's closing table."""
+    lines = out[out.index(f"wcntk: sweep {sweep}:"):].splitlines()[1:]
+    return {line.split()[1]: line.split()[0] for line in lines if not line.startswith("  warning")
+            and " jobs re-ran " not in line}
+
+
+@pytest.mark.slow
+def test_cli_finished_run_dir_is_refused_and_overwrite_keeps_it_aside(tmp_path):
+    run_dir = tmp_path / "run"
+    code, _, err = finish(cli(*TINY, "wandb.mode=offline", f"hydra.run.dir={run_dir}"))
+    assert code == 0, err
+    # A colleague can read every file (umask 022): summary.json too.
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert files and all(stat.S_IMODE(p.stat().st_mode) & 0o044 == 0o044 for p in files)
+    before = {p: p.stat().st_mtime_ns for p in files}
+    old_id = (run_dir / "wandb_run_id").read_text()
+    code, out, err = finish(cli(*TINY, "width=32", f"hydra.run.dir={run_dir}"))
+    assert code == 1 and out == ""
+    assert err.splitlines() == [f"wcntk: error: {run_dir} already holds a finished run (status ok); choose "
+                                f"another hydra.run.dir, or add overwrite=true to move its record to "
+                                f"{run_dir}/superseded/"]
+    assert {p: p.stat().st_mtime_ns for p in files} == before            # untouched, .hydra/ included
+    code, _, err = finish(cli(*TINY, "width=32", "overwrite=true", "wandb.mode=offline",
+                              f"hydra.run.dir={run_dir}"))
+    assert code == 0, err
+    (aside,) = (run_dir / "superseded").iterdir()
+    assert json.loads((aside / "summary.json").read_text())["config"]["width"] == 16
+    assert (aside / "wandb_run_id").read_text() == old_id and list(aside.glob("wandb/offline-run-*"))
+    assert (run_dir / "wandb_run_id").read_text() != old_id               # a W&B run of its own
+    assert read_summary(run_dir)["config"]["width"] == 32
+
+
+@pytest.mark.slow
+def test_cli_two_sweeps_on_one_dir_run_each_job_once(tmp_path):
+    """The same sweep started twice (two terminals, or an array job and a local re-run): each job
+    runs in one of them; the other leaves it alone and says so."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", *TINY, "log_every=100", "steps=400,200", "wandb.mode=offline", f"hydra.sweep.dir={sweep}"]
+    named = "dataset=synthetic,debug=default,log_every=100,steps="   # job dirs: the overrides, sorted
+    long_job, short_job = named + "400", named + "200"
+    first = cli(*args)
+    deadline = time.monotonic() + 240
+    while (read_summary(sweep / long_job) or {}).get("last_step") is None:   # step 0 logged
+        assert time.monotonic() < deadline and first.poll() is None, first.communicate()
+        time.sleep(0.1)
+    first.send_signal(signal.SIGSTOP)       # the first sweep is mid-job for as long as the second runs
+    try:
+        code2, out2, err2 = finish(cli(*args))
+    finally:
+        first.send_signal(signal.SIGCONT)
+    code1, out1, err1 = finish(first)
+    assert "Traceback" not in err1 + err2
+    assert table(out2, sweep) == {long_job: "elsewhere", short_job: "ok"} and code2 == 3
+    assert f"[{long_job}] running elsewhere: {sweep / long_job} is being written by pid {first.pid}" in err2
+    assert table(out1, sweep) == {long_job: "ok", short_job: "skipped"} and code1 == 0
+    launches = set()
+    for job, steps in ((long_job, 400), (short_job, 200)):
+        summary = read_summary(sweep / job)
+        assert summary["status"] == "ok" and summary["last_step"] == steps
+        launches.add(summary["provenance"]["launch"])
+        data = (sweep / job / "metrics.csv").read_bytes()
+        assert b"\0" not in data and len(data.splitlines()) == 1 + steps // 100 + 1
+        assert len(list((sweep / job / "wandb").glob("offline-run-*"))) == 1
+    assert len(launches) == 2                               # each job was run by one of the two
