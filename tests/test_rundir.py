@@ -4,6 +4,7 @@ can read, malformed records skipped with one line, and what a sweep's closing ta
 code say. In-process first (fast); the CLI cases, as a user meets them, are marked slow."""
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -282,3 +283,45 @@ def test_cli_two_sweeps_on_one_dir_run_each_job_once(tmp_path):
         assert b"\0" not in data and len(data.splitlines()) == 1 + steps // 100 + 1
         assert len(list((sweep / job / "wandb").glob("offline-run-*"))) == 1
     assert len(launches) == 2                               # each job was run by one of the two
+
+
+@pytest.mark.slow
+def test_cli_all_diverged_sweep_fails_and_a_failed_validation_keeps_its_config(tmp_path):
+    sweep = tmp_path / "sweep"
+    common = ["-m", *TINY, "wandb.mode=disabled", f"hydra.sweep.dir={sweep}"]
+    code, out, err = finish(cli(*common, "width=8,16", "optimizer.lr=1e9"))
+    assert code == 1 and f"wcntk: sweep {sweep}: 2 jobs: 2 diverged" in out, err
+    code, out, err = finish(cli(*common, "optimizer=momentum", "optimizer.momentum=0.5,-5"))
+    assert code == 1 and f"wcntk: sweep {sweep}: 2 jobs: 1 ok, 1 failed" in out, err
+    failed = read_summary(sweep / "dataset=synthetic,debug=default,optimizer.momentum=-5,optimizer=momentum")
+    assert failed["status"] == "failed" and failed["message"].startswith("invalid setting:")
+    assert failed["config_validated"] is False and failed["config"]["optimizer"]["momentum"] == -5
+    assert (failed["config"]["width"], failed["config"]["seed"]) == (16, 0)
+    # The report sees the failed job as the setting it was asked to run, not a new setting.
+    from wcntk.report import collect, setting_columns
+    runs = collect(sweep)
+    assert len(runs) == 4
+    assert "optimizer.momentum" in setting_columns(runs)
+    assert set(setting_columns(runs)) <= {"optimizer.lr", "optimizer.momentum", "optimizer.name"}
+
+
+@pytest.mark.slow
+def test_cli_a_changed_group_default_reruns_the_job_and_keeps_the_old_record(tmp_path):
+    sweep, conf = tmp_path / "sweep", tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf, symlinks=False)
+    args = ["-m", *TINY, "wandb.mode=disabled", "width=8,16", f"hydra.sweep.dir={sweep}"]
+    code, out, err = finish(cli(*args))
+    assert code == 0, err
+    (conf / "model" / "mlp.yaml").write_text("kind: mlp\nb_std: 0.5\n")    # a colleague edits a default
+    code, out, err = finish(cli(*args, "--config-path", str(conf)))
+    assert code == 0, err
+    assert set(table(out, sweep).values()) == {"ok"}
+    assert ("  2 jobs re-ran because their config changed (model.b_std); their previous records are in "
+            "<job dir>/superseded/") in out.splitlines()
+    for job in ("dataset=synthetic,debug=default,width=8", "dataset=synthetic,debug=default,width=16"):
+        (aside,) = (sweep / job / "superseded").iterdir()
+        assert json.loads((aside / "summary.json").read_text())["config"]["model"]["b_std"] == 0.05
+        assert (aside / "metrics.csv").is_file()
+        assert read_summary(sweep / job)["config"]["model"]["b_std"] == 0.5
+    code, out, err = finish(cli(*args, "--config-path", str(conf)))          # now up to date: skipped
+    assert code == 0 and set(table(out, sweep).values()) == {"skipped"}, err
