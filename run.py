@@ -169,18 +169,15 @@ def check_command_line(argv: list[str]) -> list[str]:
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     if multirun:  # every job records which launch ran it (the sweep's closing table reads it)
         argv = with_override(argv, args.overrides, f"++hydra.job.env_set.{LAUNCH_ENV}={secrets.token_hex(6)}")
-    if "${now:" not in OmegaConf.to_container(cfg.hydra.sweep if multirun else cfg.hydra.run)["dir"]:
-        if not multirun:
-            try:
-                run_dir = str(OmegaConf.select(cfg, "hydra.run.dir", throw_on_missing=True))
-            except OmegaConfBaseException as err:
-                raise ConfigError(one_line(err)) from None
-            check_run_dir(run_dir, bool(task.get("overwrite")))
-        return argv  # a stable dir (a sweep's, or set on the command line): re-running reuses it
     try:
         resolved = str(OmegaConf.select(cfg, key, throw_on_missing=True))
     except OmegaConfBaseException as err:
         raise ConfigError(one_line(err)) from None
+    check_writable(resolved, key)
+    if "${now:" not in OmegaConf.to_container(cfg.hydra.sweep if multirun else cfg.hydra.run)["dir"]:
+        if not multirun:
+            check_run_dir(resolved, bool(task.get("overwrite")))
+        return argv  # a stable dir (a sweep's, or set on the command line): re-running reuses it
     claimed = claim_dir(resolved)
     if not re.fullmatch(r"[\w/.:+@~-]+", claimed):
         claimed = "'" + claimed.replace("\\", "\\\\").replace("'", "\\'") + "'"
@@ -192,6 +189,18 @@ def with_override(argv: list[str], overrides: list[str], extra: str) -> list[str
     arguments: one appended after an option such as `--config-dir DIR` would be rejected)."""
     at = argv.index(overrides[-1]) + 1 if overrides else len(argv)
     return [*argv[:at], extra, *argv[at:]]
+
+
+def check_writable(path: str, key: str) -> None:
+    """One line (ConfigError) when the run or sweep dir `path` cannot be created and written:
+    its nearest existing ancestor must be a directory this user may write into (a relative
+    path's is often the working directory)."""
+    ancestor = Path(path).absolute()
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not (ancestor.is_dir() and os.access(ancestor, os.W_OK | os.X_OK)):
+        raise ConfigError(f"{key}={path} cannot be written: {ancestor} is not a directory you may write "
+                          f"into; choose another {key}")
 
 
 def check_run_dir(run_dir: str, overwrite: bool) -> None:
