@@ -325,3 +325,46 @@ def test_cli_a_changed_group_default_reruns_the_job_and_keeps_the_old_record(tmp
         assert read_summary(sweep / job)["config"]["model"]["b_std"] == 0.5
     code, out, err = finish(cli(*args, "--config-path", str(conf)))          # now up to date: skipped
     assert code == 0 and set(table(out, sweep).values()) == {"skipped"}, err
+
+
+@pytest.mark.slow
+def test_cli_bad_sizes_and_dirs_are_one_line_before_any_work(tmp_path):
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    error = "wcntk: error: "
+    cases = [
+        ([*TINY, "width=100000000", f"hydra.run.dir={tmp_path / 'huge'}"],
+         error + "width=100000000 needs about ", tmp_path / "huge"),
+        ([*TINY, "width=99999999999999999999", f"hydra.run.dir={tmp_path / 'overflow'}"],
+         error + "width=99999999999999999999 is too large: integers must be below 2^63",
+         tmp_path / "overflow"),
+        ([*TINY, f"hydra.run.dir={blocked / 'run'}"],
+         error + f"hydra.run.dir={blocked / 'run'} cannot be written: {blocked} is not a directory", None),
+        (["-m", *TINY, "width=8,16", f"hydra.sweep.dir={blocked / 'sweep'}"],
+         error + f"hydra.sweep.dir={blocked / 'sweep'} cannot be written: {blocked} is not a directory",
+         None),
+    ]
+    procs = [(cli(*args), line, left) for args, line, left in cases]
+    for proc, line, left in procs:
+        code, out, err = finish(proc)
+        assert code == 1 and out == "" and len(err.splitlines()) == 1 and err.startswith(line), err
+        assert left is None or not left.exists()
+    assert "fits (estimate: wcntk.capacity)" in finish(cli(*cases[0][0]))[2]
+
+
+@pytest.mark.slow
+def test_cli_resume_over_malformed_records_ends_with_its_table(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *TINY, "wandb.mode=disabled", "width=8,16", f"hydra.sweep.dir={sweep}"]
+    assert finish(cli(*args))[0] == 0
+    jobs = {"dataset=synthetic,debug=default,width=8": "[]",
+            "dataset=synthetic,debug=default,width=16": '{"status": "ok", "config": {"width": "wide"}}'}
+    for job, text in jobs.items():
+        (sweep / job / "summary.json").write_text(text)
+    code, out, err = finish(cli(*args))
+    assert code == 0 and "Traceback" not in err
+    assert table(out, sweep) == {job: "ok" for job in jobs}
+    for job, text in jobs.items():
+        assert f"[{job}] {sweep / job / 'summary.json'} is not a readable record: moved to" in err
+        (aside,) = (sweep / job / "superseded").iterdir()
+        assert (aside / "summary.json").read_text() == text
