@@ -167,8 +167,8 @@ def check_command_line(argv: list[str]) -> list[str]:
         if override.key_or_group not in config_groups():
             check_sweep_values(task, override)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    if multirun:  # every job records which launch ran it (the sweep's closing table reads it)
-        argv = with_override(argv, args.overrides, f"++hydra.job.env_set.{LAUNCH_ENV}={secrets.token_hex(6)}")
+    # Every job of a multirun records which launch ran it (the sweep's closing table reads it).
+    launch = [f"++hydra.job.env_set.{LAUNCH_ENV}={secrets.token_hex(6)}"] if multirun else []
     try:
         resolved = str(OmegaConf.select(cfg, key, throw_on_missing=True))
     except OmegaConfBaseException as err:
@@ -177,18 +177,19 @@ def check_command_line(argv: list[str]) -> list[str]:
     if "${now:" not in OmegaConf.to_container(cfg.hydra.sweep if multirun else cfg.hydra.run)["dir"]:
         if not multirun:
             check_run_dir(resolved, bool(task.get("overwrite")))
-        return argv  # a stable dir (a sweep's, or set on the command line): re-running reuses it
+        # A stable dir (a sweep's, or set on the command line): re-running reuses it.
+        return with_overrides(argv, args.overrides, launch)
     claimed = claim_dir(resolved)
     if not re.fullmatch(r"[\w/.:+@~-]+", claimed):
         claimed = "'" + claimed.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return with_override(argv, args.overrides, f"{key}={claimed}")
+    return with_overrides(argv, args.overrides, [*launch, f"{key}={claimed}"])
 
 
-def with_override(argv: list[str], overrides: list[str], extra: str) -> list[str]:
-    """argv with `extra` added next to its overrides (argparse takes them as one run of positional
-    arguments: one appended after an option such as `--config-dir DIR` would be rejected)."""
-    at = argv.index(overrides[-1]) + 1 if overrides else len(argv)
-    return [*argv[:at], extra, *argv[at:]]
+def with_overrides(argv: list[str], overrides: list[str], extra: list[str]) -> list[str]:
+    """argv with `extra` added right after its overrides (argparse takes them as one run of
+    positional arguments: one appended after an option such as `--config-dir DIR` is rejected)."""
+    at = len(argv) - argv[::-1].index(overrides[-1]) if overrides else len(argv)
+    return [*argv[:at], *extra, *argv[at:]]
 
 
 def check_writable(path: str, key: str) -> None:
