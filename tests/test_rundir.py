@@ -208,8 +208,8 @@ TINY = ["debug=default", "dataset=synthetic", "progress=false"]
 
 
 def cli(*args: str, umask: int = 0o022, **popen) -> subprocess.Popen:
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
     return subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=ENV, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             preexec_fn=lambda: os.umask(umask), **popen)
 
 
@@ -368,3 +368,31 @@ def test_cli_resume_over_malformed_records_ends_with_its_table(tmp_path):
         assert f"[{job}] {sweep / job / 'summary.json'} is not a readable record: moved to" in err
         (aside,) = (sweep / job / "superseded").iterdir()
         assert (aside / "summary.json").read_text() == text
+
+
+@pytest.mark.slow
+def test_cli_rerun_after_kill_9_of_a_joblib_launcher_leaves_its_orphans_alone(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *TINY, "wandb.mode=disabled", "log_every=100", "steps=1000000", "width=8,16",
+            "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"]
+    jobs = [sweep / f"dataset=synthetic,debug=default,log_every=100,steps=1000000,width={w}" for w in (8, 16)]
+    # Output to a file: the orphans keep the launcher's stdout and stderr open.
+    with open(tmp_path / "launcher.log", "w") as log:
+        launcher = cli(*args, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 240
+    while not all((read_summary(job) or {}).get("last_step") is not None for job in jobs):
+        if time.monotonic() > deadline or launcher.poll() is not None:
+            launcher.kill()
+            pytest.fail((tmp_path / "launcher.log").read_text()[-3000:])
+        time.sleep(0.2)
+    launcher.kill()                                  # kill -9: its loky workers go on with their jobs
+    launcher.wait()
+    workers = [int((job / LOCK_FILE).read_text().split()[0]) for job in jobs]
+    try:
+        code, out, err = finish(cli(*args))
+        assert code == 3 and table(out, sweep) == {job.name: "elsewhere" for job in jobs}, err
+        for job, pid in zip(jobs, workers, strict=True):
+            assert lock_is_held(job) and read_summary(job)["provenance"]["pid"] == pid
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
