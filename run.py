@@ -208,10 +208,11 @@ def check_run_dir(run_dir: str, overwrite: bool) -> None:
     """A run dir given on the command line that another process is writing, or (without
     overwrite=true) that holds a finished run's record, is refused here with one line, before
     Hydra writes anything into it (run_job checks again, holding the dir's lock)."""
-    if lock_is_held(run_dir):
+    held = lock_is_held(run_dir)
+    if held:
         raise ConfigError(f"{run_dir} is being written by another process (running elsewhere)")
     summary = read_summary(run_dir)
-    if summary is not None and not overwrite and effective_status(summary, lock_held=False) != "stale":
+    if summary is not None and not overwrite and effective_status(summary, held) != "stale":
         raise ConfigError(f"{run_dir} already holds a finished run (status {summary['status']}); choose "
                           f"another hydra.run.dir, or add overwrite=true to move its record to "
                           f"{Path(run_dir) / 'superseded'}/")
@@ -260,8 +261,9 @@ def run_locked(cfg: DictConfig, run_dir: Path, multirun: bool, job: str | None,
         validated = asdict(validate_config(config))
     except (OmegaConfBaseException, ValueError) as err:
         if multirun:  # the job fails alone: recorded, so the sweep's table and the report list it
-            if (run_dir / "summary.json").exists():
-                supersede(run_dir)
+            old = read_summary(run_dir)
+            if (run_dir / "summary.json").exists() and (old or {}).get("config_validated") is not False:
+                supersede(run_dir)  # a record with results (or an unreadable one) is kept aside
             write_invalid_setting_record(run_dir, raw_config(cfg), f"invalid setting: {one_line(err)}")
             say(f"error: {one_line(err)}", job or run_dir.name)
             return
