@@ -3,8 +3,9 @@
 Thin Hydra entry point. Before Hydra starts, the command line is checked against the schema
 (wcntk.config.RunConfig, registered here in Hydra's ConfigStore): unknown keys, wrong types,
 bad interpolations and bad settings end with one `wcntk: error: …` line and leave no run
-directory; a timestamped run directory is then claimed exclusively. Each job hands its
-resolved config to wcntk.job.run_job.
+directory; a timestamped run directory is then claimed exclusively, and an unwritable dir or
+one that holds a finished run is refused. Each job holds its dir's writer lock (wcntk.rundir)
+and hands its resolved config to wcntk.job.run_job.
 """
 import copy
 import os
@@ -305,8 +306,8 @@ def run_locked(cfg: DictConfig, run_dir: Path, multirun: bool, job: str | None,
 
 
 def raw_config(cfg: DictConfig) -> dict:
-    """The composed config as a plain dict, resolved where it resolves (a failed interpolation
-    is kept as its `${…}` text)."""
+    """The composed config as a plain dict: resolved, or as written (`${…}` kept) when one of
+    its interpolations does not resolve."""
     try:
         return OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException:
