@@ -490,7 +490,11 @@ def test_malformed_and_damaged_records(tmp_path):
     if HAVE_WANDB:
         _wandb_run_file(tmp_path / "2" / run_file, cut=3)                   # torn exit record
         _wandb_run_file(tmp_path / "3" / run_file)                          # whole
+    aside = tmp_path / "0" / "superseded" / "20260101T000000Z"        # a record resume moved aside
+    aside.mkdir(parents=True)
+    (aside / "summary.json").write_text((tmp_path / "0" / "summary.json").read_text())
     res = report.make_report(tmp_path, tmp_path / "out", metrics=["lin/func_rmse_test"], formats=("png",))
+    assert not any("superseded" in j for j in res["runs"]["job_dir"])
     fails = res["failures"].set_index("job_dir")
     assert fails.loc["list", "message"] == "not a record (a JSON list)"
     assert fails.loc["width", "message"] == "not a record (width 'wide' is not a number)"

@@ -88,6 +88,7 @@ from matplotlib.figure import Figure
 from .asymptotic import MIN_TAIL_WIDTHS, choose_n_min, local_slopes
 from .powerlaw import CORRECTION_EXPONENT, fit_power_law, fit_power_law_by_seed
 from .record import effective_status, flatten, is_bookkeeping
+from .rundir import SUPERSEDED_DIR
 from .theory import Expectation, expected, expected_ratio
 
 ZERO_TOL = 1e-30
@@ -222,7 +223,7 @@ def collect(sweep_dir) -> pd.DataFrame:
     wall_time_s, init/<metric>, final/<metric>. Unparsable summary.json files become rows with
     status "unreadable"."""
     root = Path(sweep_dir)
-    paths = sorted(root.rglob("summary.json"),
+    paths = sorted((p for p in root.rglob("summary.json") if SUPERSEDED_DIR not in p.relative_to(root).parts),
                    key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.as_posix())])
     rows = [_read_summary(p, root) for p in paths]
     if not rows:
