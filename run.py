@@ -3,14 +3,17 @@
 Thin Hydra entry point. Before Hydra starts, the command line is checked against the schema
 (wcntk.config.RunConfig, registered here in Hydra's ConfigStore): unknown keys, wrong types,
 bad interpolations and bad settings end with one `wcntk: error: …` line and leave no run
-directory; a timestamped run directory is then claimed exclusively. Each job hands its
-resolved config to wcntk.job.run_job.
+directory; a timestamped run directory is then claimed exclusively, and an unwritable dir or
+one that holds a finished run is refused. Each job holds its dir's writer lock (wcntk.rundir)
+and hands its resolved config to wcntk.job.run_job.
 """
 import copy
 import os
 import re
+import secrets
 import shutil
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 # Idle OpenMP threads sleep instead of spinning: on a shared or oversubscribed machine spinning
@@ -31,11 +34,13 @@ from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
 from wcntk.config import config_keys, one_line, run_config, schema, unknown_key_message, validate_config  # noqa: E402
 from wcntk.data import DatasetUnavailable  # noqa: E402
-from wcntk.job import finished_summary, run_job  # noqa: E402
+from wcntk.job import FinishedRecord, prepare_run_dir, run_job  # noqa: E402
 from wcntk.lifecycle import Interrupted, interruptible  # noqa: E402
 from wcntk.outcome import closing_line, metrics_text  # noqa: E402
-from wcntk.record import BOOKKEEPING_KEYS, read_summary  # noqa: E402
-from wcntk.tracking import say, write_json_atomic  # noqa: E402
+from wcntk.provenance import LAUNCH_ENV  # noqa: E402
+from wcntk.record import BOOKKEEPING_KEYS, effective_status, read_summary  # noqa: E402
+from wcntk.rundir import LOCK_FILE, RunningElsewhere, lock_is_held, supersede, writer_lock  # noqa: E402
+from wcntk.tracking import say, write_invalid_setting_record  # noqa: E402
 
 CONF = Path(__file__).resolve().parent / "conf"
 
@@ -165,16 +170,55 @@ def check_command_line(argv: list[str]) -> list[str]:
         if override.key_or_group not in config_groups():
             check_sweep_values(task, override)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    if "${now:" not in OmegaConf.to_container(cfg.hydra.sweep if multirun else cfg.hydra.run)["dir"]:
-        return argv  # a stable dir (a sweep's, or set on the command line): re-running reuses it
+    # Every job of a multirun records which launch ran it (the sweep's closing table reads it).
+    launch = [f"++hydra.job.env_set.{LAUNCH_ENV}={secrets.token_hex(6)}"] if multirun else []
     try:
         resolved = str(OmegaConf.select(cfg, key, throw_on_missing=True))
     except OmegaConfBaseException as err:
         raise ConfigError(one_line(err)) from None
+    check_writable(resolved, key)
+    if "${now:" not in OmegaConf.to_container(cfg.hydra.sweep if multirun else cfg.hydra.run)["dir"]:
+        if not multirun:
+            check_run_dir(resolved, bool(task.get("overwrite")))
+        # A stable dir (a sweep's, or set on the command line): re-running reuses it.
+        return with_overrides(argv, args.overrides, launch)
     claimed = claim_dir(resolved)
     if not re.fullmatch(r"[\w/.:+@~-]+", claimed):
         claimed = "'" + claimed.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return [*argv, f"{key}={claimed}"]
+    return with_overrides(argv, args.overrides, [*launch, f"{key}={claimed}"])
+
+
+def with_overrides(argv: list[str], overrides: list[str], extra: list[str]) -> list[str]:
+    """argv with `extra` added right after its overrides (argparse takes them as one run of
+    positional arguments: one appended after an option such as `--config-dir DIR` is rejected)."""
+    at = len(argv) - argv[::-1].index(overrides[-1]) if overrides else len(argv)
+    return [*argv[:at], *extra, *argv[at:]]
+
+
+def check_writable(path: str, key: str) -> None:
+    """One line (ConfigError) when the run or sweep dir `path` cannot be created and written:
+    its nearest existing ancestor must be a directory this user may write into (a relative
+    path's is often the working directory)."""
+    ancestor = Path(path).absolute()
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not (ancestor.is_dir() and os.access(ancestor, os.W_OK | os.X_OK)):
+        raise ConfigError(f"{key}={path} cannot be written: {ancestor} is not a directory you may write "
+                          f"into; choose another {key}")
+
+
+def check_run_dir(run_dir: str, overwrite: bool) -> None:
+    """A run dir given on the command line that another process is writing, or (without
+    overwrite=true) that holds a finished run's record, is refused here with one line, before
+    Hydra writes anything into it (run_job checks again, holding the dir's lock)."""
+    held = lock_is_held(run_dir)
+    if held:
+        raise ConfigError(f"{run_dir} is being written by another process (running elsewhere)")
+    summary = read_summary(run_dir)
+    if summary is not None and not overwrite and effective_status(summary, held) != "stale":
+        raise ConfigError(f"{run_dir} already holds a finished run (status {summary['status']}); choose "
+                          f"another hydra.run.dir, or add overwrite=true to move its record to "
+                          f"{Path(run_dir) / 'superseded'}/")
 
 
 def torch_threads(requested, launcher) -> int | None:
@@ -190,8 +234,10 @@ def torch_threads(requested, launcher) -> int | None:
 
 
 def remove_if_untouched(run_dir: Path) -> None:
-    """Remove a run dir that holds only what Hydra wrote (.hydra/, <job>.log): no results."""
-    if run_dir.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
+    """Remove a run dir that holds only what Hydra wrote (.hydra/, <job>.log) and the writer
+    lock: no results."""
+    kept = (".hydra", LOCK_FILE)
+    if run_dir.is_dir() and all(p.name in kept or p.suffix == ".log" for p in run_dir.iterdir()):
         shutil.rmtree(run_dir)
 
 
@@ -202,12 +248,26 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     job = hydra_cfg.job.override_dirname if multirun else None
     try:
+        with writer_lock(run_dir):
+            run_locked(cfg, run_dir, multirun, job, hydra_cfg)
+    except RunningElsewhere as err:
+        if not multirun:
+            sys.exit(f"wcntk: error: {err}")
+        say(f"running elsewhere: {err}; left alone", job)  # the sweep goes on; its table lists the job
+
+
+def run_locked(cfg: DictConfig, run_dir: Path, multirun: bool, job: str | None,
+               hydra_cfg: DictConfig) -> None:
+    """One run (or sweep job) in run_dir, whose writer lock this process holds."""
+    try:
         config = OmegaConf.to_container(cfg, resolve=True)
-        validate_config(config)
+        validated = asdict(validate_config(config))
     except (OmegaConfBaseException, ValueError) as err:
         if multirun:  # the job fails alone: recorded, so the sweep's table and the report list it
-            message = f"invalid setting: {one_line(err)}"
-            write_json_atomic(run_dir / "summary.json", {"status": "failed", "message": message})
+            old = read_summary(run_dir)
+            if (run_dir / "summary.json").exists() and (old or {}).get("config_validated") is not False:
+                supersede(run_dir)  # a record with results (or an unreadable one) is kept aside
+            write_invalid_setting_record(run_dir, raw_config(cfg), f"invalid setting: {one_line(err)}")
             say(f"error: {one_line(err)}", job or run_dir.name)
             return
         remove_if_untouched(run_dir)
@@ -216,7 +276,12 @@ def main(cfg: DictConfig) -> None:
     if threads is not None:
         torch.set_num_threads(threads)
     where = None if multirun else run_dir  # a sweep job's label names its dir
-    if multirun and (done := finished_summary(run_dir)) is not None:
+    try:
+        done = prepare_run_dir(run_dir, validated, resume=multirun, overwrite=config["overwrite"],
+                               label=job)
+    except FinishedRecord as err:
+        sys.exit(f"wcntk: error: {err}")
+    if done is not None:
         print(f"wcntk: [{job}] skipped (already ok)  {metrics_text(done)}", flush=True)
         return
     try:
@@ -240,6 +305,15 @@ def main(cfg: DictConfig) -> None:
         say(closing_line(summary, where), job)
         if not multirun:
             sys.exit(1)
+
+
+def raw_config(cfg: DictConfig) -> dict:
+    """The composed config as a plain dict: resolved, or as written (`${…}` kept) when one of
+    its interpolations does not resolve."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException:
+        return OmegaConf.to_container(cfg, resolve=False)
 
 
 if __name__ == "__main__":

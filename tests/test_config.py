@@ -246,7 +246,7 @@ def test_sweep_dir_names_leave_out_exactly_the_bookkeeping_keys():
         ("dataset.data_dir", "/tmp/d"),
         ("dataset.download", "false"), ("wandb.mode", "disabled"), ("wandb.project", "p"),
         ("wandb.entity", "e"), ("wandb.group", "g"), ("wandb.tags", "[a]"), ("wandb.name", "n"),
-        ("wandb.init_timeout", "3")]]
+        ("wandb.init_timeout", "3"), ("overwrite", "true")]]
     assert {o.split("=")[0] for o in volatile} | {"sweep"} == set(BOOKKEEPING_KEYS)
     cfg = compose_cfg("+sweep=width_scaling", "width=8", "seed=1", "steps=20", *volatile, hydra_node=True)
     assert cfg.hydra.job.override_dirname == "seed=1,steps=20,width=8"
@@ -321,7 +321,7 @@ def test_a_multirun_checks_settings_per_job(in_tmp):
     checked per job (a bad job fails alone, naming itself), types and keys before any job."""
     argv = ["--multirun", "debug=default", "dataset.n_train=200,300", "optimizer=sgd",
             "optimizer.batch_size=100"]
-    assert run.check_command_line(argv)[:-1] == argv
+    assert run.check_command_line(argv)[:-2] == argv   # + the launch id and the claimed sweep dir
 
 
 def test_a_claimed_dir_with_odd_characters_reaches_hydra_intact(in_tmp):
@@ -349,7 +349,8 @@ def test_a_run_dir_with_only_hydras_files_is_removed(tmp_path):
     ["--help"], ["--cfg", "job"],
 ])
 def test_stable_or_chosen_dirs_are_left_alone(in_tmp, argv):
-    assert run.check_command_line(argv) == argv
+    checked = run.check_command_line(argv)
+    assert [a for a in checked if not a.startswith("++hydra.job.env_set.WCNTK_LAUNCH_ID=")] == argv
     assert not (in_tmp / "outputs").exists() and not (in_tmp / "somewhere").exists()
 
 

@@ -38,7 +38,8 @@ def tiny_config(**changes) -> dict:
                          init_timeout=10.0),
            "width": 8, "depth": 1, "activation": "tanh", "parameterization": "ntk", "seed": 0,
            "steps": 12, "loss": "mse", "precision": "float32", "device": "cpu", "log_every": 3,
-           "corr_every": None, "probes": 4, "progress": False, "cuda_graphs": "auto", "threads": None}
+           "corr_every": None, "probes": 4, "progress": False, "cuda_graphs": "auto", "threads": None,
+           "overwrite": False}
     for key, value in changes.items():
         *parents, leaf = key.split(".")
         node = cfg
@@ -195,15 +196,16 @@ def test_disk_full_gives_failed_with_complete_rows(tmp_path, monkeypatch, room_f
 def test_summary_holds_the_full_config_facts_and_provenance(tmp_path):
     cfg = tiny_config()
     summary = run_job(cfg, tmp_path)
-    assert set(summary) >= {"status", "message", "diverged_step", "last_step", "config", "facts",
-                            "provenance", "initial", "final", "wall_time_s"}
+    assert set(summary) >= {"status", "message", "diverged_step", "last_step", "config", "config_validated",
+                            "facts", "provenance", "initial", "final", "wall_time_s"}
+    assert summary["config_validated"] is True
     assert summary["status"] in STATUSES and summary["last_step"] == 12
     assert summary["config"] == cfg and dict(flatten(summary["config"]))["dataset.n_train"] == 48
     assert summary["facts"] == {"n_params": 64 * 8 + 8 + 8 * 10 + 10, "effective_lr": 0.5,
                                 "data_source": "sklearn-digits", "device": "cpu", "init_scheme": "chunked-v1"}
     p = summary["provenance"]
     assert set(p) == {"git_commit", "git_dirty", "wcntk", "torch", "cuda", "python", "host", "pid",
-                      "started_at"}
+                      "started_at", "launch"}
     assert p["pid"] == os.getpid() and p["started_at"].endswith("+00:00")
     assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
 
@@ -306,6 +308,22 @@ def test_closing_lines():
     assert closing_line({**cut, "last_step": None}).startswith("interrupted by SIGTERM  lin/")
     failed = {**ok, "status": "failed", "message": "OSError: [Errno 28] No space left on device"}
     assert closing_line(failed).startswith("failed: OSError: [Errno 28]")
+    # corr/* values come from step 0, every corr_every steps and the last step: the line names which.
+    measured = {**cut, "final": {"corr/C02": 0.5}, "config": {"steps": 100, "corr_every": 15}}
+    assert closing_line(measured).endswith("corr/C02 0.5 (step 30)")
+    assert closing_line({**measured, "config": {"steps": 100, "corr_every": None}}).endswith("(step 0)")
+    assert closing_line({**measured, "status": "ok", "last_step": 100}).endswith("(step 100)")
+
+
+def test_progress_lines_name_the_step_their_values_come_from(capsys):
+    bar = LineProgress(50)
+    bar.set_postfix(at_step=0, func_rmse="0")
+    for t in range(1, 51):
+        if t == 25:
+            bar.set_postfix(at_step=25, func_rmse="0.136")
+        bar.update(1)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].endswith("at step 0: func_rmse 0") and lines[4].endswith("at step 25: func_rmse 0.136")
 
 
 def write_job(sweep: Path, name: str, status: str | None) -> Path:

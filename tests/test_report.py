@@ -158,7 +158,8 @@ def test_slopes_recover_truth(sweep):
             r = slopes.loc[(f"activation={act}", report.metric_column(name))]
             assert r["result"] == "fit"
             assert r["n_points"] == len(WIDTHS) * len(SEEDS)  # diverged/failed jobs not fitted
-            assert abs(r["slope"] - slope) <= r["ci_half"] < 0.03, (act, name)
+            # 3 seeds, t on 2 dof, and the n^{-1/2} correction fitted too: wider than a pooled fit
+            assert abs(r["slope"] - slope) <= r["ci_half"] < 0.1, (act, name)
             assert r["r2"] > 0.99
             n_fitted += 1
     assert n_fitted == 21
@@ -406,7 +407,7 @@ def test_crossover_sweep_is_judged_on_its_tail(tmp_path):
         r = s.loc[metric]
         assert (r["n_min"], r["n_min_rule"], r["n_widths_fit"]) == (CROSSOVER, "auto", 5), metric
         assert r["n_points"] == 5 * len(SEEDS) and r["n_points_all"] == 8 * len(SEEDS)
-        assert abs(r["slope"] + 0.5) <= r["ci_half"] < 0.05, metric
+        assert abs(r["slope"] + 0.5) <= r["ci_half"] < 0.2, metric
         assert r["verdict"] == verdict
         # the all-widths fit pools the flat widths: shown, but it would have judged wrongly
         assert r["slope_all"] > -0.4 and r["result_all"] == "fit"
@@ -443,7 +444,8 @@ def test_crossover_sweep_is_judged_on_its_tail(tmp_path):
     forced = report.make_report(tmp_path / "sweep", tmp_path / "out2", metrics=CROSSOVER_METRICS,
                                 formats=("png",), min_width=8)["slopes"].set_index("metric")
     assert forced.loc["final/lin/func_rmse_test", "n_min_rule"] == "--min-width"
-    assert forced.loc["final/lin/func_rmse_test", "verdict"] == "above bound"
+    # the n^{-1/2} correction cannot absorb a kink: forced across it, the fit misses −1/2
+    assert forced.loc["final/lin/param_rel_change", "verdict"] == "no"
 
 
 def test_too_few_widths_for_a_tail_are_not_judged(tmp_path):
@@ -488,7 +490,11 @@ def test_malformed_and_damaged_records(tmp_path):
     if HAVE_WANDB:
         _wandb_run_file(tmp_path / "2" / run_file, cut=3)                   # torn exit record
         _wandb_run_file(tmp_path / "3" / run_file)                          # whole
+    aside = tmp_path / "0" / "superseded" / "20260101T000000Z"        # a record resume moved aside
+    aside.mkdir(parents=True)
+    (aside / "summary.json").write_text((tmp_path / "0" / "summary.json").read_text())
     res = report.make_report(tmp_path, tmp_path / "out", metrics=["lin/func_rmse_test"], formats=("png",))
+    assert not any("superseded" in j for j in res["runs"]["job_dir"])
     fails = res["failures"].set_index("job_dir")
     assert fails.loc["list", "message"] == "not a record (a JSON list)"
     assert fails.loc["width", "message"] == "not a record (width 'wide' is not a number)"
@@ -556,7 +562,8 @@ FIXTURE = Path(__file__).parent / "fixtures" / "width_scaling"
 def test_default_sweep_fixture_is_judged_on_its_asymptotic_regime():
     runs = report.with_settings(report.collect(FIXTURE))
     assert len(runs) == 30 and set(runs["status"]) == {"ok"}
-    metrics = ("lin/func_rmse_test", "lin/func_mse_test", "lin/param_rel_change", "corr/C02", "corr/C11")
+    metrics = ("lin/func_rmse_test", "lin/func_mse_test", "lin/param_rel_change", "corr/C02", "corr/C11",
+               "corr/step_ratio_2")
     slopes, _, local = report.fit_slopes(runs, metrics)
     s = slopes.set_index("metric")
     config = report.setting_config(runs, "all")
@@ -571,14 +578,21 @@ def test_default_sweep_fixture_is_judged_on_its_asymptotic_regime():
         assert judged_on_all == all_widths_verdict
     assert (s.loc["init/corr/C02", "verdict"], s.loc["init/corr/C11", "verdict"]) == ("yes", "yes")
     # param_rel_change approaches −1/2 from above (local slopes −0.37 at 64→128, −0.47 … −0.52 beyond):
-    # from n_min = 64 the fit is −0.469 ± 0.011, 3 seeds pin it more tightly than its finite-width
-    # drift, so the prediction −0.5 is not covered ("no"), though much closer than all widths
-    # (−0.414 ± 0.019); only the widest widths cover it
+    # a plain power law from n_min = 64 gives −0.469 and (pooling 3 seeds × 7 widths as independent)
+    # ± 0.011, "no". The judged fit carries the n^{-1/2} finite-width correction and takes its
+    # interval across seeds (docs/theory.md §8): −0.506 ± 0.013 covers −1/2
     r = s.loc["final/lin/param_rel_change"]
-    assert (r["n_min"], r["verdict"]) == (64, "no") and abs(r["slope"] + 0.5) < 0.04
-    assert abs(r["slope"] + 0.5) < abs(r["slope_all"] + 0.5) - 0.05
+    assert (r["n_min"], r["verdict"]) == (64, "yes") and abs(r["slope"] + 0.5) < 0.02, r["ci_half"]
+    assert report.expected("final/lin/param_rel_change", config).verdict("fit", r["slope_all"],
+                                                                           r["ci_half_all"]) == "no"
+    # step_ratio_2 (every width passes the lack-of-fit test): −1.039 ± 0.129, the prediction −1
+    # (the pooled plain fit said −0.917 ± 0.069, "no")
+    r = s.loc["init/corr/step_ratio_2"]
+    assert (r["n_min"], r["verdict"]) == (8, "yes"), (r["slope"], r["ci_half"])
+    # a forced short tail still works, but 3 widths barely determine 3 parameters per seed
     widest = report.fit_slopes(runs, ["lin/param_rel_change"], min_width=1024)[0].iloc[0]
-    assert (widest["n_min_rule"], widest["verdict"]) == ("--min-width", "yes")
+    assert widest["n_min_rule"] == "--min-width" and widest["n_widths_fit"] == 3
+    assert widest["ci_half"] > 10 * s.loc["final/lin/param_rel_change", "ci_half"]
     md = report.slopes_markdown(slopes)
     assert "all widths (not judged)" in md and f"{s.loc['final/lin/func_rmse_test', 'slope_all']:+.3f}" in md
     # the flat small widths show in the local slopes: 8→16 is far from −1/2

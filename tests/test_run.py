@@ -88,7 +88,7 @@ def test_cli_run_ends_with_one_closing_line(offline_run):
     proc, run_dir = offline_run
     final = json.loads((run_dir / "summary.json").read_text())["final"]
     assert proc.stdout.splitlines()[-1] == (f"wcntk: ok  lin/func_rmse_test {final['lin/func_rmse_test']:.4g}"
-                                            f"  corr/C02 {final['corr/C02']:.4g}  {run_dir}")
+                                            f"  corr/C02 {final['corr/C02']:.4g} (step 20)  {run_dir}")
     assert proc.stderr == ""
 
 
@@ -179,7 +179,7 @@ def test_cli_signal_ends_the_run_as_interrupted(tmp_path, signum, code):
     assert summary["final"]["net/train_loss"] == pytest.approx(float(rows[-1]["net/train_loss"]), rel=1e-6)
     assert err.splitlines() == [f"wcntk: interrupted by {signum.name} (last step {summary['last_step']})  "
                                 f"lin/func_rmse_test {summary['final']['lin/func_rmse_test']:.4g}  "
-                                f"corr/C02 {summary['final']['corr/C02']:.4g}  {run_dir}"]
+                                f"corr/C02 {summary['final']['corr/C02']:.4g} (step 0)  {run_dir}"]
     assert "Traceback" not in out + err
     assert exit_codes(run_dir) == [code]
 

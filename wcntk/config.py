@@ -10,6 +10,7 @@ Its keys are the command line's:
     seed steps loss precision device log_every
     corr_every probes progress cuda_graphs             -> TrainConfig
     threads                                            torch CPU threads per job (run.py)
+    overwrite                                          replace a finished run dir's record (run.py)
     wandb.*                                            =  WandbConfig
 
 Defaults are the library classes' own; `validate_config` runs every check that needs no
@@ -20,12 +21,13 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from .capacity import PRECISION_BYTES, check_integers, check_memory
 from .data import DataConfig
 from .models import ModelConfig
 from .tracking import WANDB_MODES
@@ -99,6 +101,7 @@ class RunConfig:
     progress: bool = TrainConfig.progress
     cuda_graphs: str = TrainConfig.cuda_graphs
     threads: int | None = None         # CPU threads per job (null: torch's default; joblib: cores/n_jobs)
+    overwrite: bool = False            # hydra.run.dir holding a finished record: move it to superseded/
 
     def model_config(self) -> ModelConfig:
         m = self.model
@@ -114,12 +117,15 @@ class RunConfig:
         return self.model_config(), self.dataset, self.optimizer, self.train_config()
 
     def validate(self) -> None:
-        """Every check that needs no data; ValueError with one line."""
+        """Every check that needs no data; ValueError with one line. First, every integer fits
+        torch's int64; last, the model fits the device's free memory (wcntk.capacity)."""
+        check_integers(asdict(self))
         model, data, opt, train = self.library_configs()
         validate_all(model, data, opt, train)
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 or null, got {self.threads}")
         self.wandb.validate()
+        check_memory(model, data, PRECISION_BYTES[train.precision], train.device)
 
 
 def schema() -> DictConfig:

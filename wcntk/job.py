@@ -1,6 +1,6 @@
 """One run from a plain config dict (the resolved Hydra config, or hand-written in
-a notebook): validate, train network + twin, record metrics.csv, summary.json
-and the W&B run in `run_dir`."""
+a notebook): validate, settle the run dir's old record, train network + twin, record
+metrics.csv, summary.json and the W&B run in `run_dir`."""
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -9,16 +9,56 @@ from typing import Any
 
 from .config import library_configs, validate_config
 from .lifecycle import interruptible
-from .record import read_summary
-from .tracking import RunRecorder
+from .record import effective_status, read_summary
+from .rundir import config_changes, supersede, writer_lock
+from .tracking import RunRecorder, say
 from .trainer import METRIC_NAMES, Trainer
 
 
-def finished_summary(run_dir: str | Path) -> dict[str, Any] | None:
-    """The summary of a run already completed with status ok in run_dir, else None: anything
-    else (missing, failed, diverged, interrupted, `running` left by a killed process) re-runs."""
-    summary = read_summary(run_dir)
-    return summary if summary is not None and summary.get("status") == "ok" else None
+class FinishedRecord(ValueError):
+    """The run dir already holds the record of a finished run, and overwrite was not asked for."""
+
+
+def prepare_run_dir(run_dir: str | Path, cfg: dict[str, Any], resume: bool = False,
+                    overwrite: bool = False, label: str | None = None) -> dict[str, Any] | None:
+    """Decide what becomes of run_dir's record before a run of `cfg` (a validated, complete
+    config); call it holding run_dir's writer lock. Returns the record to keep instead of
+    running (resume only), or None: run, in a dir that now holds no finished record.
+
+    - no summary.json: run.
+    - summary.json that is not a record (wcntk.record.is_record): moved aside, run (one line).
+    - a single run on a finished record (any status but a stale `running`: we hold the lock, so
+      its writer is gone): FinishedRecord, unless `overwrite`, which moves the record aside.
+    - a record of another config (wcntk.rundir.config_changes; bookkeeping keys never count):
+      moved aside, run (one line naming the changed keys).
+    - resume: an `ok` record of the same config is kept; any other status runs again in place
+      (the same experiment: its W&B run id is reused).
+    - a stale record of the same config runs again in place.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "summary.json").exists():
+        return None
+    old = read_summary(run_dir)
+    if old is None:
+        moved = supersede(run_dir)
+        say(f"{run_dir / 'summary.json'} is not a readable record: moved to {moved}; the job runs again",
+            label)
+        return None
+    status = effective_status(old, lock_held=False)
+    finished = status != "stale"
+    if not resume and finished and not overwrite:
+        raise FinishedRecord(f"{run_dir} already holds a finished run (status {status}); choose another "
+                             f"hydra.run.dir, or add overwrite=true to move its record to "
+                             f"{run_dir / 'superseded'}/")
+    changes = config_changes(old.get("config") or {}, cfg)
+    if changes or (not resume and finished):
+        moved = supersede(run_dir)
+        why = ("config changed: " + ", ".join(f"{key} {before!r} -> {after!r}"
+                                              for key, (before, after) in changes.items())
+               if changes else "overwrite=true")
+        say(f"{why}; the previous record was moved to {moved}", label)
+        return None
+    return old if resume and status == "ok" else None
 
 
 def default_run_name(cfg: dict[str, Any]) -> str:
@@ -27,28 +67,32 @@ def default_run_name(cfg: dict[str, Any]) -> str:
 
 
 def run_job(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False,
-            label: str | None = None) -> dict[str, Any]:
+            label: str | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train and record one run; returns the summary dict (wcntk.record's layout).
 
-    With resume=True a run_dir whose summary.json already says ok is not run again (any other
-    status, or none, runs it afresh). Status ok or diverged is returned; an exception after
-    validation is recorded as `failed` and re-raised; SIGINT/SIGTERM/SIGUSR1/SIGUSR2 record
-    `interrupted` and raise wcntk.lifecycle.Interrupted (its `summary` holds the record).
+    The run holds run_dir's writer lock throughout (wcntk.rundir; another process holding it
+    raises RunningElsewhere) and first settles the old record (prepare_run_dir): with
+    resume=True an `ok` record of the same config is returned without running; a finished
+    record is never overwritten (FinishedRecord) unless `overwrite`, which moves it aside.
+    Status ok or diverged is returned; an exception after validation is recorded as `failed`
+    and re-raised; SIGINT/SIGTERM/SIGUSR1/SIGUSR2 record `interrupted` and raise
+    wcntk.lifecycle.Interrupted (its `summary` holds the record).
     `label` names the job in the lines it prints (a sweep job's override dirname).
     """
     # The record holds every key: a hand-written dict that leaves some out gets their defaults.
     cfg = asdict(validate_config(cfg))
     run_dir = Path(run_dir)
-    if resume and (done := finished_summary(run_dir)) is not None:
-        return done
-    model, data, opt, train = library_configs(cfg)
-    w = cfg["wandb"]
-    with interruptible(), RunRecorder(run_dir, METRIC_NAMES, cfg, label=label) as recorder:
-        recorder.start_wandb(w["mode"], project=w["project"], group=w["group"], tags=w["tags"],
-                             name=w["name"] or default_run_name(cfg), entity=w["entity"],
-                             init_timeout=w["init_timeout"])
-        trainer = Trainer(model, data, opt, train, log=recorder.log)
-        recorder.set_facts(trainer.facts())
-        result = trainer.run(label=label)
-        recorder.set_result(result.status, result.message, result.diverged_step)
+    with writer_lock(run_dir):
+        if (done := prepare_run_dir(run_dir, cfg, resume, overwrite, label)) is not None:
+            return done
+        model, data, opt, train = library_configs(cfg)
+        w = cfg["wandb"]
+        with interruptible(), RunRecorder(run_dir, METRIC_NAMES, cfg, label=label) as recorder:
+            recorder.start_wandb(w["mode"], project=w["project"], group=w["group"], tags=w["tags"],
+                                 name=w["name"] or default_run_name(cfg), entity=w["entity"],
+                                 init_timeout=w["init_timeout"])
+            trainer = Trainer(model, data, opt, train, log=recorder.log)
+            recorder.set_facts(trainer.facts())
+            result = trainer.run(label=label)
+            recorder.set_result(result.status, result.message, result.diverged_step)
     return recorder.summary

@@ -7,10 +7,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
+from .provenance import LAUNCH_ENV, git_state
 from .record import effective_status, read_summary
+from .rundir import SUPERSEDED_DIR, config_changes, lock_is_held
 
 HEADLINE_METRICS = ("lin/func_rmse_test", "corr/C02")
-# Statuses that make a sweep exit non-zero: the job did not produce its result.
+# Statuses that make a sweep exit 1 (with diverged): the job did not produce its result.
 UNFINISHED = ("failed", "interrupted", "stale", "running", "no summary")
 
 
@@ -18,10 +22,30 @@ def _number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, int | float) and math.isfinite(value) else "n/a"
 
 
+def corr_step(summary: dict[str, Any]) -> int | None:
+    """The step whose values `final` holds for corr/* metrics: they are measured at step 0, every
+    `corr_every` steps and at the last step (`steps`), so the last of those up to `last_step`.
+    None when the record has no last step or no config to tell."""
+    last, cfg = summary.get("last_step"), summary.get("config") or {}
+    steps, every = cfg.get("steps"), cfg.get("corr_every")
+    if type(last) is not int or type(steps) is not int:
+        return None
+    if last == steps:
+        return last
+    return last // every * every if type(every) is int and every > 0 else 0
+
+
 def metrics_text(summary: dict[str, Any]) -> str:
-    """`lin/func_rmse_test <final>  corr/C02 <final>` (n/a where not logged or not finite)."""
+    """`lin/func_rmse_test <final>  corr/C02 <final> (step <t>)`: final values (n/a where not
+    logged or not finite); corr/C02 names the step it was measured at (corr_step), which for
+    an interrupted or diverged run may be step 0."""
     final = summary.get("final") or {}
-    return "  ".join(f"{key} {_number(final.get(key))}" for key in HEADLINE_METRICS)
+    texts = []
+    for key in HEADLINE_METRICS:
+        text = f"{key} {_number(final.get(key))}"
+        step = corr_step(summary) if key.startswith("corr/") else None
+        texts.append(text + (f" (step {step})" if step is not None and not text.endswith("n/a") else ""))
+    return "  ".join(texts)
 
 
 def outcome_text(summary: dict[str, Any]) -> str:
@@ -54,25 +78,36 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(p.parent.parent for p in sweep_dir.glob("**/.hydra/overrides.yaml"))
 
 
+def _superseded(job: Path) -> set[str]:
+    return {p.name for p in (job / SUPERSEDED_DIR).glob("*")}
+
+
 class SweepSummary:
     """Hydra callback (`hydra.callbacks.<name>._target_: wcntk.outcome.SweepSummary`): when a
     multirun ends, one line per job it launched: skipped (already ok), ok, diverged, failed,
-    interrupted; the sweep then exits 1 if a job failed or was interrupted.
+    interrupted, elsewhere (another process holds the job dir, or left it unfinished: wcntk.rundir;
+    a job another process finished meanwhile is skipped), with how
+    many jobs re-ran because their config changed (and which keys) and a warning for skipped
+    records made by another git commit. Exit code (SWEEP_EXIT_CODES): 1 if a job failed,
+    diverged or did not finish, else 3 if a job is another process's, else 0.
 
-    Which jobs this multirun launched, and which it skipped, is read from file times compared
-    with a snapshot taken at its start (no clocks compared: job dirs may be on another host's
-    disk): Hydra rewrites `.hydra/overrides.yaml` of every job it launches, and a skipped job
-    leaves its summary.json untouched.
+    Which jobs this multirun launched is read from file times compared with a snapshot taken at
+    its start (no clocks compared: job dirs may be on another host's disk): Hydra rewrites
+    `.hydra/overrides.yaml` of every job it launches. A record this launch wrote names it in
+    `provenance.launch` (run.py sets $WCNTK_LAUNCH_ID per launch); a skipped job leaves its
+    record untouched; any other record of a launched job was written by another process.
     """
 
     def __init__(self) -> None:
         self.sweep_dir: Path | None = None
-        self.before: dict[Path, tuple[int | None, int | None]] = {}
+        self.launch: str | None = None
+        self.before: dict[Path, tuple[int | None, int | None, set[str]]] = {}
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
-        self.before = {d: (_mtime(d / ".hydra" / "overrides.yaml"), _mtime(d / "summary.json"))
-                       for d in _job_dirs(self.sweep_dir)}
+        self.launch = OmegaConf.select(config, f"hydra.job.env_set.{LAUNCH_ENV}")
+        self.before = {d: (_mtime(d / ".hydra" / "overrides.yaml"), _mtime(d / "summary.json"),
+                           _superseded(d)) for d in _job_dirs(self.sweep_dir)}
 
     # Hydra calls every callback method on every callback: the others do nothing here.
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
@@ -87,31 +122,78 @@ class SweepSummary:
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
         pass
 
+    def row(self, job: Path) -> tuple[str, str, dict[str, tuple[Any, Any]]]:
+        """(status, detail, config changes that made it re-run) of a job this multirun launched."""
+        _, summary_time, superseded = self.before.get(job, (None, None, set()))
+        summary = read_summary(job)
+        held = lock_is_held(job)
+        if summary is None:
+            if held:
+                return "elsewhere", "running elsewhere (no record yet)", {}
+            unreadable = (job / "summary.json").exists()
+            return ("failed", "summary.json is not a readable record", {}) if unreadable \
+                else ("no summary", "", {})
+        status = effective_status(summary, held)
+        prov = summary.get("provenance") or {}
+        untouched = _mtime(job / "summary.json") == summary_time
+        if status == "ok" and untouched:
+            return "skipped", metrics_text(summary), {}
+        # Without a launch id (a callback used outside run.py): a record written since the start.
+        mine = prov.get("launch") == self.launch if self.launch is not None else not untouched
+        if not mine:
+            who = f"pid {prov.get('pid')} on {prov.get('host')}"
+            if status == "ok":  # finished by another process meanwhile: this sweep skipped it
+                return "skipped", f"{metrics_text(summary)}  (run by {who})", {}
+            return "elsewhere", f"{'running' if held else status} elsewhere ({who})", {}
+        detail = metrics_text(summary) if status == "ok" else outcome_text(summary)
+        changes: dict[str, tuple[Any, Any]] = {}
+        for name in sorted(_superseded(job) - superseded):
+            old = read_summary(job / SUPERSEDED_DIR / name)
+            changes.update(config_changes((old or {}).get("config") or {}, summary.get("config") or {}))
+        return status, detail, changes
+
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         if self.sweep_dir is None:
             return
         rows = []
         for job in _job_dirs(self.sweep_dir):
-            launched, summary_time = self.before.get(job, (None, None))
-            if _mtime(job / ".hydra" / "overrides.yaml") == launched:
+            if _mtime(job / ".hydra" / "overrides.yaml") == self.before.get(job, (None,))[0]:
                 continue                       # not part of this multirun
-            summary = read_summary(job)
-            if summary is None:
-                rows.append(("no summary", job, ""))
-                continue
-            status = effective_status(summary)
-            if status == "ok" and _mtime(job / "summary.json") == summary_time:
-                status = "skipped"
-            detail = metrics_text(summary) if status in ("ok", "skipped") else outcome_text(summary)
-            rows.append((status, job, detail))
-        counts = Counter(status for status, *_ in rows)
-        order = ["skipped", "ok", "diverged", *UNFINISHED]
-        tally = ", ".join(f"{counts[s]} {'skipped (already ok)' if s == 'skipped' else s}"
-                          for s in order if counts[s])
+            rows.append((job, *self.row(job)))
+        counts = Counter(status for _, status, *_ in rows)
+        order = ["skipped", "ok", "diverged", *UNFINISHED, "elsewhere"]
+        names = {"skipped": "skipped (already ok)", "elsewhere": "running elsewhere"}
+        tally = ", ".join(f"{counts[s]} {names.get(s, s)}" for s in order if counts[s])
         lines = [f"wcntk: sweep {self.sweep_dir}: {len(rows)} jobs: {tally or 'none'}"]
-        width = max((len(str(job.relative_to(self.sweep_dir))) for _, job, _ in rows), default=0)
-        for status, job, detail in rows:
+        width = max((len(str(job.relative_to(self.sweep_dir))) for job, *_ in rows), default=0)
+        for job, status, detail, _ in rows:
             lines.append(f"  {status:<11} {str(job.relative_to(self.sweep_dir)):<{width}}  {detail}".rstrip())
+        changed = [changes for *_, changes in rows if changes]
+        if changed:
+            keys = sorted({key for changes in changed for key in changes})
+            lines.append(f"  {len(changed)} jobs re-ran because their config changed ({', '.join(keys)}); "
+                         f"their previous records are in <job dir>/{SUPERSEDED_DIR}/")
+        commit = git_state()[0]
+        recorded = {job: ((read_summary(job) or {}).get("provenance") or {}).get("git_commit")
+                    for job, status, *_ in rows if status == "skipped"}
+        other_code = [job for job, made_by in recorded.items() if made_by not in (None, commit)]
+        if commit is not None and other_code:
+            lines.append(f"  warning: {len(other_code)} skipped jobs were recorded by another git commit "
+                         f"than {commit[:12]} (kept: a code change alone does not re-run a job)")
         print("\n".join(lines), flush=True)
-        if any(counts[s] for s in UNFINISHED):
-            raise SystemExit(1)
+        code = sweep_exit_code(counts)
+        if code:
+            raise SystemExit(code)
+
+
+# Exit codes of a sweep (README, "Sweeps and the report").
+SWEEP_EXIT_CODES = {0: "every job ok or skipped (already ok)",
+                    1: "a job failed, diverged, was interrupted or did not finish",
+                    3: "otherwise: a job was left to another process that holds its dir (running elsewhere)"}
+
+
+def sweep_exit_code(counts: Counter) -> int:
+    """SWEEP_EXIT_CODES for the closing table's counts of each status."""
+    if any(counts[s] for s in ("diverged", *UNFINISHED)):
+        return 1
+    return 3 if counts["elsewhere"] else 0

@@ -12,15 +12,18 @@ from .tracking import say
 
 
 class LineProgress:
-    """tqdm's update / set_postfix / close, printing `step t/T (p %), s: postfix` at each 10 %."""
+    """tqdm's update / set_postfix / close, printing `step t/T (p %, s) postfix` at each 10 %.
+    The postfix holds the values of the last logged step; `set_postfix(at_step=s, …)` names that
+    step (`… at step 40: net 0.31 …`), since it is usually not the step the line is printed at."""
 
     def __init__(self, total: int, label: str | None = None):
         self.total, self.label = total, label
         self.n, self.tenths, self.postfix = 0, 0, ""
         self.start = time.perf_counter()
 
-    def set_postfix(self, refresh: bool = True, **values: Any) -> None:
-        self.postfix = " ".join(f"{key} {value}" for key, value in values.items())
+    def set_postfix(self, refresh: bool = True, at_step: int | None = None, **values: Any) -> None:
+        text = " ".join(f"{key} {value}" for key, value in values.items())
+        self.postfix = f"at step {at_step}: {text}" if at_step is not None else text
 
     def update(self, n: int = 1) -> None:
         self.n += n

@@ -45,10 +45,16 @@ def wcntk_version() -> str | None:
         return None
 
 
+# Set (by run.py, through hydra.job.env_set) to one id per sweep launch, in every job it runs.
+LAUNCH_ENV = "WCNTK_LAUNCH_ID"
+
+
 def provenance() -> dict[str, Any]:
     """git_commit, git_dirty, wcntk, torch, cuda (torch's CUDA build, null for CPU builds),
-    python, host, pid, started_at (ISO 8601, UTC)."""
+    python, host, pid, started_at (ISO 8601, UTC), launch (the sweep launch's id, $WCNTK_LAUNCH_ID;
+    null for a single run)."""
     commit, dirty = git_state()
     return {"git_commit": commit, "git_dirty": dirty, "wcntk": wcntk_version(), "torch": torch.__version__,
             "cuda": torch.version.cuda, "python": platform.python_version(), "host": socket.gethostname(),
-            "pid": os.getpid(), "started_at": datetime.now(UTC).isoformat(timespec="seconds")}
+            "pid": os.getpid(), "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "launch": os.environ.get(LAUNCH_ENV)}

@@ -41,17 +41,20 @@ Per width (setting s, metric M, width n, seeds i = 1..k, finite values only)::
 
     mean = (1/k) Σ_i M_i,        s.e. = std_{ddof=1}(M_i) / √k
 
-Slopes: :func:`wcntk.powerlaw.fit_power_law` of M against n on the (width, seed) points of a
-setting (not on the per-width means): OLS in log-log space, 95 % Student-t CI. Two fits:
+Slopes: :func:`wcntk.powerlaw.fit_power_law_by_seed` of M against n, per seed of a setting,
+95 % Student-t CI across the seeds' slopes (t on S − 1 dof; docs/theory.md §8). Two fits:
 
     asymptotic   widths ≥ n_min (:func:`wcntk.asymptotic.choose_n_min`, the lack-of-fit rule of
-                 docs/theory.md §7, or --min-width): columns slope, ci_half, …; the verdict
-    all widths   every width: columns slope_all, ci_half_all, …; shown, never judged
+                 docs/theory.md §7, or --min-width), ln M = a + b ln n + c n^{-1/2} per seed:
+                 columns slope, ci_half, intercept, correction (mean c), …; the verdict
+    all widths   every width, plain ln M = a + b ln n per seed: columns slope_all,
+                 ci_half_all, …; shown, never judged
 
 Local slopes between adjacent widths (:func:`wcntk.asymptotic.local_slopes`, Welch 95 %
 interval across seeds) are tabulated and drawn. The deviation vs correlation table fits final
-deviation against initial correlation the same way, over the jobs with width ≥ the larger
-n_min of the two metrics.
+deviation against initial correlation by the pooled OLS of :func:`wcntk.powerlaw.fit_power_law`
+(the (width, seed) points as independent; no correction term), over the jobs with width ≥ the
+larger n_min of the two metrics.
 
 Special cases: |M| ≤ 1e-30 in every ok run of the setting → "exactly 0", not fitted (e.g.
 corr/C03 of a 1-hidden-layer ReLU net); fewer than 2 distinct widths → "n/a"; fewer than 3
@@ -83,8 +86,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .asymptotic import MIN_TAIL_WIDTHS, choose_n_min, local_slopes
-from .powerlaw import fit_power_law
+from .powerlaw import CORRECTION_EXPONENT, fit_power_law, fit_power_law_by_seed
 from .record import effective_status, flatten, is_bookkeeping
+from .rundir import SUPERSEDED_DIR
 from .theory import Expectation, expected, expected_ratio
 
 ZERO_TOL = 1e-30
@@ -219,7 +223,7 @@ def collect(sweep_dir) -> pd.DataFrame:
     wall_time_s, init/<metric>, final/<metric>. Unparsable summary.json files become rows with
     status "unreadable"."""
     root = Path(sweep_dir)
-    paths = sorted(root.rglob("summary.json"),
+    paths = sorted((p for p in root.rglob("summary.json") if SUPERSEDED_DIR not in p.relative_to(root).parts),
                    key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.as_posix())])
     rows = [_read_summary(p, root) for p in paths]
     if not rows:
@@ -333,8 +337,11 @@ def metric_column(spec: str) -> str:
 FIT_COLUMNS = ("slope", "intercept", "stderr", "ci_half", "r2")
 
 
-def _fit_row(x: np.ndarray, v: np.ndarray, row: dict, x_name: str = "widths") -> dict:
-    """Fill row (result, note, n_points, n_<x_name>, fit columns) from points (x, v)."""
+def _fit_row(x: np.ndarray, v: np.ndarray, row: dict, x_name: str = "widths", seeds: np.ndarray | None = None,
+             corrections: bool = False) -> dict:
+    """Fill row (result, note, n_points, n_<x_name>, fit columns) from points (x, v): with
+    `seeds`, :func:`wcntk.powerlaw.fit_power_law_by_seed` (per-seed slopes, t across seeds;
+    `corrections` adds the n^{-1/2} term), else the pooled :func:`wcntk.powerlaw.fit_power_law`."""
     finite = np.isfinite(v) & np.isfinite(x) & (x > 0)
     if not finite.any():
         return {**row, "note": "no finite values"}
@@ -347,7 +354,9 @@ def _fit_row(x: np.ndarray, v: np.ndarray, row: dict, x_name: str = "widths") ->
            "note": f"{dropped} non-finite/≤0 value(s) left out" if dropped else ""}
     if row[f"n_{x_name}"] < 2:
         return {**row, "note": "; ".join(filter(None, [f"fewer than 2 {x_name}", row["note"]]))}
-    return {**row, **fit_power_law(x[use], v[use]), "result": "fit"}
+    fit = (fit_power_law(x[use], v[use]) if seeds is None
+           else fit_power_law_by_seed(x[use], v[use], seeds[use], corrections))
+    return {**row, **fit, "result": "fit"}
 
 
 def _usable(w: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -364,11 +373,13 @@ def regime(w: np.ndarray, v: np.ndarray, min_width: float | None = None) -> tupl
 
 
 def _judged_fit(x: np.ndarray, v: np.ndarray, w: np.ndarray, row: dict, n_min: float, rule: str,
-                x_name: str) -> dict:
+                x_name: str, seeds: np.ndarray | None = None) -> dict:
     """All-points fit (columns *_all) and the asymptotic fit over points with width ≥ n_min
     (the plain columns, and the result the verdict reads). Fewer than MIN_TAIL_WIDTHS widths
-    ≥ n_min: result "n/a", no verdict."""
-    everything = _fit_row(x, v, row, x_name)
+    ≥ n_min: result "n/a", no verdict. With `seeds` (width fits): the asymptotic fit is the
+    per-seed corrections-to-scaling fit, the all-widths fit a plain power law with the same
+    per-seed interval (docs/theory.md §8); without (deviation vs correlation): pooled OLS."""
+    everything = _fit_row(x, v, row, x_name, seeds)
     out = {**row, **{f"{k}_all": everything.get(k, math.nan) for k in FIT_COLUMNS},
            "result_all": everything["result"], "n_points_all": everything.get("n_points", 0),
            "n_min": n_min, "n_min_rule": rule, "n_widths_fit": 0, "note": everything.get("note", "")}
@@ -384,8 +395,9 @@ def _judged_fit(x: np.ndarray, v: np.ndarray, w: np.ndarray, row: dict, n_min: f
                 "note": "; ".join(filter(None, [f"no asymptotic fit ({why}; it needs "
                                                 f"{MIN_TAIL_WIDTHS}): all-widths fit not judged",
                                                 out["note"]]))}
-    fit = _fit_row(x[tail], v[tail], row, x_name)
-    return {**out, **{k: fit[k] for k in (*FIT_COLUMNS, "result", "n_points", f"n_{x_name}")},
+    fit = _fit_row(x[tail], v[tail], row, x_name, None if seeds is None else seeds[tail], corrections=True)
+    fit.setdefault("correction", 0.0)
+    return {**out, **{k: fit[k] for k in (*FIT_COLUMNS, "correction", "result", "n_points", f"n_{x_name}")},
             "n_widths_fit": n_tail,
             "note": "; ".join(filter(None, [out["note"], rule if rule.startswith("auto (") else ""]))}
 
@@ -397,7 +409,7 @@ def _theory_columns(e: Expectation, row: dict) -> dict:
 
 def _finish(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
-    for c in (*FIT_COLUMNS, *(f"{k}_all" for k in FIT_COLUMNS), "n_min"):
+    for c in (*FIT_COLUMNS, *(f"{k}_all" for k in FIT_COLUMNS), "n_min", "correction"):
         if c not in df:
             df[c] = math.nan
     if "n_widths_fit" not in df:
@@ -451,7 +463,8 @@ def fit_slopes(runs: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, min
                                        else math.nan, "in_fit": bool(width >= n_min)})
                 local_rows += [{"setting": setting, "metric": metric, **r,
                                 "in_fit": bool(r["width_lo"] >= n_min)} for r in local_slopes(w, v)]
-                row = _judged_fit(w, v, w, row, n_min, rule, "widths")
+                seeds = g["seed"].to_numpy() if "seed" in g else np.zeros(len(g))
+                row = _judged_fit(w, v, w, row, n_min, rule, "widths", seeds)
             slope_rows.append({**row, **_theory_columns(expected(metric, config), row)})
     per_width = pd.DataFrame(width_rows, columns=["setting", "metric", "width", "n", "mean", "se", "in_fit"])
     local = pd.DataFrame(local_rows, columns=["setting", "metric", "width_lo", "width_hi", "slope", "stderr",
@@ -521,12 +534,15 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-SLOPES_HEADER = ("Slope b of ln(metric) = a + b·ln(width), judged on the asymptotic regime: ordinary "
-                 "least squares on the (width, seed) points of the status-ok jobs of each setting with "
-                 "width ≥ n_min; ± is the 95 % CI half-width t_{0.975, N−2}·SE(b) (Student t). n_min is "
+SLOPES_HEADER = ("Width exponent b, judged on the asymptotic regime: per seed, least squares of "
+                 "ln(metric) = a + b·ln(width) + c·width^(−1/2) (the leading finite-width correction) on "
+                 "the status-ok jobs of each setting with width ≥ n_min; the slope is the mean of the "
+                 "seeds' b and ± the 95 % Student-t half-width t_{0.975, S−1}·sd(b)/√S across the S seeds "
+                 "(a seed's points are correlated across widths: seeds are the replicates). n_min is "
                  "the smallest width from which the points pass the 5 % lack-of-fit F test of one power "
                  "law (seed scatter against the bend of the width means; \"auto\", at least 3 widths), "
-                 "or --min-width; the fit over all widths is shown beside it and never judged. "
+                 "or --min-width; a plain power law over all widths (same per-seed interval) is shown "
+                 "beside it and never judged. "
                  "\"theory\" is the setting's expected slope: a prediction (verdict "
                  "yes/no: does the CI cover it), a bound \"≤ b\" (verdict consistent when slope − CI ≤ b), "
                  "\"0 exactly\", or \"—\" where no result applies; the regime rule, the reasons and the "
@@ -697,7 +713,9 @@ def draw_width_scaling(ax, metric: str, slopes: pd.DataFrame, per_width: pd.Data
                             label=label if alpha == 1.0 else None)
         if r.result == "fit":
             tail = np.geomspace(r.n_min, w.max(), 50)
-            ax.plot(tail, np.exp(r.intercept) * tail ** r.slope, "-", color=color, lw=1.6, alpha=0.8)
+            corr = 0.0 if pd.isna(getattr(r, "correction", 0.0)) else r.correction
+            ax.plot(tail, np.exp(r.intercept + corr * tail ** -CORRECTION_EXPONENT) * tail ** r.slope, "-",
+                    color=color, lw=1.6, alpha=0.8)
         if r.theory_kind in ("prediction", "bound") and len(w) > 1:
             grid = np.geomspace(w.min(), w.max(), 50)
             style = "--" if r.theory_kind == "prediction" else "-."
@@ -769,9 +787,9 @@ def width_figures(runs: pd.DataFrame, slopes: pd.DataFrame, per_width: pd.DataFr
     ncols = min(3, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
     for name, title, draw, data in (
-            ("width_all", "width scaling (mean ± s.e. over seeds; solid: asymptotic fit over its widths; "
-             "faded: widths below n_min; dashed: predicted slope; dash-dot: bound)", draw_width_scaling,
-             per_width),
+            ("width_all", "width scaling (mean ± s.e. over seeds; solid: asymptotic fit with its n^-1/2 "
+             "correction, over its widths; faded: widths below n_min; dashed: predicted slope; "
+             "dash-dot: bound)", draw_width_scaling, per_width),
             ("local_slopes_all", "local slopes between adjacent widths (± 95 % across seeds; faded: below "
              "n_min; horizontal: theory)", draw_local_slopes, local)):
         grid = Figure(figsize=(5.4 * ncols, 4.0 * nrows), layout="constrained")

@@ -12,7 +12,6 @@ import secrets
 import shlex
 import shutil
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Sequence
@@ -34,9 +33,12 @@ def say(message: str, label: str | None = None) -> None:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON to a temp file in the same directory, then rename over `path`."""
+    """Write JSON to a temp file in the same directory, then rename over `path`. The file gets
+    the mode any other new file gets (0666 less the umask: 0644 under umask 022), so colleagues
+    who can read the other files can read it too."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=2, default=_json_default)
@@ -177,6 +179,22 @@ class WandbLog:
         self.run.finish(exit_code=exit_code)
 
 
+def new_record(config: dict[str, Any], validated: bool = True) -> dict[str, Any]:
+    """A `running` record of `config` (wcntk.record's layout), provenance taken now."""
+    return {"status": "running", "message": None, "diverged_step": None, "last_step": None,
+            "config": config, "config_validated": validated, "facts": {}, "provenance": provenance(),
+            "initial": {}, "final": {}, "wall_time_s": None}
+
+
+def write_invalid_setting_record(run_dir: Path, raw_config: dict[str, Any], message: str) -> dict[str, Any]:
+    """Record a job whose settings failed validation: status `failed`, `message`, and the raw
+    composed config it was asked to run, marked `config_validated: false` (so its width, seed
+    and settings are those of the job, never blanks the report would mistake for a setting)."""
+    record = {**new_record(raw_config, validated=False), "status": "failed", "message": message}
+    write_json_atomic(Path(run_dir) / "summary.json", record)
+    return record
+
+
 class RunRecorder:
     """Context manager that owns a run directory's outputs (summary.json: wcntk.record's layout).
 
@@ -194,10 +212,7 @@ class RunRecorder:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.label = label
-        self.summary: dict[str, Any] = {
-            "status": "running", "message": None, "diverged_step": None, "last_step": None,
-            "config": config, "facts": {}, "provenance": provenance(), "initial": {}, "final": {},
-            "wall_time_s": None}
+        self.summary: dict[str, Any] = new_record(config)
         self.exit_code = 0
         self.wandb_log: WandbLog | None = None
         self.start = time.perf_counter()

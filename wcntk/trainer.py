@@ -405,7 +405,7 @@ class Trainer:
                     if t == 0:
                         initial = dict(values)
                     final.update(values)
-                    bar.set_postfix(net=f"{values['net/train_loss']:.4g}",
+                    bar.set_postfix(at_step=t, net=f"{values['net/train_loss']:.4g}",
                                     twin=f"{values['twin/train_loss']:.4g}",
                                     func_rmse=f"{values['lin/func_rmse_train']:.3g}", refresh=False)
                     if _is_bad(values):
@@ -414,9 +414,10 @@ class Trainer:
                                    f"(net {values['net/train_loss']}, twin {values['twin/train_loss']}); "
                                    f"lower optimizer.lr (effective lr {self.lr:g})")
                         break
+                if t > 0:  # step t done and, at a log step, logged: the line shows its values
+                    bar.update(1)
                 if t < steps:
                     self.step()
-                    bar.update(1)
         finally:
             bar.close()
         return RunResult(status, message, bad_step, initial, final)
