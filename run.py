@@ -1,11 +1,11 @@
 """Train a network and its linearized twin side by side: `python run.py width=4096`.
 
 Thin Hydra entry point. Before Hydra starts, the command line is checked against the schema
-(wcntk.config.RunConfig, registered here in Hydra's ConfigStore): unknown keys, wrong types,
+(wcntk.run.config.RunConfig, registered here in Hydra's ConfigStore): unknown keys, wrong types,
 bad interpolations and bad settings end with one `wcntk: error: …` line and leave no run
 directory; a timestamped run directory is then claimed exclusively, and an unwritable dir or
-one that holds a finished run is refused. Each job holds its dir's writer lock (wcntk.rundir)
-and hands its resolved config to wcntk.job.run_job.
+one that holds a finished run is refused. Each job holds its dir's writer lock (wcntk.run.rundir)
+and hands its resolved config to wcntk.run.job.run_job.
 """
 import copy
 import os
@@ -32,20 +32,21 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
-from wcntk.config import config_keys, one_line, run_config, schema, unknown_key_message, validate_config  # noqa: E402
-from wcntk.data import DatasetUnavailable  # noqa: E402
-from wcntk.job import FinishedRecord, prepare_run_dir, run_job  # noqa: E402
-from wcntk.lifecycle import Interrupted, interruptible  # noqa: E402
-from wcntk.outcome import closing_line, metrics_text  # noqa: E402
-from wcntk.provenance import LAUNCH_ENV  # noqa: E402
-from wcntk.record import BOOKKEEPING_KEYS, effective_status, read_summary  # noqa: E402
-from wcntk.rundir import LOCK_FILE, RunningElsewhere, lock_is_held, supersede, writer_lock  # noqa: E402
-from wcntk.tracking import say, write_invalid_setting_record  # noqa: E402
+from wcntk.run.config import config_keys, one_line, run_config, schema, unknown_key_message, validate_config  # noqa: E402
+from wcntk.run.job import FinishedRecord, prepare_run_dir, run_job  # noqa: E402
+from wcntk.run.lifecycle import Interrupted, interruptible  # noqa: E402
+from wcntk.run.outcome import closing_line, metrics_text  # noqa: E402
+from wcntk.run.provenance import LAUNCH_ENV  # noqa: E402
+from wcntk.run.record import BOOKKEEPING_KEYS, effective_status, read_summary  # noqa: E402
+from wcntk.run.rundir import LOCK_FILE, RunningElsewhere, lock_is_held, supersede, writer_lock  # noqa: E402
+from wcntk.run.tracking import write_invalid_setting_record  # noqa: E402
+from wcntk.training.data import DatasetUnavailable  # noqa: E402
+from wcntk.training.progress import say  # noqa: E402
 
 CONF = Path(__file__).resolve().parent / "conf"
 
 ConfigStore.instance().store(name="run_schema", node=schema())
-# Keys that never change a run's numbers stay out of sweep job-dir names (one list, in wcntk.record).
+# Keys that never change a run's numbers stay out of sweep job-dir names (one list, in wcntk.run.record).
 # Stored here rather than in YAML; the ConfigStore reaches joblib/submitit workers, which name the dirs.
 ConfigStore.instance().store(name="bookkeeping_keys", node={
     "hydra": {"job": {"config": {"override_dirname": {"exclude_keys": list(BOOKKEEPING_KEYS)}}}}})

@@ -169,7 +169,7 @@ def mnist_like(n: int, seed: int = 0, dtype: torch.dtype = torch.float32, device
     """(x [n, 784], y one-hot [n, 10]): the default run's data (bundled MNIST, standardized),
     or random MNIST-shaped data if it cannot be loaded."""
     try:
-        from wcntk.data import DataConfig, load_dataset
+        from wcntk.training.data import DataConfig, load_dataset
         data = load_dataset(DataConfig(name="mnist", n_train=n, n_test=0),
                             flatten=True, loss="mse", seed=seed, dtype=dtype, device=device)
         return data.x_train, data.y_train, data.source

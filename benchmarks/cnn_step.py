@@ -30,10 +30,10 @@ import copy
 import _common as bench  # first: sets OMP_WAIT_POLICY before torch is imported
 import torch
 
-from wcntk.data import DataConfig
-from wcntk.losses import mse
-from wcntk.models import ModelConfig
-from wcntk.trainer import OptimizerConfig, TrainConfig, Trainer
+from wcntk.core.losses import mse
+from wcntk.core.models import ModelConfig
+from wcntk.training.data import DataConfig
+from wcntk.training.trainer import OptimizerConfig, TrainConfig, Trainer
 
 
 def conv_macs(trainer: Trainer) -> list[int]:

@@ -3,9 +3,9 @@
 Network: 1-hidden-layer MLP, 784 → width → 10, erf, NTK parameterization (seed 0), on the
 first `--probes` (32) standardized MNIST training inputs (the trainer's probe set).
 
-ours       wcntk.correlations_mlp.mlp_derivative_correlations in float32: C02, C03 and C11 of
+ours       wcntk.core.correlations_mlp.mlp_derivative_correlations in float32: C02, C03 and C11 of
            every (probe, output) pair over ALL parameters (the path Trainer.correlations takes).
-generic    (--generic, widths <= --generic-max-width) wcntk.correlations.derivative_correlations,
+generic    (--generic, widths <= --generic-max-width) wcntk.core.correlations.derivative_correlations,
            the model-agnostic nested-jvp path, float32, same quantities.
 baseline   what the reference implementation does, written here (correctly: no aliasing):
            float32 central finite differences with step h = 1e-3 on a sampled coordinate set S:
@@ -50,9 +50,9 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, jacfwd, jvp
 
-from wcntk.correlations import derivative_correlations
-from wcntk.correlations_mlp import mlp_derivative_correlations
-from wcntk.models import MLP, ModelConfig, build_model, functional, params_of
+from wcntk.core.correlations import derivative_correlations
+from wcntk.core.correlations_mlp import mlp_derivative_correlations
+from wcntk.core.models import MLP, ModelConfig, build_model, functional, params_of
 
 QUANTITIES = ("C02", "C03", "C11")
 

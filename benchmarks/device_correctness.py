@@ -24,10 +24,10 @@ import _common  # noqa: F401
 
 import torch
 
-from wcntk.data import DataConfig
-from wcntk.models import ModelConfig, build_model, functional, params_of
-from wcntk.ntk import empirical_ntk
-from wcntk.trainer import OptimizerConfig, TrainConfig, Trainer
+from wcntk.training.data import DataConfig
+from wcntk.core.models import ModelConfig, build_model, functional, params_of
+from wcntk.core.ntk import empirical_ntk
+from wcntk.training.trainer import OptimizerConfig, TrainConfig, Trainer
 
 OPTIMIZERS = {"gd": dict(name="gd", lr=1.0), "sgd": dict(name="sgd", lr=0.5, batch_size=32),
               "momentum": dict(name="momentum", lr=0.1), "adam": dict(name="adam", lr=1e-3)}

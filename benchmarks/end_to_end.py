@@ -7,7 +7,7 @@
    Also the bare start-up costs: `python -c pass`, `import torch`, `import run` (torch, Hydra,
    wcntk; W&B is imported lazily by the run itself).
 2. The same run in a fresh process (this script as a child, same thread setting), the way
-   wcntk.job.run_job does it, timed phase by phase:
+   wcntk.run.job.run_job does it, timed phase by phase:
    config composition (Hydra compose API), data load, model build, Trainer set-up (model
    build + the two linearize traces), W&B init, the 1000 training steps, the evaluate() calls,
    the correlations() calls, logging (CSV + W&B log), W&B finish + summary.
@@ -88,11 +88,11 @@ def in_process_breakdown(overrides: list[str], run_dir: Path) -> dict[str, float
     T: dict[str, float] = {}
     clock = time.perf_counter
     t0 = clock()
-    from wcntk.config import library_configs
-    from wcntk.data import load_dataset
-    from wcntk.models import build_model
-    from wcntk.tracking import RunRecorder, WandbLog
-    from wcntk.trainer import METRIC_NAMES, PRECISIONS, Trainer, resolve_device
+    from wcntk.core.models import build_model
+    from wcntk.run.config import library_configs
+    from wcntk.run.tracking import RunRecorder, WandbLog
+    from wcntk.training.data import load_dataset
+    from wcntk.training.trainer import METRIC_NAMES, PRECISIONS, Trainer, resolve_device
     T["imports_s"] = clock() - t0
 
     t = clock()
@@ -181,7 +181,7 @@ def child_breakdown(threads: int | None, overrides: list[str], run_dir: Path) ->
 
 def warm_wandb_cost(tmp: Path) -> float:
     """Seconds of one offline W&B init + finish once wandb is imported (a reused joblib worker)."""
-    from wcntk.tracking import WandbLog
+    from wcntk.run.tracking import WandbLog
     costs = []
     for i in range(2):
         t = time.perf_counter()
@@ -194,9 +194,9 @@ def warm_wandb_cost(tmp: Path) -> float:
 
 def phase_costs(width: int, steps: int = 20) -> dict[str, float]:
     """Per-width costs of one default run's phases (current thread setting)."""
-    from wcntk.data import DataConfig
-    from wcntk.models import ModelConfig
-    from wcntk.trainer import OptimizerConfig, TrainConfig, Trainer
+    from wcntk.core.models import ModelConfig
+    from wcntk.training.data import DataConfig
+    from wcntk.training.trainer import OptimizerConfig, TrainConfig, Trainer
     t = time.perf_counter()
     tr = Trainer(ModelConfig(width=width), DataConfig(), OptimizerConfig(),
                  TrainConfig(steps=1000, device="cpu", progress=False))

@@ -43,12 +43,12 @@ import torch
 from cnn_step import conv_macs
 from cnn_step import step_flops as cnn_step_flops
 
-from wcntk.data import DataConfig
-from wcntk.losses import mse
-from wcntk.models import ModelConfig
-import wcntk.trainer
-from wcntk.tf32 import disable_tf32
-from wcntk.trainer import OptimizerConfig, TrainConfig, Trainer
+from wcntk.training.data import DataConfig
+from wcntk.core.losses import mse
+from wcntk.core.models import ModelConfig
+import wcntk.training.trainer
+from wcntk.core.tf32 import disable_tf32
+from wcntk.training.trainer import OptimizerConfig, TrainConfig, Trainer
 
 LAUNCH_EVENTS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx",
                  "cudaGraphLaunch")
@@ -135,7 +135,7 @@ def main() -> None:
     t = time.perf_counter()
     model_cfg = ModelConfig(kind=args.model, width=args.width, depth=args.depth, activation=args.activation)
     acc: dict[str, float] = {}
-    timed_method(wcntk.trainer, "build_model", acc, device)     # the Trainer's own θ₀ draw
+    timed_method(wcntk.training.trainer, "build_model", acc, device)     # the Trainer's own θ₀ draw
     trainer = Trainer(model_cfg,
                       DataConfig(), OptimizerConfig(),
                       TrainConfig(steps=args.steps, device=args.device, progress=False,

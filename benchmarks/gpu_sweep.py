@@ -28,7 +28,7 @@ import _common as bench  # first: sets OMP_WAIT_POLICY before torch is imported
 import torch
 from sweep_floor import STEPS, WIDTHS, env, job_flops
 
-from wcntk.tf32 import disable_tf32
+from wcntk.core.tf32 import disable_tf32
 
 
 def main() -> None:

@@ -11,8 +11,8 @@ logits). Per (model, width), measured interleaved (`compare`, median of --repeat
                   as the Trainer uses it)
   tutorial jac    the PyTorch NTK tutorial's Jacobian contraction on --probes probes
                   (benchmarks/ntk.py), the unit of the two ratios
-  empirical_ntk   wcntk.ntk.empirical_ntk (target ≤ 1.0× the tutorial's contraction)
-  correlations    wcntk.correlations.derivative_correlations: C02, C03, C11 (target ≤ 10×)
+  empirical_ntk   wcntk.core.ntk.empirical_ntk (target ≤ 1.0× the tutorial's contraction)
+  correlations    wcntk.core.correlations.derivative_correlations: C02, C03, C11 (target ≤ 10×)
 
 and once, in a fresh process: `python run.py model=<kind> width=<w> depth=<d> steps=0
 wandb.mode=disabled progress=false threads=<threads>` (wall time, the process start included).
@@ -32,11 +32,11 @@ import _common as bench  # first: sets OMP_WAIT_POLICY before torch is imported
 import torch
 from ntk import probes, tutorial_jacobian_contraction
 
-from wcntk.correlations import derivative_correlations
-from wcntk.linearization import LinearizedModel
-from wcntk.losses import mse
-from wcntk.models import ModelConfig, build_model, functional, params_of
-from wcntk.ntk import choose_method, empirical_ntk, sample_cost
+from wcntk.core.correlations import derivative_correlations
+from wcntk.core.linearization import LinearizedModel
+from wcntk.core.losses import mse
+from wcntk.core.models import ModelConfig, build_model, functional, params_of
+from wcntk.core.ntk import choose_method, empirical_ntk, sample_cost
 
 
 def steps(model, f, x: torch.Tensor, y: torch.Tensor):

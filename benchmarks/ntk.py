@@ -9,11 +9,11 @@ Rows (`compare`, interleaved, median of --repeats):
                   x2 (= x1), one einsum per parameter tensor, stacked and summed
   tutorial_ntvp   the tutorial's NTK-vector products: vmap over pairs of single samples (x1_a, x2_b)
                   of vjp + k jvps (timed once: it takes minutes; --skip-ntvp leaves it out)
-  ntk             wcntk.ntk.empirical_ntk(f, params, x) (method "auto"; which one it took is shown)
+  ntk             wcntk.core.ntk.empirical_ntk(f, params, x) (method "auto"; which one it took is shown)
   ntk_ntvp        empirical_ntk(..., method="ntvp") (timed once, like tutorial_ntvp)
-  jacobian        wcntk.ntk.per_sample_jacobian alone (the per-sample Jacobian contraction's
+  jacobian        wcntk.core.ntk.per_sample_jacobian alone (the per-sample Jacobian contraction's
                   Jacobian, the unit the correlations are compared with)
-  correlations    wcntk.correlations.derivative_correlations(f, params, x) (C02, C03, C11)
+  correlations    wcntk.core.correlations.derivative_correlations(f, params, x) (C02, C03, C11)
 
 Also, on an MLP 784 → --mlp-width → 10 (erf): empirical_ntk (both methods) against the rank-one
 mlp_ntk, max |Δ| / max |Θ| in float32 and float64.
@@ -29,10 +29,10 @@ import _common as bench  # first: sets OMP_WAIT_POLICY before torch is imported
 import torch
 from torch.func import jacrev, jvp, vjp, vmap
 
-from wcntk.correlations import derivative_correlations
-from wcntk.data import DataConfig, load_dataset
-from wcntk.models import ModelConfig, build_model, functional, params_of
-from wcntk.ntk import choose_method, empirical_ntk, mlp_ntk, per_sample_jacobian, sample_cost
+from wcntk.core.correlations import derivative_correlations
+from wcntk.core.models import ModelConfig, build_model, functional, params_of
+from wcntk.core.ntk import choose_method, empirical_ntk, mlp_ntk, per_sample_jacobian, sample_cost
+from wcntk.training.data import DataConfig, load_dataset
 
 
 def tutorial_jacobian_contraction(f_single, params, x1, x2):

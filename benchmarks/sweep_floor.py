@@ -2,7 +2,7 @@
 
 1. Cold start: `python run.py width=8 steps=0 wandb.mode=offline` as a subprocess (the whole
    cost of a tiny job in a fresh interpreter), and `python -c "import run"` (torch, Hydra, wcntk).
-2. Warm worker: the same job through wcntk.job.run_job repeated in one process after a first
+2. Warm worker: the same job through wcntk.run.job.run_job repeated in one process after a first
    (cold) one, as a joblib worker runs its second and later jobs; median of --repeats, with the
    phases of one warm job: config → library configs, W&B init + finish (offline), data load,
    Trainer set-up, run (evaluate + correlations at steps=0), the rest (CSV, summary).
@@ -62,10 +62,10 @@ def compose(overrides: list[str]) -> dict:
 
 def warm_phases(cfg: dict, run_dir: Path) -> dict[str, float]:
     """One job the way run_job does it, phase by phase (in a process that already ran one)."""
-    from wcntk.config import library_configs
-    from wcntk.data import load_dataset
-    from wcntk.tracking import RunRecorder
-    from wcntk.trainer import METRIC_NAMES, Trainer
+    from wcntk.run.config import library_configs
+    from wcntk.run.tracking import RunRecorder
+    from wcntk.training.data import load_dataset
+    from wcntk.training.trainer import METRIC_NAMES, Trainer
 
     t, out = time.perf_counter(), {}
 
@@ -125,7 +125,7 @@ def main() -> None:
                                                         f"hydra.run.dir={tmp / 'cold'}"])}
     bench.print_table([cold], title="Cold start (fresh interpreter)")
 
-    from wcntk.job import run_job
+    from wcntk.run.job import run_job
     cfg = compose(job)
     run_job(cfg, tmp / "first")                    # the worker's first (cold) job
     warm = []

@@ -23,7 +23,7 @@ Rows (each with its own copy of the parameters and its own optimizer, all measur
   net_foreach    net_addmm with the update as one torch._foreach_add_ (no optimizer object)
   net_compiled   torch.compile(model) (plain network only, never jvp code) + SGD.step
   twin           the Trainer's twin step for a fixed batch: Trainer.linearized_at(x)(params) +
-                 backward + SGD.step (since 6d261b6 the hand-written wcntk.linearization.linearized_mlp)
+                 backward + SGD.step (since 6d261b6 the hand-written wcntk.core.linearization.linearized_mlp)
   twin_linearize the traced path: LinearizedModel.cached(x)(params) (torch.func.linearize)
   twin_jvp       the twin through torch.func.jvp per call (LinearizedModel.__call__)
   twin_manual    hand-written linearized MLP, trained in Δ = θ − θ₀ coordinates with cached primal
@@ -49,11 +49,11 @@ from _common import (compare, env_info, matmul_gflops, mlp_dims, net_step_flops,
 import torch
 from torch import Tensor, nn
 
-from wcntk.data import DataConfig
-from wcntk.linearization import LinearizedModel
-from wcntk.losses import mse
-from wcntk.models import MLP, ModelConfig, functional, params_of
-from wcntk.trainer import OptimizerConfig, TrainConfig, Trainer
+from wcntk.training.data import DataConfig
+from wcntk.core.linearization import LinearizedModel
+from wcntk.core.losses import mse
+from wcntk.core.models import MLP, ModelConfig, functional, params_of
+from wcntk.training.trainer import OptimizerConfig, TrainConfig, Trainer
 
 
 def layers_of(model: MLP):

@@ -2,7 +2,7 @@
 import time
 from pathlib import Path
 
-from wcntk.wandb_records import read_records
+from wcntk.analysis.wandb_records import read_records
 
 
 def exit_codes(run_dir: Path, wait_s: float = 30) -> list[int]:

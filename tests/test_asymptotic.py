@@ -1,4 +1,4 @@
-"""wcntk.asymptotic: local slopes and the rule that picks n_min, on synthetic sweeps whose
+"""wcntk.analysis.asymptotic: local slopes and the rule that picks n_min, on synthetic sweeps whose
 crossover is known."""
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from wcntk.asymptotic import MIN_TAIL_WIDTHS, choose_n_min, lack_of_fit_p, local_slopes
-from wcntk.powerlaw import fit_power_law, fit_power_law_by_seed
+from wcntk.analysis.asymptotic import MIN_TAIL_WIDTHS, choose_n_min, lack_of_fit_p, local_slopes
+from wcntk.analysis.powerlaw import fit_power_law, fit_power_law_by_seed
 
 WIDTHS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 SEEDS = 3

@@ -1,4 +1,4 @@
-"""The config: one strict schema (wcntk.config.RunConfig), conf/ groups, the debug preset,
+"""The config: one strict schema (wcntk.run.config.RunConfig), conf/ groups, the debug preset,
 run.py's command-line check (one line, before any work, no run dir) and its run dirs.
 
 Composing in-process is fast; the tests that run `python run.py` as a subprocess are `slow`."""
@@ -19,11 +19,11 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
 import run
-from wcntk.config import RunConfig, config_keys, library_configs, run_config, validate_config
-from wcntk.data import DataConfig
-from wcntk.models import ModelConfig
-from wcntk.record import BOOKKEEPING_KEYS
-from wcntk.trainer import OptimizerConfig, TrainConfig
+from wcntk.core.models import ModelConfig
+from wcntk.run.config import RunConfig, config_keys, library_configs, run_config, validate_config
+from wcntk.run.record import BOOKKEEPING_KEYS
+from wcntk.training.data import DataConfig
+from wcntk.training.trainer import OptimizerConfig, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

@@ -1,4 +1,4 @@
-"""wcntk.correlations against independent references (docs/theory.md §2).
+"""wcntk.core.correlations against independent references (docs/theory.md §2).
 
 References: reverse-mode gradients (torch.autograd.grad) + Richardson-extrapolated
 central differences for D²/D³ along g; explicit Hessian matrices
@@ -14,8 +14,13 @@ import torch
 
 from tests._refs import DT, fd_directional, flat, hessian, jacobian, rel_err, rev_grad, scalar_fn, seeded
 from wcntk import losses
-from wcntk.correlations import derivative_correlations, directional_derivative, gd_step_direction, step_ratios
-from wcntk.models import ModelConfig, build_model, functional, params_of
+from wcntk.core.correlations import (
+    derivative_correlations,
+    directional_derivative,
+    gd_step_direction,
+    step_ratios,
+)
+from wcntk.core.models import ModelConfig, build_model, functional, params_of
 
 LR = 0.7           # a non-unit η, so the η^{…}/d! prefactors are checked too
 M, K, D_IN = 3, 2, 3

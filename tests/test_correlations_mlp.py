@@ -1,10 +1,10 @@
-"""The MLP fast path against the generic exact path (wcntk.correlations)."""
+"""The MLP fast path against the generic exact path (wcntk.core.correlations)."""
 import pytest
 import torch
 
-from wcntk.correlations import derivative_correlations
-from wcntk.correlations_mlp import mlp_derivative_correlations
-from wcntk.models import ModelConfig, build_model, functional, params_of
+from wcntk.core.correlations import derivative_correlations
+from wcntk.core.correlations_mlp import mlp_derivative_correlations
+from wcntk.core.models import ModelConfig, build_model, functional, params_of
 
 KEYS = ("C02", "C03", "C11")
 

@@ -1,4 +1,4 @@
-"""wcntk.dashboard offline: the W&B workspace specification and the not-logged-in exit."""
+"""wcntk.analysis.dashboard offline: the W&B workspace specification and the not-logged-in exit."""
 import json
 import os
 import subprocess
@@ -59,7 +59,7 @@ def test_nested_width_key():
 
 
 def test_slope_markdown_from_report_dir(tmp_path):
-    assert "python -m wcntk.report" in dashboard.slope_markdown(None)
+    assert "python -m wcntk.analysis.report" in dashboard.slope_markdown(None)
     with pytest.raises(FileNotFoundError):
         dashboard.slope_markdown(tmp_path)
     (tmp_path / "slopes.md").write_text("| a | b |\n|---|---|\n| 1 | 2 |\n")
@@ -72,8 +72,9 @@ def test_slope_markdown_from_report_dir(tmp_path):
 def test_cli_without_login_fails_with_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(HOME=str(tmp_path), WANDB_CONFIG_DIR=str(tmp_path / "cfg"), WANDB_DIR=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-m", "wcntk.dashboard", "--entity", "e", "--project", "p",
-                           "--group", "g"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "wcntk.analysis.dashboard", "--entity", "e",
+                           "--project", "p", "--group", "g"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "not logged in to W&B" in lines[0] and "wandb login" in lines[0]

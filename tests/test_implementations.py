@@ -7,9 +7,9 @@ import torch
 
 from tests._refs import DT, seeded
 from wcntk import implementations as impls
-from wcntk.implementations import GENERIC, MLP_FAST, Implementation, implementation_for, register
-from wcntk.linearization import LinearizedModel
-from wcntk.models import CNN, MLP, ModelConfig, build_model, functional, params_of
+from wcntk.core.implementations import GENERIC, MLP_FAST, Implementation, implementation_for, register
+from wcntk.core.linearization import LinearizedModel
+from wcntk.core.models import CNN, MLP, ModelConfig, build_model, functional, params_of
 
 
 def _model(kind: str, shape=(4,)):

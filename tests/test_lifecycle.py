@@ -16,14 +16,14 @@ import pytest
 
 from tests._wandb_files import exit_codes
 from wcntk import provenance as prov
-from wcntk.job import run_job
-from wcntk.lifecycle import Interrupted, deferred_signals, interruptible
-from wcntk.outcome import SweepSummary, closing_line
-from wcntk.progress import LineProgress, progress_bar
-from wcntk.record import STATUSES, effective_status, flatten
-from wcntk.tracking import CsvLog, RunRecorder
-from wcntk.trainer import METRIC_NAMES
-from wcntk.wandb_records import config_values, summary_values
+from wcntk.analysis.wandb_records import config_values, summary_values
+from wcntk.run.job import run_job
+from wcntk.run.lifecycle import Interrupted, deferred_signals, interruptible
+from wcntk.run.outcome import SweepSummary, closing_line
+from wcntk.run.record import STATUSES, effective_status, flatten
+from wcntk.run.tracking import CsvLog, RunRecorder
+from wcntk.training.progress import LineProgress, progress_bar
+from wcntk.training.trainer import METRIC_NAMES
 
 
 def tiny_config(**changes) -> dict:

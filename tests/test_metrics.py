@@ -1,4 +1,4 @@
-"""wcntk.metrics (and the mse loss they rely on) against hand computations."""
+"""wcntk.core.metrics (and the mse loss they rely on) against hand computations."""
 from __future__ import annotations
 
 import math
@@ -7,8 +7,14 @@ import torch
 
 from tests._refs import DT, flat, jacobian, seeded
 from wcntk import losses
-from wcntk.metrics import deviation_from_outputs, linearity_deviation, ntk_rel_change, param_rel_change, rms
-from wcntk.models import ModelConfig, build_model, functional, params_of
+from wcntk.core.metrics import (
+    deviation_from_outputs,
+    linearity_deviation,
+    ntk_rel_change,
+    param_rel_change,
+    rms,
+)
+from wcntk.core.models import ModelConfig, build_model, functional, params_of
 
 
 def test_rms_by_hand():

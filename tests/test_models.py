@@ -1,4 +1,4 @@
-"""wcntk.models: parameterizations, seeding, validation, hand-written forward passes."""
+"""wcntk.core.models: parameterizations, seeding, validation, hand-written forward passes."""
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from tests._refs import DT, seeded
 from wcntk import init
-from wcntk.models import (
+from wcntk.core.models import (
     ACTIVATIONS,
     ModelConfig,
     build_model,

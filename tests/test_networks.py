@@ -21,16 +21,16 @@ import torch
 import torch.nn.functional as F
 
 from tests._refs import DT, fd_directional, flat, hessian, jacobian, rel_err, rev_grad, scalar_fn, seeded
-from wcntk.correlations import derivative_correlations
-from wcntk.data import DataConfig
-from wcntk.implementations import GENERIC, implementation_for
-from wcntk.linearization import LinearizedModel
-from wcntk.models import ModelConfig, build_model, functional, params_of
-from wcntk.models_transformer import patches
-from wcntk.networks import check_network
-from wcntk.ntk import empirical_ntk, flat_ntk
-from wcntk.powerlaw import fit_power_law
-from wcntk.theory import expected
+from wcntk.analysis.powerlaw import fit_power_law
+from wcntk.analysis.theory import expected
+from wcntk.core.correlations import derivative_correlations
+from wcntk.core.implementations import GENERIC, implementation_for
+from wcntk.core.linearization import LinearizedModel
+from wcntk.core.models import ModelConfig, build_model, functional, params_of
+from wcntk.core.models_transformer import patches
+from wcntk.core.ntk import empirical_ntk, flat_ntk
+from wcntk.training.data import DataConfig
+from wcntk.training.network_check import check_network
 
 K, LR, M = 2, 0.7, 2
 TINY = {  # smooth activations and biases, so that every derivative is non-zero

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from tests._refs import DT, jacobian, seeded
-from wcntk.models import ModelConfig, build_model, functional, params_of
-from wcntk.ntk import choose_method, empirical_ntk, flat_ntk, mlp_ntk, sample_cost
+from wcntk.core.models import ModelConfig, build_model, functional, params_of
+from wcntk.core.ntk import choose_method, empirical_ntk, flat_ntk, mlp_ntk, sample_cost
 
 K = 3
 SHAPES = {"mlp": (5,), "cnn": (2, 5, 5)}

@@ -74,9 +74,9 @@ def test_installed_modules_run_from_any_directory(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     version = importlib.metadata.version("wcntk")
     assert version == PROJECT["project"]["version"]
-    proc = subprocess.run([sys.executable, "-m", "wcntk.report", str(tmp_path / "nothing")],
+    proc = subprocess.run([sys.executable, "-m", "wcntk.analysis.report", str(tmp_path / "nothing")],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "not a directory" in proc.stderr, proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "wcntk.wandb_records", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "wcntk.analysis.wandb_records", str(tmp_path)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "no run-*.wandb file" in proc.stderr, proc.stderr

@@ -1,4 +1,4 @@
-"""Tests of wcntk.report on synthetic sweeps whose metrics follow known power laws in width."""
+"""Tests of wcntk.analysis.report on synthetic sweeps whose metrics follow known power laws in width."""
 import json
 import math
 import os
@@ -33,7 +33,7 @@ LOSSES = ("net/train_loss", "twin/train_loss", "net/test_loss", "twin/test_loss"
 
 
 def config(width, seed, activation="relu", b_std=0.05, group="synthetic-group", threads=None):
-    """A nested resolved config as summary.json records it (wcntk.record)."""
+    """A nested resolved config as summary.json records it (wcntk.run.record)."""
     return {"width": width, "depth": 1, "activation": activation, "parameterization": "ntk", "seed": seed,
             "steps": 100, "loss": "mse", "precision": "float32", "threads": threads, "progress": False,
             "model": {"kind": "mlp", "w_std": 1.0, "b_std": b_std},
@@ -258,7 +258,7 @@ def _env(tmp_path):
 def test_cli(tmp_path):
     make_sweep(tmp_path / "sweep", widths=(8, 32, 128))
     root, env = _env(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "wcntk.report", str(tmp_path / "sweep"), "--out",
+    proc = subprocess.run([sys.executable, "-m", "wcntk.analysis.report", str(tmp_path / "sweep"), "--out",
                            str(tmp_path / "out"), "--width-metric", "lin/func_rmse_test", "corr/C02"],
                           cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -267,7 +267,8 @@ def test_cli(tmp_path):
     assert (tmp_path / "out" / "slopes.md").is_file()
     for ext in ("png", "pdf"):  # the default formats
         assert (tmp_path / "out" / "plots" / f"width_all.{ext}").stat().st_size > 1000, ext
-    bad = subprocess.run([sys.executable, "-m", "wcntk.report", str(tmp_path / "empty_missing")], cwd=root,
+    bad = subprocess.run([sys.executable, "-m", "wcntk.analysis.report", str(tmp_path / "empty_missing")],
+                         cwd=root,
                          env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "not a directory" in bad.stderr
 
@@ -459,7 +460,7 @@ def test_too_few_widths_for_a_tail_are_not_judged(tmp_path):
 # ------------------------------------------------------------------ bad input (issue 15, report side)
 
 def _wandb_run_file(path: Path, exit_record: bool = True, cut: int = 0) -> None:
-    """An offline W&B run file (wcntk.wandb_records layout): a run record, then an exit record;
+    """An offline W&B run file (wcntk.analysis.wandb_records layout): a run record, then an exit record;
     `cut` bytes removed from the end (a truncated file)."""
     import struct
 

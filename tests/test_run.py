@@ -15,14 +15,14 @@ import torch
 import yaml
 
 from tests._wandb_files import exit_codes
-from wcntk.data import DataConfig
-from wcntk.job import run_job
-from wcntk.losses import mse
-from wcntk.models import ModelConfig
-from wcntk.ntk import empirical_ntk, gd_mse_kernel_dynamics
-from wcntk.record import flatten
-from wcntk.trainer import METRIC_NAMES, MinibatchSampler, OptimizerConfig, TrainConfig, Trainer
-from wcntk.wandb_records import config_values, history_rows, summary_values
+from wcntk.analysis.wandb_records import config_values, history_rows, summary_values
+from wcntk.core.losses import mse
+from wcntk.core.models import ModelConfig
+from wcntk.core.ntk import empirical_ntk, gd_mse_kernel_dynamics
+from wcntk.run.job import run_job
+from wcntk.run.record import flatten
+from wcntk.training.data import DataConfig
+from wcntk.training.trainer import METRIC_NAMES, MinibatchSampler, OptimizerConfig, TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["debug=default", "dataset=digits"]  # width 16, 20 steps logged every 5, 64/32 examples, 8 probes

@@ -17,11 +17,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.test_lifecycle import tiny_config, write_job
-from wcntk.job import FinishedRecord, prepare_run_dir, run_job
-from wcntk.outcome import SweepSummary, sweep_exit_code
-from wcntk.record import effective_status, read_summary
-from wcntk.rundir import LOCK_FILE, RunningElsewhere, config_changes, lock_is_held, writer_lock
-from wcntk.tracking import write_invalid_setting_record, write_json_atomic
+from wcntk.run.job import FinishedRecord, prepare_run_dir, run_job
+from wcntk.run.outcome import SweepSummary, sweep_exit_code
+from wcntk.run.record import effective_status, read_summary
+from wcntk.run.rundir import LOCK_FILE, RunningElsewhere, config_changes, lock_is_held, writer_lock
+from wcntk.run.tracking import write_invalid_setting_record, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -161,7 +161,7 @@ def record(job: Path, status: str, launch: str | None, **extra) -> None:
 
 
 def test_sweep_table_reports_elsewhere_changed_configs_and_other_commits(tmp_path, capsys, monkeypatch):
-    import wcntk.outcome as outcome
+    import wcntk.run.outcome as outcome
     monkeypatch.setattr(outcome, "git_state", lambda: ("c" * 40, False))
     config = sweep_config(tmp_path, "mine")
     for name in ("busy", "changed", "old_code"):
@@ -300,7 +300,7 @@ def test_cli_all_diverged_sweep_fails_and_a_failed_validation_keeps_its_config(t
     assert failed["config_validated"] is False and failed["config"]["optimizer"]["momentum"] == -5
     assert (failed["config"]["width"], failed["config"]["seed"]) == (16, 0)
     # The report sees the failed job as the setting it was asked to run, not a new setting.
-    from wcntk.report import collect, setting_columns
+    from wcntk.analysis.report import collect, setting_columns
     runs = collect(sweep)
     assert len(runs) == 4
     assert "optimizer.momentum" in setting_columns(runs)
@@ -351,7 +351,7 @@ def test_cli_bad_sizes_and_dirs_are_one_line_before_any_work(tmp_path):
         code, out, err = finish(proc)
         assert code == 1 and out == "" and len(err.splitlines()) == 1 and err.startswith(line), err
         assert left is None or not left.exists()
-    assert "fits (estimate: wcntk.capacity)" in finish(cli(*cases[0][0]))[2]
+    assert "fits (estimate: wcntk.run.capacity)" in finish(cli(*cases[0][0]))[2]
 
 
 @pytest.mark.slow

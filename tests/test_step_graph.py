@@ -1,14 +1,14 @@
-"""The CUDA-graph step's logic in its eager form (wcntk.step_graph, Trainer.graph_step): the
+"""The CUDA-graph step's logic in its eager form (wcntk.training.step_graph, Trainer.graph_step): the
 check against the eager step, the fallback and its one line, the rewind, the config switch."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from wcntk.data import DataConfig
-from wcntk.models import ModelConfig
-from wcntk.step_graph import choose_step, max_rel_diff
-from wcntk.trainer import OptimizerConfig, TrainConfig, Trainer, to_floats
+from wcntk.core.models import ModelConfig
+from wcntk.training.data import DataConfig
+from wcntk.training.step_graph import choose_step, max_rel_diff
+from wcntk.training.trainer import OptimizerConfig, TrainConfig, Trainer, to_floats
 
 SETTINGS = [dict(name="sgd", lr=0.5, batch_size=8), dict(name="momentum", lr=0.1),
             dict(name="adam", lr=1e-3)]

@@ -25,9 +25,9 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 import run  # noqa: F401  (registers the schema and the bookkeeping keys in Hydra's ConfigStore)
-from wcntk.config import library_configs
-from wcntk.record import effective_status
-from wcntk.trainer import effective_lr
+from wcntk.run.config import library_configs
+from wcntk.run.record import effective_status
+from wcntk.training.trainer import effective_lr
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -354,14 +354,14 @@ def test_diverged_and_crashed_jobs_do_not_stop_the_others(tmp_path):
     assert all(line.startswith("wcntk: [") and "dataset=cifar10" in line for line in failed)
     assert f"wcntk: sweep {sweep_dir}: 8 jobs: 2 ok, 2 diverged, 4 failed" in proc.stdout
     # Divergence alone is a result, not an error: the report lists it.
-    from wcntk.report import collect, failures, with_settings
+    from wcntk.analysis.report import collect, failures, with_settings
     fails = failures(with_settings(collect(sweep_dir)))
     assert sorted(fails["status"]) == ["diverged"] * 2 + ["failed"] * 4
 
 
 @pytest.mark.slow
 def test_report_on_the_tiny_sweep(joblib_sweep):
-    proc = subprocess.run([sys.executable, "-m", "wcntk.report", str(joblib_sweep)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "wcntk.analysis.report", str(joblib_sweep)], cwd=ROOT,
                           env={**os.environ, "MPLBACKEND": "Agg"}, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

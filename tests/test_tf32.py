@@ -1,12 +1,12 @@
-"""wcntk.tf32: the NTK and correlation functions run with TF32 off and give the caller's flags back."""
+"""wcntk.core.tf32: the NTK and correlation functions run with TF32 off and give the caller's flags back."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from wcntk.correlations import derivative_correlations
-from wcntk.ntk import empirical_ntk
-from wcntk.tf32 import no_tf32
+from wcntk.core.correlations import derivative_correlations
+from wcntk.core.ntk import empirical_ntk
+from wcntk.core.tf32 import no_tf32
 
 
 def flags():

@@ -1,4 +1,4 @@
-"""wcntk.theory: the expected width exponent of every metric per setting, checked against
+"""wcntk.analysis.theory: the expected width exponent of every metric per setting, checked against
 the lr_scaling numbers of issue 9 and against init correlations computed here across widths."""
 import math
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from wcntk.correlations_mlp import mlp_derivative_correlations
-from wcntk.models import ModelConfig, build_model
-from wcntk.powerlaw import fit_power_law
-from wcntk.theory import Expectation, base_metric, expected, expected_ratio, lookup
+from wcntk.analysis.powerlaw import fit_power_law
+from wcntk.analysis.theory import Expectation, base_metric, expected, expected_ratio, lookup
+from wcntk.core.correlations_mlp import mlp_derivative_correlations
+from wcntk.core.models import ModelConfig, build_model
 
 
 def cfg(alpha=0.0, activation="relu", depth=2, parameterization="ntk", optimizer="gd", loss="mse"):

@@ -1,4 +1,4 @@
-"""wcntk.wandb_records: the run-file reader on files written here in W&B's log format
+"""wcntk.analysis.wandb_records: the run-file reader on files written here in W&B's log format
 (records split across 32 KiB blocks, a torn tail), its command line, and a real offline run."""
 import json
 import os
@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 from wandb.proto import wandb_internal_pb2 as pb
 
-from wcntk.wandb_records import BLOCK, config_values, history_rows, main, read_records, summary_values
+from wcntk.analysis.wandb_records import (
+    BLOCK,
+    config_values,
+    history_rows,
+    main,
+    read_records,
+    summary_values,
+)
 
 
 def write_run_file(path: Path, records) -> list[int]:
@@ -138,12 +145,13 @@ def test_cli_errors_exit_2_with_one_line(tmp_path, capsys):
         assert main([str(target)]) == 2
         captured = capsys.readouterr()
         assert captured.out == "" and captured.err.count("\n") == 1, captured.err
-        assert captured.err.startswith("python -m wcntk.wandb_records: error: ") and words in captured.err
+        assert captured.err.startswith("python -m wcntk.analysis.wandb_records: error: ")
+        assert words in captured.err
 
 
 @pytest.mark.slow
 def test_cli_on_a_real_offline_run_from_any_directory(tmp_path):
-    """A run written by wandb itself, read by `python -m wcntk.wandb_records` run from elsewhere."""
+    """A run written by wandb itself, read by `python -m wcntk.analysis.wandb_records` run from elsewhere."""
     script = textwrap.dedent("""
         import sys, wandb
         run = wandb.init(mode="offline", dir=sys.argv[1], project="wcntk", name="w8-s0",
@@ -155,7 +163,7 @@ def test_cli_on_a_real_offline_run_from_any_directory(tmp_path):
     """)
     env = {**os.environ, "WANDB_SILENT": "true"}
     subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, env=env, timeout=120)
-    proc = subprocess.run([sys.executable, "-m", "wcntk.wandb_records", str(tmp_path)], cwd="/",
+    proc = subprocess.run([sys.executable, "-m", "wcntk.analysis.wandb_records", str(tmp_path)], cwd="/",
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()

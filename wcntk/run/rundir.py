@@ -95,7 +95,7 @@ def lock_is_held(run_dir: str | Path) -> bool | None:
 def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Dotted key -> (old value, new value) for every key whose value differs between two nested
     configs (a key the new config lacks has the value None there). Left out: bookkeeping keys,
-    which never change a run's numbers (wcntk.record.BOOKKEEPING_KEYS), and keys the old record
+    which never change a run's numbers (wcntk.run.record.BOOKKEEPING_KEYS), and keys the old record
     lacks because it predates them (a key is added with a default that keeps the old behaviour)."""
     before, after = dict(flatten(old)), dict(flatten(new))
     return {key: (before.get(key), after.get(key)) for key in sorted(before)

@@ -1,6 +1,6 @@
 """Exact derivative correlations (docs/theory.md §2) specialised to our MLP.
 
-Same quantities as :func:`wcntk.correlations.derivative_correlations`, for a probe
+Same quantities as :func:`wcntk.core.correlations.derivative_correlations`, for a probe
 x_a and output o with φ(θ) = f_o(x_a; θ) and g = ∇_θ φ(θ):
 
     C02 = η²/2 · D²φ[g, g],   C03 = η³/6 · D³φ[g, g, g],   C11 = η^{3/2} · ‖∇²φ g‖₂,

@@ -1,20 +1,17 @@
-"""The networks beyond the MLP and the CNN (resnet, transformer, custom): building one, and
-the checks that need the input shape, made from the dataset config before any data is loaded."""
+"""The checks a network setting needs the dataset's shapes for, made from the dataset config
+before any data is loaded (wcntk.training.trainer runs them first)."""
 from __future__ import annotations
 
 import json
 
 import torch
-from torch import nn
 
+from ..core.init import ParamInit
+from ..core.models import ModelConfig
+from ..core.models_transformer import default_patch_size
+from ..core.networks import IMAGE_MODELS, build_network
 from .data import IMAGE_SHAPES, NATIVE_CLASSES, DataConfig
-from .init import ParamInit
-from .models import ModelConfig
-from .models_custom import build_custom
-from .models_resnet import ResNet
-from .models_transformer import VisionTransformer, default_patch_size
 
-IMAGE_MODELS = ("cnn", "resnet", "transformer")
 _checked: set[str] = set()  # custom settings whose factory already passed check_network
 
 
@@ -27,25 +24,6 @@ def data_shapes(data: DataConfig) -> tuple[tuple[int, ...], int]:
     if data.name == "cifar10" and data.grayscale:
         shape = (1, *shape[1:])
     return shape, classes
-
-
-def build_network(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: int,
-                  init: ParamInit) -> nn.Module:
-    """A resnet, transformer or custom network (see wcntk.models.build_model). The built-in ones
-    draw θ₀ by `init` (wcntk.init); a custom factory gets `torch.Generator().manual_seed(seed)`
-    and runs under torch.manual_seed(seed) (wcntk.models_custom)."""
-    if cfg.kind == "custom":
-        provided = dict(input_shape=tuple(input_shape), out_features=out_features, width=cfg.width,
-                        depth=cfg.depth, activation=cfg.activation,
-                        parameterization=cfg.parameterization,
-                        generator=torch.Generator().manual_seed(init.seed), seed=init.seed,
-                        dtype=init.dtype, device=init.device)
-        return build_custom(cfg.target, cfg.kwargs, provided, init.dtype, init.device)
-    if len(input_shape) != 3:
-        raise ValueError(f"model={cfg.kind} needs image inputs [C, H, W], got shape {tuple(input_shape)}")
-    if cfg.kind == "resnet":
-        return ResNet(input_shape[0], out_features, cfg, init)
-    return VisionTransformer(tuple(input_shape), out_features, cfg, init)
 
 
 def check_network(model: ModelConfig, data: DataConfig) -> None:

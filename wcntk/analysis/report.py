@@ -4,13 +4,13 @@ correlations (the paper's comparison).
 
 Usage::
 
-    python -m wcntk.report SWEEP_DIR [--out DIR] [--width-metric M [M ...]] [--curve-width N]
+    python -m wcntk.analysis.report SWEEP_DIR [--out DIR] [--width-metric M [M ...]] [--curve-width N]
                            [--min-width N] [--formats png pdf] [--wandb]
                            [--wandb-mode offline|online|disabled]
 
 or, from a notebook, ``make_report(sweep_dir)`` (returns the tables and the written paths).
 
-Input: every ``summary.json`` below SWEEP_DIR (layout: :mod:`wcntk.record`) and, for the
+Input: every ``summary.json`` below SWEEP_DIR (layout: :mod:`wcntk.run.record`) and, for the
 curves, the ``metrics.csv`` next to it. Output (default ``SWEEP_DIR/report/``, written only
 once the inputs are checked): ``runs.csv`` (+ ``runs.parquet`` when pyarrow imports),
 ``per_width.csv``, ``slopes.md`` / ``slopes.csv``, ``local_slopes.md`` / ``.csv``,
@@ -28,7 +28,7 @@ Setting. A job's setting is the tuple of config values (dotted keys of the neste
 vary across the sweep's validated jobs (not failed, not ``"config_validated": false``: a
 failed job keeps its width and seed but never makes a key vary), except width, seed and the
 bookkeeping keys of
-:data:`wcntk.record.BOOKKEEPING_KEYS`; facts (effective lr, n_params, …) are never settings.
+:data:`wcntk.run.record.BOOKKEEPING_KEYS`; facts (effective lr, n_params, …) are never settings.
 A setting is labelled by the last component of each key (the full key where two would clash;
 ``optimizer.lr_width_exponent`` is written α). Only jobs with status "ok" are fitted; every
 other job (diverged, failed, interrupted, running, stale, unreadable) is listed in the
@@ -41,18 +41,18 @@ Per width (setting s, metric M, width n, seeds i = 1..k, finite values only)::
 
     mean = (1/k) Σ_i M_i,        s.e. = std_{ddof=1}(M_i) / √k
 
-Slopes: :func:`wcntk.powerlaw.fit_power_law_by_seed` of M against n, per seed of a setting,
+Slopes: :func:`wcntk.analysis.powerlaw.fit_power_law_by_seed` of M against n, per seed of a setting,
 95 % Student-t CI across the seeds' slopes (t on S − 1 dof; docs/theory.md §8). Two fits:
 
-    asymptotic   widths ≥ n_min (:func:`wcntk.asymptotic.choose_n_min`, the lack-of-fit rule of
+    asymptotic   widths ≥ n_min (:func:`wcntk.analysis.asymptotic.choose_n_min`, the lack-of-fit rule of
                  docs/theory.md §7, or --min-width), ln M = a + b ln n + c n^{-1/2} per seed:
                  columns slope, ci_half, intercept, correction (mean c), …; the verdict
     all widths   every width, plain ln M = a + b ln n per seed: columns slope_all,
                  ci_half_all, …; shown, never judged
 
-Local slopes between adjacent widths (:func:`wcntk.asymptotic.local_slopes`, Welch 95 %
+Local slopes between adjacent widths (:func:`wcntk.analysis.asymptotic.local_slopes`, Welch 95 %
 interval across seeds) are tabulated and drawn. The deviation vs correlation table fits final
-deviation against initial correlation by the pooled OLS of :func:`wcntk.powerlaw.fit_power_law`
+deviation against initial correlation by the pooled OLS of :func:`wcntk.analysis.powerlaw.fit_power_law`
 (the (width, seed) points as independent; no correction term), over the jobs with width ≥ the
 larger n_min of the two metrics.
 
@@ -62,8 +62,8 @@ widths ≥ n_min → no asymptotic fit ("n/a", no verdict, the all-widths fit st
 N = 2 → slope without CI. Single non-finite or ≤ 1e-30 values are left out of the fit and
 counted in "note".
 
-Theory: :func:`wcntk.theory.expected` per setting and metric (prediction, bound, exact 0 or
-"—"), :func:`wcntk.theory.expected_ratio` for deviation vs correlation (β/γ; a lower bound
+Theory: :func:`wcntk.analysis.theory.expected` per setting and metric (prediction, bound, exact 0 or
+"—"), :func:`wcntk.analysis.theory.expected_ratio` for deviation vs correlation (β/γ; a lower bound
 "≥" where an upper bound is divided by a negative exponent), derived in docs/theory.md; the
 verdict is "yes"/"no" for a prediction (does the CI cover it), "consistent"/"above bound"
 for a bound, "consistent"/"below bound" for a lower bound.
@@ -85,14 +85,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..run.record import effective_status, flatten, is_bookkeeping
+from ..run.rundir import SUPERSEDED_DIR
 from .asymptotic import MIN_TAIL_WIDTHS, choose_n_min, local_slopes
 from .powerlaw import CORRECTION_EXPONENT, fit_power_law, fit_power_law_by_seed
-from .record import effective_status, flatten, is_bookkeeping
-from .rundir import SUPERSEDED_DIR
 from .theory import Expectation, expected, expected_ratio
 
 ZERO_TOL = 1e-30
-THEORY_DOC = Path(__file__).resolve().parents[1] / "docs" / "theory.md"
+THEORY_DOC = Path(__file__).resolve().parents[2] / "docs" / "theory.md"
 # Facts that the old summary layout kept inside its flat config: never settings.
 OLD_LAYOUT_FACTS = ("n_params", "effective_lr", "data_source", "device")
 JOB_COLUMNS = ("job_dir", "status", "message", "diverged_step", "last_step", "config_validated",
@@ -340,8 +340,8 @@ FIT_COLUMNS = ("slope", "intercept", "stderr", "ci_half", "r2")
 def _fit_row(x: np.ndarray, v: np.ndarray, row: dict, x_name: str = "widths", seeds: np.ndarray | None = None,
              corrections: bool = False) -> dict:
     """Fill row (result, note, n_points, n_<x_name>, fit columns) from points (x, v): with
-    `seeds`, :func:`wcntk.powerlaw.fit_power_law_by_seed` (per-seed slopes, t across seeds;
-    `corrections` adds the n^{-1/2} term), else the pooled :func:`wcntk.powerlaw.fit_power_law`."""
+    `seeds`, :func:`wcntk.analysis.powerlaw.fit_power_law_by_seed` (per-seed slopes, t across seeds;
+    `corrections` adds the n^{-1/2} term), else the pooled :func:`wcntk.analysis.powerlaw.fit_power_law`."""
     finite = np.isfinite(v) & np.isfinite(x) & (x > 0)
     if not finite.any():
         return {**row, "note": "no finite values"}
@@ -365,7 +365,7 @@ def _usable(w: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def regime(w: np.ndarray, v: np.ndarray, min_width: float | None = None) -> tuple[float, str]:
     """(n_min, rule) of metric values v at widths w: `min_width` as given ("--min-width"), else
-    :func:`wcntk.asymptotic.choose_n_min` on the finite positive points."""
+    :func:`wcntk.analysis.asymptotic.choose_n_min` on the finite positive points."""
     if min_width is not None:
         return float(min_width), "--min-width"
     use = _usable(w, v)
@@ -434,9 +434,9 @@ def fit_slopes(runs: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, min
     slopes: the asymptotic fit over widths ≥ n_min (slope, ci_half, …, result "fit",
     "exactly 0" or "n/a"; n_min and n_min_rule from :func:`regime`), the all-widths fit beside
     it (slope_all, ci_half_all, r2_all, n_points_all, result_all), and theory, theory_kind,
-    theory_slope, theory_reason and verdict (:func:`wcntk.theory.expected`, on the asymptotic
+    theory_slope, theory_reason and verdict (:func:`wcntk.analysis.theory.expected`, on the asymptotic
     fit). per_width: mean and s.e. over seeds, in_fit (width ≥ n_min). local: the local slopes
-    of :func:`wcntk.asymptotic.local_slopes`, in_fit when both widths are ≥ n_min."""
+    of :func:`wcntk.analysis.asymptotic.local_slopes`, in_fit when both widths are ≥ n_min."""
     cols = setting_columns(runs)
     ok = runs[runs["status"] == "ok"]
     slope_rows, width_rows, local_rows = [], [], []
@@ -479,7 +479,7 @@ def fit_deviation_vs_correlation(runs: pd.DataFrame, deviations: Sequence[str] =
     Asymptotic fit (plain columns, the verdict's) over the ok jobs of width ≥ n_min, where n_min
     is the larger of the two metrics' :func:`regime` (both must be asymptotic for b = β/γ), or
     `min_width`; the fit over all ok jobs beside it (*_all). theory from
-    :func:`wcntk.theory.expected_ratio`."""
+    :func:`wcntk.analysis.theory.expected_ratio`."""
     ok = runs[runs["status"] == "ok"]
     rows = []
     for setting in _settings(runs):
@@ -1144,10 +1144,10 @@ def make_report(sweep_dir, out_dir=None, metrics: Sequence[str] | None = None,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: python -m wcntk.report SWEEP_DIR [options]; prints the tables, writes the report.
+    """CLI: python -m wcntk.analysis.report SWEEP_DIR [options]; prints the tables, writes the report.
     Exit 2 with one line for a missing or empty sweep dir, a metric no job logged, or a
     --curve-width that is not a width of the sweep."""
-    p = argparse.ArgumentParser(prog="python -m wcntk.report", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m wcntk.analysis.report", description=__doc__.split("\n\n")[0])
     p.add_argument("sweep_dir", type=Path, help="directory tree containing the jobs' summary.json")
     p.add_argument("--out", type=Path, default=None, help="output directory (default SWEEP_DIR/report)")
     p.add_argument("--width-metric", "--metrics", dest="metrics", nargs="+", default=None,

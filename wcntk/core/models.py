@@ -86,7 +86,7 @@ class ScaledLinear(nn.Module):
     """h = c_w · a Wᵀ + c_b · b (scalars applied to the product, not to W: no weight-sized
     copy per forward and multiply per backward, 0.73x the step time at width 16384).
     `name` is the layer's path in its model (`hidden.0`): with the parameter's own name it keys
-    the θ₀ streams (wcntk.init)."""
+    the θ₀ streams (wcntk.core.init)."""
 
     def __init__(self, fan_in: int, fan_out: int, parameterization: str, w_std: float,
                  b_std: float, readout: bool, init: ParamInit, name: str):
@@ -131,8 +131,8 @@ class ModelConfig:
     b_std: float = 0.05
     heads: int = 2                    # transformer: attention heads (divides width)
     patch_size: int | None = None     # transformer: p×p patches (None: a 4×4 grid)
-    attention_logits: str = "inv_d"   # transformer: logit scale 1/d or 1/√d (wcntk.models_transformer)
-    target: str | None = None         # custom: dotted path of the factory (wcntk.models_custom)
+    attention_logits: str = "inv_d"   # transformer: logit scale 1/d or 1/√d (wcntk.core.models_transformer)
+    target: str | None = None         # custom: dotted path of the factory (wcntk.core.models_custom)
     kwargs: dict[str, Any] = field(default_factory=dict)  # custom: extra factory arguments
 
     def validate(self) -> None:
@@ -214,7 +214,7 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: in
                 threads: int | None = None) -> nn.Module:
     """Seeded network for inputs of shape `input_shape` (without batch dim).
 
-    Initial values follow wcntk.init's scheme (INIT_SCHEME): drawn in float64 on the CPU, per
+    Initial values follow wcntk.core.init's scheme (INIT_SCHEME): drawn in float64 on the CPU, per
     (seed, parameter name, chunk), by `threads` threads (None: torch.get_num_threads()), then
     cast; the same seed gives the same θ₀ on every device, dtype and thread count.
     """

@@ -1,5 +1,5 @@
 """Where a run's numbers go: `metrics.csv` (row by row), `summary.json` (atomic, the layout of
-wcntk.record) and a Weights & Biases run (offline by default; never blocks or stalls a run).
+wcntk.run.record) and a Weights & Biases run (offline by default; never blocks or stalls a run).
 """
 from __future__ import annotations
 
@@ -11,25 +11,18 @@ import os
 import secrets
 import shlex
 import shutil
-import sys
 import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..training.progress import say
 from .lifecycle import Interrupted, deferred_signals
 from .provenance import provenance
 
 WANDB_MODES = ("offline", "online", "disabled")
 WANDB_ID_FILE = "wandb_run_id"
-
-
-def say(message: str, label: str | None = None) -> None:
-    """One line on stderr, naming the job (its override dirname) when there is one."""
-    line = f"wcntk: [{label}] {message}\n" if label else f"wcntk: {message}\n"
-    sys.stderr.write(line)  # one write: lines of parallel jobs never interleave
-    sys.stderr.flush()
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -180,7 +173,7 @@ class WandbLog:
 
 
 def new_record(config: dict[str, Any], validated: bool = True) -> dict[str, Any]:
-    """A `running` record of `config` (wcntk.record's layout), provenance taken now."""
+    """A `running` record of `config` (wcntk.run.record's layout), provenance taken now."""
     return {"status": "running", "message": None, "diverged_step": None, "last_step": None,
             "config": config, "config_validated": validated, "facts": {}, "provenance": provenance(),
             "initial": {}, "final": {}, "wall_time_s": None}
@@ -196,7 +189,7 @@ def write_invalid_setting_record(run_dir: Path, raw_config: dict[str, Any], mess
 
 
 class RunRecorder:
-    """Context manager that owns a run directory's outputs (summary.json: wcntk.record's layout).
+    """Context manager that owns a run directory's outputs (summary.json: wcntk.run.record's layout).
 
     On entry summary.json says `running` with the full config and provenance (rewritten with the
     facts and after step 0 with the initial values). Inside the block

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 # The checkout wcntk was imported from (not the working directory: runs start from anywhere).
-_REPO = Path(__file__).resolve().parent.parent
+_REPO = Path(__file__).resolve().parents[2]
 
 
 def _git(*args: str) -> str | None:

@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from .data import IMAGE_SHAPES, NATIVE_CLASSES, DataConfig
-from .models import ModelConfig
+from ..core.models import ModelConfig
+from ..training.data import IMAGE_SHAPES, NATIVE_CLASSES, DataConfig
 from .record import flatten
 
 INT64_MAX = 2 ** 63 - 1
@@ -56,7 +56,7 @@ def n_classes(data: DataConfig) -> int:
 
 
 def n_parameters(model: ModelConfig, data: DataConfig) -> int:
-    """P of the network `model` builds for `data` (wcntk.models.MLP / CNN)."""
+    """P of the network `model` builds for `data` (wcntk.core.models.MLP / CNN)."""
     shape, k, width = input_shape(data), n_classes(data), model.width
     if model.kind == "cnn":
         first = 9 * shape[0] * width + width
@@ -119,4 +119,4 @@ def check_memory(model: ModelConfig, data: DataConfig, precision_bytes: int, dev
     fits = f"width <= {low} fits" if low else "no width fits (reduce dataset.n_train / n_test or depth)"
     raise ValueError(f"width={model.width} needs about {_size(params + activations)} "
                      f"({_size(params)} parameters and optimizer state, {_size(activations)} activations) "
-                     f"but {what} has {_size(free)} free: {fits} (estimate: wcntk.capacity)")
+                     f"but {what} has {_size(free)} free: {fits} (estimate: wcntk.run.capacity)")

@@ -7,12 +7,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ..training.progress import say
+from ..training.trainer import METRIC_NAMES, Trainer
 from .config import library_configs, validate_config
 from .lifecycle import interruptible
 from .record import effective_status, read_summary
 from .rundir import config_changes, supersede, writer_lock
-from .tracking import RunRecorder, say
-from .trainer import METRIC_NAMES, Trainer
+from .tracking import RunRecorder
 
 
 class FinishedRecord(ValueError):
@@ -26,10 +27,10 @@ def prepare_run_dir(run_dir: str | Path, cfg: dict[str, Any], resume: bool = Fal
     running (resume only), or None: run, in a dir that now holds no finished record.
 
     - no summary.json: run.
-    - summary.json that is not a record (wcntk.record.is_record): moved aside, run (one line).
+    - summary.json that is not a record (wcntk.run.record.is_record): moved aside, run (one line).
     - a single run on a finished record (any status but a stale `running`: we hold the lock, so
       its writer is gone): FinishedRecord, unless `overwrite`, which moves the record aside.
-    - a record of another config (wcntk.rundir.config_changes; bookkeeping keys never count):
+    - a record of another config (wcntk.run.rundir.config_changes; bookkeeping keys never count):
       moved aside, run (one line naming the changed keys).
     - resume: an `ok` record of the same config is kept; any other status runs again in place
       (the same experiment: its W&B run id is reused).
@@ -68,15 +69,15 @@ def default_run_name(cfg: dict[str, Any]) -> str:
 
 def run_job(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False,
             label: str | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Train and record one run; returns the summary dict (wcntk.record's layout).
+    """Train and record one run; returns the summary dict (wcntk.run.record's layout).
 
-    The run holds run_dir's writer lock throughout (wcntk.rundir; another process holding it
+    The run holds run_dir's writer lock throughout (wcntk.run.rundir; another process holding it
     raises RunningElsewhere) and first settles the old record (prepare_run_dir): with
     resume=True an `ok` record of the same config is returned without running; a finished
     record is never overwritten (FinishedRecord) unless `overwrite`, which moves it aside.
     Status ok or diverged is returned; an exception after validation is recorded as `failed`
     and re-raised; SIGINT/SIGTERM/SIGUSR1/SIGUSR2 record `interrupted` and raise
-    wcntk.lifecycle.Interrupted (its `summary` holds the record).
+    wcntk.run.lifecycle.Interrupted (its `summary` holds the record).
     `label` names the job in the lines it prints (a sweep job's override dirname).
     """
     # The record holds every key: a hand-written dict that leaves some out gets their defaults.

@@ -8,7 +8,12 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .tracking import say
+
+def say(message: str, label: str | None = None) -> None:
+    """One line on stderr, naming the job (its override dirname) when there is one."""
+    line = f"wcntk: [{label}] {message}\n" if label else f"wcntk: {message}\n"
+    sys.stderr.write(line)  # one write: lines of parallel jobs never interleave
+    sys.stderr.flush()
 
 
 class LineProgress:

@@ -2,7 +2,7 @@
 
 An image x ∈ ℝ^{C×H×W} is cut into T = (H/p)(W/p) non-overlapping p×p patches
 (p = `model.patch_size`; null: a 4×4 grid, p = H/4, i.e. 7×7 patches of MNIST, 2×2 of digits).
-Every dense layer is a :class:`~wcntk.models.ScaledLinear`, h = c_w·W a + c_b·b with the
+Every dense layer is a :class:`~wcntk.core.models.ScaledLinear`, h = c_w·W a + c_b·b with the
 multipliers of the chosen parameterization (ntk: W ~ N(0,1), c_w = σ_w/√fan_in;
 standard: W ~ N(0, σ_w²/fan_in), c_w = 1; docs/theory.md §3); n = `width`, `heads` heads of
 dimension d = n/heads, LN the layer norm over the n features without learned gain or bias:

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m wcntk.dashboard --entity E --project P --group G [--report DIR] [--name NAME]
+    python -m wcntk.analysis.dashboard --entity E --project P --group G [--report DIR] [--name NAME]
 
 builds a saved W&B workspace view of the runs of group G:
 
@@ -14,7 +14,7 @@ builds a saved W&B workspace view of the runs of group G:
 - "deviation vs step": line panels of the deviations against the logged training step
   (the runs' `step` metric), grouped by width;
 - "slopes": a markdown panel with the slope tables of a local report dir (``--report``, the
-  output of ``python -m wcntk.report``), or how to make one.
+  output of ``python -m wcntk.analysis.report``), or how to make one.
 
 :func:`build_workspace` builds the specification without touching the network; :func:`save`
 uploads it and needs a W&B login (``wandb login`` or WANDB_API_KEY). Without one the command
@@ -46,16 +46,17 @@ def init_key(metric: str) -> str:
 
 
 def slope_markdown(report_dir: Path | None) -> str:
-    """The slope and deviation-vs-correlation tables of a `wcntk.report` output dir, as markdown."""
+    """The slope and deviation-vs-correlation tables of a `wcntk.analysis.report` output dir, as markdown."""
     if report_dir is None:
-        return ("No slope table given: run `python -m wcntk.report SWEEP_DIR` and rebuild this "
+        return ("No slope table given: run `python -m wcntk.analysis.report SWEEP_DIR` and rebuild this "
                 "dashboard with `--report SWEEP_DIR/report`.")
     parts = [f"### {title}\n\n{(Path(report_dir) / name).read_text()}"
              for title, name in (("Width-scaling slopes", "slopes.md"),
                                  ("Deviation vs correlation", "deviation_vs_correlation.md"))
              if (Path(report_dir) / name).is_file()]
     if not parts:
-        raise FileNotFoundError(f"no slopes.md in {report_dir} (make it with python -m wcntk.report)")
+        raise FileNotFoundError(f"no slopes.md in {report_dir} "
+                                f"(make it with python -m wcntk.analysis.report)")
     return "\n\n".join(parts) + "\n\nTheory and definitions: docs/theory.md of the wcntk repository."
 
 
@@ -99,12 +100,13 @@ def save(workspace: ws.Workspace) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: build the dashboard of a group and save it to W&B; exit 2 when not logged in."""
-    p = argparse.ArgumentParser(prog="python -m wcntk.dashboard", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m wcntk.analysis.dashboard",
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("--entity", required=True, help="W&B entity (user or team)")
     p.add_argument("--project", required=True, help="W&B project of the runs")
     p.add_argument("--group", required=True, help="W&B group of the sweep's runs (wandb.group)")
     p.add_argument("--report", type=Path, default=None,
-                   help="output dir of python -m wcntk.report for the slope table")
+                   help="output dir of python -m wcntk.analysis.report for the slope table")
     p.add_argument("--width-key", default="width", help="config key of the width (default: width)")
     p.add_argument("--name", default=None, help="name of the saved view (default: 'wcntk GROUP')")
     args = p.parse_args(argv)
@@ -116,11 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         url = save(workspace)
     except NotLoggedIn:
-        print("wcntk.dashboard: not logged in to W&B (no API key): run `wandb login` or set WANDB_API_KEY, "
+        print("wcntk.analysis.dashboard: not logged in to W&B (no API key): run `wandb login` or set "
+              "WANDB_API_KEY, "
               "then run this command again; nothing was saved", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 — network or server errors: one line, not a traceback
-        print(f"wcntk.dashboard: saving to W&B failed: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"wcntk.analysis.dashboard: saving to W&B failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     print(f"dashboard saved: {url}")
     return 0

@@ -1,7 +1,7 @@
 """Pre-activation residual network of 3×3 convolutions (`model=resnet`).
 
-With σ the activation, every conv a :class:`~wcntk.models.ScaledConv2d` and the readout a
-:class:`~wcntk.models.ScaledLinear` (so each layer is h = c_w·W*a + c_b·b in the chosen
+With σ the activation, every conv a :class:`~wcntk.core.models.ScaledConv2d` and the readout a
+:class:`~wcntk.core.models.ScaledLinear` (so each layer is h = c_w·W*a + c_b·b in the chosen
 parameterization, docs/theory.md §3):
 
     h₀ = conv_in(x)                                          (C_in → width channels)

@@ -15,18 +15,26 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .correlations import gd_step_direction, step_ratios
+from ..core.correlations import gd_step_direction, step_ratios
+from ..core.implementations import implementation_for
+from ..core.init import INIT_SCHEME
+from ..core.linearization import LinearizedModel
+from ..core.losses import accuracy, get_loss
+from ..core.metrics import deviation_from_outputs, ntk_rel_change, param_rel_change, rms
+from ..core.models import (
+    ModelConfig,
+    build_model,
+    detached,
+    functional,
+    lr_width_multiplier,
+    num_params,
+    params_of,
+)
+from ..core.tf32 import disable_tf32
 from .data import DataConfig, Dataset, load_dataset
-from .implementations import implementation_for
-from .init import INIT_SCHEME
-from .linearization import LinearizedModel
-from .losses import accuracy, get_loss
-from .metrics import deviation_from_outputs, ntk_rel_change, param_rel_change, rms
-from .models import ModelConfig, build_model, detached, functional, lr_width_multiplier, num_params, params_of
-from .networks import check_network
+from .network_check import check_network
 from .progress import progress_bar
 from .step_graph import Capture, StepChoice, choose_step, cuda_graph_capture
-from .tf32 import disable_tf32
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
 CUDA_GRAPHS = ("auto", "on", "off")
@@ -228,7 +236,7 @@ def _is_bad(values: dict[str, float]) -> bool:
 
 class Trainer:
     """Network and twin side by side. `log(step, metrics)` receives every logged row.
-    `capture` replaces wcntk.step_graph.cuda_graph_capture; given one, the first step chooses
+    `capture` replaces wcntk.training.step_graph.cuda_graph_capture; given one, the first step chooses
     between its replay and the eager step (`graph_step`) whatever the device."""
 
     def __init__(self, model_cfg: ModelConfig, data_cfg: DataConfig, opt_cfg: OptimizerConfig,
@@ -272,7 +280,7 @@ class Trainer:
 
     def linearized_at(self, x: Tensor) -> Callable[[dict[str, Tensor]], Tensor]:
         """params ↦ f_lin(params, x) for a fixed x, with the θ₀ part computed once, by the
-        model's implementation (wcntk.implementations)."""
+        model's implementation (wcntk.core.implementations)."""
         return self.impl.linearize(self.model, self.twin, x, True)
 
     # --- one step -------------------------------------------------------------------------
@@ -292,7 +300,7 @@ class Trainer:
         self.step_body()
 
     def graph_step(self, capture: Capture = cuda_graph_capture) -> StepChoice:
-        """wcntk.step_graph.choose_step for this trainer, called before its first step: the state
+        """wcntk.training.step_graph.choose_step for this trainer, called before its first step: the state
         is both models' parameters and optimizer state; rewinding restores the parameters,
         zeroes optimizer state created since (a zero moment/momentum buffer steps exactly as a
         fresh one) and restarts the minibatch order."""
@@ -424,6 +432,6 @@ class Trainer:
 
     def facts(self) -> dict[str, object]:
         """What the run resolved from its config: parameter count, η, data source, device, the θ₀
-        scheme (wcntk.init.INIT_SCHEME)."""
+        scheme (wcntk.core.init.INIT_SCHEME)."""
         return {"n_params": self.n_params, "effective_lr": self.lr,
                 "data_source": self.data.source, "device": str(self.device), "init_scheme": INIT_SCHEME}

@@ -27,11 +27,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from ..core.models import ModelConfig
+from ..training.data import DataConfig
+from ..training.trainer import OptimizerConfig, TrainConfig, validate_all
 from .capacity import PRECISION_BYTES, check_integers, check_memory
-from .data import DataConfig
-from .models import ModelConfig
 from .tracking import WANDB_MODES
-from .trainer import OptimizerConfig, TrainConfig, validate_all
 
 WANDB_PROJECT_FORBIDDEN = "/\\#?%:"  # W&B rejects these; ".." would also escape a local folder
 
@@ -118,7 +118,7 @@ class RunConfig:
 
     def validate(self) -> None:
         """Every check that needs no data; ValueError with one line. First, every integer fits
-        torch's int64; last, the model fits the device's free memory (wcntk.capacity)."""
+        torch's int64; last, the model fits the device's free memory (wcntk.run.capacity)."""
         check_integers(asdict(self))
         model, data, opt, train = self.library_configs()
         validate_all(model, data, opt, train)

@@ -6,7 +6,7 @@ type 1 = full record, 2/3/4 = first/middle/last piece. Each record is a
 `wandb_internal_pb2.Record` protobuf. A chunk cut off by the end of the file (a killed
 run) is ignored.
 
-Command line: `python -m wcntk.wandb_records FILE_OR_RUN_DIR` (or `wcntk-wandb-records`)
+Command line: `python -m wcntk.analysis.wandb_records FILE_OR_RUN_DIR` (or `wcntk-wandb-records`)
 prints each run file's config, history length, summary and exit code; a directory is
 searched for `run-*.wandb` files (a run dir holds them under `wandb/offline-run-*/`).
 W&B's internal keys (leading underscore) are left out. Exit status 2 with one line on
@@ -21,7 +21,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from wcntk.record import flatten
+from wcntk.run.record import flatten
 
 BLOCK = 32 * 1024
 FILE_HEADER = struct.Struct("<4sHB")
@@ -148,10 +148,10 @@ def describe(path: str | Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: python -m wcntk.wandb_records FILE_OR_RUN_DIR; see the module docstring."""
+    """CLI: python -m wcntk.analysis.wandb_records FILE_OR_RUN_DIR; see the module docstring."""
     from google.protobuf.message import DecodeError
 
-    parser = argparse.ArgumentParser(prog="python -m wcntk.wandb_records",
+    parser = argparse.ArgumentParser(prog="python -m wcntk.analysis.wandb_records",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("path", type=Path, help="a run-<id>.wandb file, or a directory holding some")
     args = parser.parse_args(argv)

@@ -83,9 +83,9 @@ def _superseded(job: Path) -> set[str]:
 
 
 class SweepSummary:
-    """Hydra callback (`hydra.callbacks.<name>._target_: wcntk.outcome.SweepSummary`): when a
+    """Hydra callback (`hydra.callbacks.<name>._target_: wcntk.run.outcome.SweepSummary`): when a
     multirun ends, one line per job it launched: skipped (already ok), ok, diverged, failed,
-    interrupted, elsewhere (another process holds the job dir, or left it unfinished: wcntk.rundir;
+    interrupted, elsewhere (another process holds the job dir, or left it unfinished: wcntk.run.rundir;
     a job another process finished meanwhile is skipped), with how
     many jobs re-ran because their config changed (and which keys) and a warning for skipped
     records made by another git commit. Exit code (SWEEP_EXIT_CODES): 1 if a job failed,

@@ -11,7 +11,7 @@ Layout of summary.json::
                    whose settings failed validation, the raw composed config it was asked to run
     config_validated  true, or false when `config` is that raw, unvalidated config
     facts          what the run resolved at run time: effective_lr, n_params, data_source, device,
-                   init_scheme (how θ₀ was drawn, wcntk.init.INIT_SCHEME)
+                   init_scheme (how θ₀ was drawn, wcntk.core.init.INIT_SCHEME)
     provenance     git_commit, git_dirty, wcntk, torch, cuda, python, host, pid, started_at,
                    launch (the id of the sweep launch that ran it; null for a single run)
     initial        metrics logged at step 0;  final: at the last logged step
@@ -66,7 +66,7 @@ def _process_alive(pid: int) -> bool:
 
 def effective_status(summary: Mapping[str, Any], lock_held: bool | None = None) -> str:
     """The summary's status, except a `running` one whose process is gone (SIGKILL, crash):
-    "stale". `lock_held` is whether the run dir's writer lock is held (wcntk.rundir.lock_is_held):
+    "stale". `lock_held` is whether the run dir's writer lock is held (wcntk.run.rundir.lock_is_held):
     a free lock means stale wherever the process ran; without a lock file (None) only a process
     on this host can be checked, elsewhere `running` is kept."""
     status = summary.get("status") or "unknown"

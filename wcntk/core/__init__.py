@@ -1,0 +1,3 @@
+"""The measurement core: networks, θ₀, losses, the linearized twin, NTK, derivative correlations,
+deviation metrics. Pure torch; never imports Hydra or the layers above.
+"""
