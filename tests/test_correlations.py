@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests._refs import DT, fd_directional, flat, hessian, jacobian, rel_err, rev_grad, scalar_fn, seeded
-from wcntk import losses
+from wcntk.core import losses
 from wcntk.core.correlations import (
     derivative_correlations,
     directional_derivative,

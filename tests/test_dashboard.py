@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from wcntk import dashboard
+from wcntk.analysis import dashboard
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from wcntk import data as wdata
+from wcntk.training import data as wdata
 from wcntk.training.data import DataConfig, DatasetUnavailable, is_image_dataset, load_dataset
 
 

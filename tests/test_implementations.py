@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests._refs import DT, seeded
-from wcntk import implementations as impls
+from wcntk.core import implementations as impls
 from wcntk.core.implementations import GENERIC, MLP_FAST, Implementation, implementation_for, register
 from wcntk.core.linearization import LinearizedModel
 from wcntk.core.models import CNN, MLP, ModelConfig, build_model, functional, params_of

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests._wandb_files import exit_codes
-from wcntk import provenance as prov
+from wcntk.run import provenance as prov
 from wcntk.analysis.wandb_records import config_values, summary_values
 from wcntk.run.job import run_job
 from wcntk.run.lifecycle import Interrupted, deferred_signals, interruptible

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests._refs import DT, flat, jacobian, rel_err, seeded, train_sgd
-from wcntk import losses
+from wcntk.core import losses
 from wcntk.core.linearization import LinearizedModel, linearized_mlp
 from wcntk.core.metrics import linearity_deviation
 from wcntk.core.models import ACTIVATIONS, ModelConfig, build_model, functional, params_of

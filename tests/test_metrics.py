@@ -6,7 +6,7 @@ import math
 import torch
 
 from tests._refs import DT, flat, jacobian, seeded
-from wcntk import losses
+from wcntk.core import losses
 from wcntk.core.metrics import (
     deviation_from_outputs,
     linearity_deviation,

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from tests._refs import DT, seeded
-from wcntk import init
+from wcntk.core import init
 from wcntk.core.models import (
     ACTIVATIONS,
     ModelConfig,
