@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests._wandb_files import exit_codes
-from wcntk.run import provenance as prov
 from wcntk.analysis.wandb_records import config_values, summary_values
+from wcntk.run import provenance as prov
 from wcntk.run.job import run_job
 from wcntk.run.lifecycle import Interrupted, deferred_signals, interruptible
 from wcntk.run.outcome import SweepSummary, closing_line
