@@ -34,7 +34,8 @@ def top_level_imports(path: Path) -> set[str]:
 
 def test_every_third_party_import_of_the_package_is_a_declared_dependency():
     declared = {normalize(Requirement(r).name) for r in PROJECT["project"]["dependencies"]}
-    imported = set().union(*(top_level_imports(p) for p in [ROOT / "run.py", *(ROOT / "wcntk").rglob("*.py")]))
+    sources = [ROOT / "run.py", *(ROOT / "wcntk").rglob("*.py")]
+    imported = set().union(*(top_level_imports(p) for p in sources))
     third_party = imported - set(sys.stdlib_module_names) - {"wcntk", "__future__"}
     assert {"torch", "hydra", "wandb"} <= third_party  # the scan sees the package's imports
     providers = importlib.metadata.packages_distributions()
