@@ -367,7 +367,7 @@ def test_deviation_trajectories_one_line_per_width(sweep):
 
 
 def test_theory_link_stays_inside_the_repository(tmp_path):
-    repo = Path(report.__file__).resolve().parents[2]
+    repo = Path(report.__file__).resolve().parents[3]
     inside = report._theory_link(repo / "outputs" / "sweeps" / "x" / "report")
     assert inside == "[docs/theory.md](../../../../docs/theory.md)"
     assert (repo / "outputs" / "sweeps" / "x" / "report" / "../../../../docs/theory.md").resolve().is_file()

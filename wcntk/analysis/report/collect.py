@@ -1,0 +1,290 @@
+"""Reading a sweep's records into the runs table (one row per job), and its settings.
+
+Setting. A job's setting is the tuple of config values (dotted keys of the nested config) that
+vary across the sweep's validated jobs (not failed, not ``"config_validated": false``: a
+failed job keeps its width and seed but never makes a key vary), except width, seed and the
+bookkeeping keys of
+:data:`wcntk.run.record.BOOKKEEPING_KEYS`; facts (effective lr, n_params, …) are never settings.
+A setting is labelled by the last component of each key (the full key where two would clash;
+``optimizer.lr_width_exponent`` is written α). Only jobs with status "ok" are fitted; every
+other job (diverged, failed, interrupted, running, stale, unreadable) is listed in the
+failures table, never dropped silently.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from importlib.util import find_spec
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ...run.record import effective_status, flatten, is_bookkeeping
+from ...run.rundir import SUPERSEDED_DIR
+
+OLD_LAYOUT_FACTS = ("n_params", "effective_lr", "data_source", "device")
+JOB_COLUMNS = ("job_dir", "status", "message", "diverged_step", "last_step", "config_validated",
+               "record_problems")
+SHORT_NAMES = {"lr_width_exponent": "α"}
+
+
+def _number(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _axis_key(config: dict, name: str) -> str | None:
+    """The config key of an axis ("width", "seed"): the key itself, else the one ending in .name."""
+    if name in config:
+        return name
+    hits = [k for k in config if k.endswith("." + name)]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _malformed(s) -> str:
+    """Why a parsed summary.json is not a record ("" when it is one)."""
+    if not isinstance(s, dict):
+        return f"not a record (a JSON {type(s).__name__})"
+    for section in ("config", "facts", "initial", "final"):
+        if s.get(section) is not None and not isinstance(s[section], dict):
+            return f"not a record ({section} is a JSON {type(s[section]).__name__})"
+    config = dict(flatten(s.get("config") or {}))
+    for axis in ("width", "seed"):
+        key = _axis_key(config, axis)
+        value = config[key] if key is not None else s.get(axis)
+        if value is not None and not _is_number(value):
+            return f"not a record ({axis} {value!r} is not a number)"
+    return ""
+
+
+def metrics_csv_problem(path: Path) -> str:
+    """Why a metrics.csv cannot be trusted ("" when it looks whole): NUL bytes (two writers),
+    or a last line cut off (no final newline, or fewer fields than the header)."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return f"metrics.csv unreadable ({type(e).__name__})"
+    if b"\0" in data:
+        return "metrics.csv holds NUL bytes"
+    lines = data.split(b"\n")
+    if data and (not data.endswith(b"\n") or lines[-2].count(b",") != lines[0].count(b",")):
+        return "metrics.csv truncated (last line incomplete)"
+    return ""
+
+
+def wandb_file_problem(job_dir: Path, status: str) -> str:
+    """"<name> truncated (no exit record)" for an offline W&B run file of a job that finished
+    (status ok, diverged, failed or interrupted) whose records end before W&B's exit record, or
+    that cannot be parsed; "" otherwise (and when W&B is not installed)."""
+    files = sorted(job_dir.glob("wandb/*run-*/run-*.wandb"))
+    if not files or status not in ("ok", "diverged", "failed", "interrupted") or find_spec("wandb") is None:
+        return ""
+    from ..wandb_records import read_records
+    for f in files:
+        try:
+            if not any(r.WhichOneof("record_type") == "exit" for r in read_records(f)):
+                return f"{f.name} truncated (no exit record)"
+        except Exception as e:  # noqa: BLE001 — a torn protobuf or bad header: one line, not a traceback
+            return f"{f.name} unreadable ({type(e).__name__})"
+    return ""
+
+
+def _read_summary(path: Path, root: Path) -> dict:
+    row = {"job_dir": path.parent.relative_to(root).as_posix()}
+    try:
+        s = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        return {**row, "status": "unreadable", "message": f"{type(e).__name__}: {e}"}
+    why = _malformed(s)
+    if why:
+        return {**row, "status": "unreadable", "message": why}
+    row.update(status=effective_status(s), message=s.get("message"),
+               diverged_step=s.get("diverged_step"), last_step=s.get("last_step"),
+               config_validated=s.get("config_validated") is not False)
+    if row["status"] == "stale":
+        row["message"] = row["message"] or "status running, but its process is gone (killed?)"
+    problems = [p for p in (metrics_csv_problem(path.parent / "metrics.csv")
+                            if (path.parent / "metrics.csv").is_file() else "",
+                            wandb_file_problem(path.parent, row["status"])) if p]
+    row["record_problems"] = "; ".join(problems)
+    config = dict(flatten(s.get("config") or {}))
+    for k, v in config.items():
+        row[k] = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
+    for axis in ("width", "seed"):
+        key = _axis_key(config, axis)
+        if key is not None or s.get(axis) is not None:
+            row[axis] = config[key] if key is not None else s[axis]
+    for k, v in (s.get("facts") or {}).items():
+        row[f"facts.{k}"] = v
+    row["wall_time_s"] = _number(s.get("wall_time_s"))
+    row.update({f"init/{k}": _number(v) for k, v in (s.get("initial") or {}).items()})
+    row.update({f"final/{k}": _number(v) for k, v in (s.get("final") or {}).items()})
+    return row
+
+
+def config_columns(runs: pd.DataFrame) -> list[str]:
+    """The config keys among the columns of a `collect` table (facts.* included)."""
+    return [c for c in runs.columns if c not in JOB_COLUMNS + ("wall_time_s", "setting")
+            and not c.startswith(("init/", "final/"))]
+
+
+def collect(sweep_dir) -> pd.DataFrame:
+    """One row per job below sweep_dir: job_dir (relative), status (stale for a dead running
+    job), message, diverged_step, last_step, every config key (dotted), width, seed, facts.<k>,
+    wall_time_s, init/<metric>, final/<metric>. Unparsable summary.json files become rows with
+    status "unreadable"."""
+    root = Path(sweep_dir)
+    paths = sorted((p for p in root.rglob("summary.json") if SUPERSEDED_DIR not in p.relative_to(root).parts),
+                   key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.as_posix())])
+    rows = [_read_summary(p, root) for p in paths]
+    if not rows:
+        raise FileNotFoundError(f"no summary.json below {root}")
+    runs = pd.DataFrame(rows)
+    for c in JOB_COLUMNS + ("width", "seed"):
+        if c not in runs:
+            runs[c] = None
+    for c in ("diverged_step", "last_step"):
+        runs[c] = pd.to_numeric(runs[c], errors="coerce").astype("Int64")
+    cols = list(runs.columns)
+    metrics = [c for c in cols if c.startswith("init/")] + [c for c in cols if c.startswith("final/")]
+    ordered = list(JOB_COLUMNS) + config_columns(runs) + ["wall_time_s"] + metrics
+    return runs[[c for c in ordered if c in runs]]
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+        return "none"
+    return f"{v:.10g}" if isinstance(v, (float, np.floating)) else str(v)
+
+
+def _sort_key(v):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return (2, 0.0, "")
+    if isinstance(v, (int, float, np.number)) and not isinstance(v, bool):
+        return (0, float(v), "")
+    return (1, 0.0, str(v))
+
+
+def is_setting_key(key: str) -> bool:
+    """False for width and seed (also as model.width, train.seed, …), bookkeeping keys and facts."""
+    return not (key.split(".")[-1] in ("width", "seed") or key.startswith("facts.")
+                or is_bookkeeping(key) or key in OLD_LAYOUT_FACTS)
+
+
+def validated(runs: pd.DataFrame) -> pd.Series:
+    """Rows whose config was validated and run: not unreadable, not failed, and not marked
+    config_validated false (a failed-validation record carries the raw config it was asked
+    to run)."""
+    return ~runs["status"].isin(("unreadable", "failed")) & (runs["config_validated"] != False)  # noqa: E712
+
+
+def setting_columns(runs: pd.DataFrame) -> list[str]:
+    """Config columns that are setting keys and vary across the sweep's validated jobs
+    (:func:`validated`: a failed job never makes a key look as if it varied)."""
+    basis = runs[validated(runs)]
+    return [c for c in config_columns(runs)
+            if is_setting_key(c) and basis[c].nunique(dropna=False) > 1]
+
+
+def setting_labels(columns: Sequence[str]) -> dict[str, str]:
+    """Short label of each setting column: its last dotted component (α for lr_width_exponent),
+    the full key where two columns would share one."""
+    last = [c.split(".")[-1] for c in columns]
+    return {c: SHORT_NAMES.get(s, s) if last.count(s) == 1 else c
+            for c, s in zip(columns, last, strict=True)}
+
+
+def with_settings(runs: pd.DataFrame) -> pd.DataFrame:
+    """Copy of runs with an ordered categorical "setting" label ("b_std=0.5, α=-1", or "all")."""
+    cols = setting_columns(runs)
+    names = setting_labels(cols)
+
+    def label(row) -> str:
+        if row["status"] == "unreadable":
+            return "(unreadable)"
+        return ", ".join(f"{names[c]}={_fmt(row[c])}" for c in cols) or "all"
+
+    out = runs.copy()
+    labels = [label(r) for _, r in out.iterrows()]
+    first = {}
+    for lab, (_, r) in zip(labels, out.iterrows(), strict=False):
+        first.setdefault(lab, tuple(_sort_key(r[c]) for c in cols) if lab != "(unreadable)" else ((3,),))
+    order = sorted(first, key=first.get)
+    out.insert(1, "setting", pd.Categorical(labels, categories=order, ordered=True))
+    return out
+
+
+def _settings(runs: pd.DataFrame) -> list[str]:
+    """The settings of a `with_settings` table, in order, without "(unreadable)"."""
+    return [s for s in runs["setting"].cat.categories if s != "(unreadable)"]
+
+
+def _setting_rows(runs: pd.DataFrame, setting: str) -> pd.DataFrame:
+    """The jobs of a setting, validated ones (:func:`validated`) first."""
+    rows = runs[runs["setting"] == setting]
+    return pd.concat([rows[validated(rows)], rows[~validated(rows)]])
+
+
+def setting_config(runs: pd.DataFrame, setting: str) -> dict:
+    """The config of a setting (dotted keys, from its first validated job, else its first job)
+    for :func:`expected`."""
+    rows = _setting_rows(runs, setting)
+    return {c: v for c, v in rows.iloc[0][config_columns(runs)].items() if not _missing(v)}
+
+
+def _missing(v) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+
+
+def metric_column(spec: str) -> str:
+    """'final/…' or 'init/…' as given; a bare name → init/ for corr/*, else final/."""
+    if spec.startswith(("final/", "init/")):
+        return spec
+    return ("init/" if spec.startswith("corr/") else "final/") + spec
+
+
+def failures(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every job whose status is not "ok", with its setting, width, seed and message."""
+    bad = runs[runs["status"] != "ok"]
+    cols = ["setting", "width", "seed", "status", "last_step", "diverged_step", "message", "job_dir"]
+    return bad[[c for c in cols if c in bad]].sort_values(["setting", "job_dir"]).reset_index(drop=True)
+
+
+def status_counts(runs: pd.DataFrame) -> pd.DataFrame:
+    """Jobs per setting and status, with a total column."""
+    counts = pd.crosstab(runs["setting"], runs["status"])
+    counts = counts[sorted(counts.columns, key=lambda s: (s != "ok", s))]
+    counts["total"] = counts.sum(axis=1)
+    return counts.reset_index()
+
+
+def check_metrics(runs: pd.DataFrame, metrics: Sequence[str]) -> None:
+    """ValueError naming the logged metrics when one of `metrics` is logged by no job."""
+    logged = [c for c in runs.columns if c.startswith(("init/", "final/"))]
+    unknown = [m for m in metrics if metric_column(m) not in logged]
+    if unknown:
+        raise ValueError(f"metric(s) not logged by any job: {', '.join(unknown)}; logged: "
+                         f"{', '.join(logged) or 'none'}")
+
+
+def check_curve_width(runs: pd.DataFrame, width: float) -> None:
+    """ValueError naming the sweep's widths when `width` is not one of them."""
+    widths = sorted(pd.to_numeric(runs["width"], errors="coerce").dropna().unique())
+    if width not in widths:
+        raise ValueError(f"--curve-width {_fmt(width)} is not a width of this sweep; widths: "
+                         f"{', '.join(_fmt(float(w)) for w in widths) or 'none'}")
+
+
+def record_problems(runs: pd.DataFrame) -> pd.DataFrame:
+    """Jobs whose metrics.csv or offline W&B run file is damaged (truncated, NUL bytes)."""
+    bad = runs[runs["record_problems"].fillna("") != ""]
+    return bad[["setting", "width", "seed", "status", "record_problems", "job_dir"]].reset_index(drop=True)

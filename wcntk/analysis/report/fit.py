@@ -1,0 +1,231 @@
+"""Fitting the runs table: width-scaling slopes, per-width aggregates, local slopes, and the
+deviation against the correlations.
+
+Metrics are named ``final/<name>`` (value at the last logged step) or ``init/<name>`` (at θ₀).
+A bare name means ``init/`` for ``corr/*`` (the headline correlations are at θ₀), else ``final/``.
+
+Per width (setting s, metric M, width n, seeds i = 1..k, finite values only)::
+
+    mean = (1/k) Σ_i M_i,        s.e. = std_{ddof=1}(M_i) / √k
+
+Slopes: :func:`wcntk.analysis.powerlaw.fit_power_law_by_seed` of M against n, per seed of a setting,
+95 % Student-t CI across the seeds' slopes (t on S − 1 dof; docs/theory.md §8). Two fits:
+
+    asymptotic   widths ≥ n_min (:func:`wcntk.analysis.asymptotic.choose_n_min`, the lack-of-fit rule of
+                 docs/theory.md §7, or --min-width), ln M = a + b ln n + c n^{-1/2} per seed:
+                 columns slope, ci_half, intercept, correction (mean c), …; the verdict
+    all widths   every width, plain ln M = a + b ln n per seed: columns slope_all,
+                 ci_half_all, …; shown, never judged
+
+Local slopes between adjacent widths (:func:`wcntk.analysis.asymptotic.local_slopes`, Welch 95 %
+interval across seeds) are tabulated and drawn. The deviation vs correlation table fits final
+deviation against initial correlation by the pooled OLS of :func:`wcntk.analysis.powerlaw.fit_power_law`
+(the (width, seed) points as independent; no correction term), over the jobs with width ≥ the
+larger n_min of the two metrics.
+
+Special cases: |M| ≤ 1e-30 in every ok run of the setting → "exactly 0", not fitted (e.g.
+corr/C03 of a 1-hidden-layer ReLU net); fewer than 2 distinct widths → "n/a"; fewer than 3
+widths ≥ n_min → no asymptotic fit ("n/a", no verdict, the all-widths fit still shown);
+N = 2 → slope without CI. Single non-finite or ≤ 1e-30 values are left out of the fit and
+counted in "note".
+
+Theory: :func:`wcntk.analysis.theory.expected` per setting and metric (prediction, bound, exact 0 or
+"—"), :func:`wcntk.analysis.theory.expected_ratio` for deviation vs correlation (β/γ; a lower bound
+"≥" where an upper bound is divided by a negative exponent), derived in docs/theory.md; the
+verdict is "yes"/"no" for a prediction (does the CI cover it), "consistent"/"above bound"
+for a bound, "consistent"/"below bound" for a lower bound.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..asymptotic import MIN_TAIL_WIDTHS, choose_n_min, local_slopes
+from ..powerlaw import fit_power_law, fit_power_law_by_seed
+from ..theory import Expectation, expected, expected_ratio
+from .collect import _fmt, _setting_rows, _settings, metric_column, setting_columns, setting_config
+
+ZERO_TOL = 1e-30
+DEFAULT_METRICS = (
+    "final/lin/func_rmse_test", "final/lin/func_mse_test", "final/lin/taylor_rmse_test",
+    "final/lin/param_rel_change", "final/lin/ntk_rel_change", "final/lin/loss_gap_test",
+    "init/corr/C02", "init/corr/C03", "init/corr/C11", "init/corr/step_ratio_2",
+    "init/corr/step_ratio_3",
+)
+DEVIATIONS = ("final/lin/func_rmse_test", "final/lin/loss_gap_test")
+CORRELATIONS = ("init/corr/C02", "init/corr/C11")
+FIT_COLUMNS = ("slope", "intercept", "stderr", "ci_half", "r2")
+
+
+def _fit_row(x: np.ndarray, v: np.ndarray, row: dict, x_name: str = "widths", seeds: np.ndarray | None = None,
+             corrections: bool = False) -> dict:
+    """Fill row (result, note, n_points, n_<x_name>, fit columns) from points (x, v): with
+    `seeds`, :func:`wcntk.analysis.powerlaw.fit_power_law_by_seed` (per-seed slopes, t across seeds;
+    `corrections` adds the n^{-1/2} term), else the pooled :func:`wcntk.analysis.powerlaw.fit_power_law`."""
+    finite = np.isfinite(v) & np.isfinite(x) & (x > 0)
+    if not finite.any():
+        return {**row, "note": "no finite values"}
+    if (np.abs(v[finite]) <= ZERO_TOL).all():
+        return {**row, "result": "exactly 0", "n_points": int(finite.sum()),
+                f"n_{x_name}": len(np.unique(x[finite]))}
+    use = finite & (v > ZERO_TOL)
+    dropped = len(v) - int(use.sum())
+    row = {**row, "n_points": int(use.sum()), f"n_{x_name}": len(np.unique(x[use])),
+           "note": f"{dropped} non-finite/≤0 value(s) left out" if dropped else ""}
+    if row[f"n_{x_name}"] < 2:
+        return {**row, "note": "; ".join(filter(None, [f"fewer than 2 {x_name}", row["note"]]))}
+    fit = (fit_power_law(x[use], v[use]) if seeds is None
+           else fit_power_law_by_seed(x[use], v[use], seeds[use], corrections))
+    return {**row, **fit, "result": "fit"}
+
+
+def _usable(w: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return np.isfinite(w) & np.isfinite(v) & (w > 0) & (v > ZERO_TOL)
+
+
+def regime(w: np.ndarray, v: np.ndarray, min_width: float | None = None) -> tuple[float, str]:
+    """(n_min, rule) of metric values v at widths w: `min_width` as given ("--min-width"), else
+    :func:`wcntk.analysis.asymptotic.choose_n_min` on the finite positive points."""
+    if min_width is not None:
+        return float(min_width), "--min-width"
+    use = _usable(w, v)
+    return choose_n_min(w[use], v[use])
+
+
+def _judged_fit(x: np.ndarray, v: np.ndarray, w: np.ndarray, row: dict, n_min: float, rule: str,
+                x_name: str, seeds: np.ndarray | None = None) -> dict:
+    """All-points fit (columns *_all) and the asymptotic fit over points with width ≥ n_min
+    (the plain columns, and the result the verdict reads). Fewer than MIN_TAIL_WIDTHS widths
+    ≥ n_min: result "n/a", no verdict. With `seeds` (width fits): the asymptotic fit is the
+    per-seed corrections-to-scaling fit, the all-widths fit a plain power law with the same
+    per-seed interval (docs/theory.md §8); without (deviation vs correlation): pooled OLS."""
+    everything = _fit_row(x, v, row, x_name, seeds)
+    out = {**row, **{f"{k}_all": everything.get(k, math.nan) for k in FIT_COLUMNS},
+           "result_all": everything["result"], "n_points_all": everything.get("n_points", 0),
+           "n_min": n_min, "n_min_rule": rule, "n_widths_fit": 0, "note": everything.get("note", "")}
+    if everything["result"] != "fit":   # exactly 0 or n/a: no regime to speak of
+        return {**out, "n_min": math.nan, "n_min_rule": "", "result": everything["result"],
+                "n_points": everything.get("n_points", 0),
+                f"n_{x_name}": everything.get(f"n_{x_name}", 0)}
+    tail = np.isfinite(w) & (w >= n_min) if math.isfinite(n_min) else np.zeros(len(w), bool)
+    n_tail = len(np.unique(w[tail & _usable(w, v) & _usable(x, v)]))
+    if n_tail < MIN_TAIL_WIDTHS:
+        why = rule if not math.isfinite(n_min) else f"{n_tail} width(s) ≥ {_fmt(n_min)}"
+        return {**out, "result": "n/a", "n_points": 0, f"n_{x_name}": n_tail,
+                "note": "; ".join(filter(None, [f"no asymptotic fit ({why}; it needs "
+                                                f"{MIN_TAIL_WIDTHS}): all-widths fit not judged",
+                                                out["note"]]))}
+    fit = _fit_row(x[tail], v[tail], row, x_name, None if seeds is None else seeds[tail], corrections=True)
+    fit.setdefault("correction", 0.0)
+    return {**out, **{k: fit[k] for k in (*FIT_COLUMNS, "correction", "result", "n_points", f"n_{x_name}")},
+            "n_widths_fit": n_tail,
+            "note": "; ".join(filter(None, [out["note"], rule if rule.startswith("auto (") else ""]))}
+
+
+def _theory_columns(e: Expectation, row: dict) -> dict:
+    return {"theory": e.text(), "theory_kind": e.kind, "theory_slope": e.slope, "theory_reason": e.reason,
+            "verdict": e.verdict(row["result"], row.get("slope", math.nan), row.get("ci_half", math.nan))}
+
+
+def _finish(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    for c in (*FIT_COLUMNS, *(f"{k}_all" for k in FIT_COLUMNS), "n_min", "correction"):
+        if c not in df:
+            df[c] = math.nan
+    if "n_widths_fit" not in df:
+        df["n_widths_fit"] = 0
+    for c in ("n_min_rule", "result_all"):
+        if c not in df:
+            df[c] = ""
+    df["ci_low"] = df["slope"] - df["ci_half"]
+    df["ci_high"] = df["slope"] + df["ci_half"]
+    return df
+
+
+def _metric_points(g: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    return g["width"].astype(float).to_numpy(), g[metric].astype(float).to_numpy()
+
+
+def fit_slopes(runs: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, min_width: float | None = None
+               ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(slopes, per_width, local) for every setting × metric, from the status-ok rows of a
+    `with_settings` table.
+
+    slopes: the asymptotic fit over widths ≥ n_min (slope, ci_half, …, result "fit",
+    "exactly 0" or "n/a"; n_min and n_min_rule from :func:`regime`), the all-widths fit beside
+    it (slope_all, ci_half_all, r2_all, n_points_all, result_all), and theory, theory_kind,
+    theory_slope, theory_reason and verdict (:func:`wcntk.analysis.theory.expected`, on the asymptotic
+    fit). per_width: mean and s.e. over seeds, in_fit (width ≥ n_min). local: the local slopes
+    of :func:`wcntk.analysis.asymptotic.local_slopes`, in_fit when both widths are ≥ n_min."""
+    cols = setting_columns(runs)
+    ok = runs[runs["status"] == "ok"]
+    slope_rows, width_rows, local_rows = [], [], []
+    for setting in _settings(runs):
+        g = ok[ok["setting"] == setting]
+        keys = _setting_rows(runs, setting)[cols].iloc[0].to_dict()
+        config = setting_config(runs, setting)
+        for metric in map(metric_column, metrics):
+            row = {"setting": setting, **keys, "metric": metric, "result": "n/a", "note": "",
+                   "n_points": 0, "n_widths": 0}
+            if g.empty:
+                row["note"] = "no ok jobs"
+            elif metric not in g:
+                row["note"] = "not logged"
+            else:
+                w, v = _metric_points(g, metric)
+                n_min, rule = regime(w, v, min_width)
+                finite = np.isfinite(v) & np.isfinite(w) & (w > 0)
+                for width in np.unique(w[finite]):
+                    vals = v[finite & (w == width)]
+                    width_rows.append({"setting": setting, "metric": metric, "width": width, "n": len(vals),
+                                       "mean": vals.mean(),
+                                       "se": vals.std(ddof=1) / math.sqrt(len(vals)) if len(vals) > 1
+                                       else math.nan, "in_fit": bool(width >= n_min)})
+                local_rows += [{"setting": setting, "metric": metric, **r,
+                                "in_fit": bool(r["width_lo"] >= n_min)} for r in local_slopes(w, v)]
+                seeds = g["seed"].to_numpy() if "seed" in g else np.zeros(len(g))
+                row = _judged_fit(w, v, w, row, n_min, rule, "widths", seeds)
+            slope_rows.append({**row, **_theory_columns(expected(metric, config), row)})
+    per_width = pd.DataFrame(width_rows, columns=["setting", "metric", "width", "n", "mean", "se", "in_fit"])
+    local = pd.DataFrame(local_rows, columns=["setting", "metric", "width_lo", "width_hi", "slope", "stderr",
+                                              "df", "ci_half", "n_lo", "n_hi", "in_fit"])
+    return _finish(slope_rows), per_width, local
+
+
+def fit_deviation_vs_correlation(runs: pd.DataFrame, deviations: Sequence[str] = DEVIATIONS,
+                                 correlations: Sequence[str] = CORRELATIONS,
+                                 min_width: float | None = None) -> pd.DataFrame:
+    """Per setting, deviation ∝ correlation^b: one row per setting × deviation × correlation.
+    Asymptotic fit (plain columns, the verdict's) over the ok jobs of width ≥ n_min, where n_min
+    is the larger of the two metrics' :func:`regime` (both must be asymptotic for b = β/γ), or
+    `min_width`; the fit over all ok jobs beside it (*_all). theory from
+    :func:`wcntk.analysis.theory.expected_ratio`."""
+    ok = runs[runs["status"] == "ok"]
+    rows = []
+    for setting in _settings(runs):
+        g = ok[ok["setting"] == setting]
+        config = setting_config(runs, setting)
+        for dev in map(metric_column, deviations):
+            for corr in map(metric_column, correlations):
+                row = {"setting": setting, "deviation": dev, "correlation": corr, "result": "n/a",
+                       "note": "", "n_points": 0, "n_values": 0}
+                if g.empty:
+                    row["note"] = "no ok jobs"
+                elif dev not in g or corr not in g:
+                    row["note"] = "not logged"
+                else:
+                    (w, y), (_, x) = _metric_points(g, dev), _metric_points(g, corr)
+                    if min_width is not None:
+                        n_min, rule = float(min_width), "--min-width"
+                    else:
+                        (n_dev, r_dev), (n_corr, r_corr) = regime(w, y), regime(w, x)
+                        n_min = max(n_dev, n_corr)
+                        rule = r_dev if n_dev >= n_corr else r_corr
+                    row = _judged_fit(x, y, w, row, n_min, rule, "values")
+                    if row["result"] == "fit" and row["n_points"] < 3:
+                        row["note"] = "; ".join(filter(None, ["2 points: no CI", row["note"]]))
+                rows.append({**row, **_theory_columns(expected_ratio(dev, corr, config), row)})
+    return _finish(rows)
