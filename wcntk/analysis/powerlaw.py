@@ -3,9 +3,8 @@
 On N points (x_j, y_j), x_j, y_j > 0 (e.g. x = width, y = a metric; the (width, seed)
 points are treated as independent)::
 
-    u_j = ln x_j,   v_j = ln y_j,   v = a + b·u + ε              (ordinary least squares)
-    b = S_uv / S_uu,   a = v̄ − b·ū,   R² = 1 − Σ_j r_j² / Σ_j (v_j − v̄)²
-    s² = Σ_j r_j² / (N − 2),   SE(b) = s / √S_uu
+    u_j = ln x_j,   v_j = ln y_j,   v = a + b·u + ε      (ordinary least squares: scipy.stats.linregress)
+    b = S_uv / S_uu,   a = v̄ − b·ū,   R² = r²,   SE(b) = √(Σ_j r_j² / (N − 2) / S_uu)
     95 % CI of b:  b ± t_{0.975, N−2} · SE(b)        (t quantile: scipy.stats.t.ppf)
 
 N = 2 gives the slope without a CI (SE and CI half-width nan).
@@ -30,15 +29,12 @@ def fit_power_law(x: Sequence[float], y: Sequence[float], confidence: float = CO
     half-width at `confidence`), r2, n_points."""
     u, v = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
     n = len(u)
-    suu = float(((u - u.mean()) ** 2).sum())
-    b = float(((u - u.mean()) * (v - v.mean())).sum()) / suu
-    a = float(v.mean() - b * u.mean())
-    ssr = float(((v - a - b * u) ** 2).sum())
+    fit = stats.linregress(u, v)
     sst = float(((v - v.mean()) ** 2).sum())
-    se = math.sqrt(ssr / (n - 2) / suu) if n > 2 else math.nan
+    se = float(fit.stderr) if n > 2 else math.nan
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 2)) * se if n > 2 else math.nan
-    return {"slope": b, "intercept": a, "stderr": se, "ci_half": half,
-            "r2": 1.0 - ssr / sst if sst > 0 else math.nan, "n_points": n}
+    return {"slope": float(fit.slope), "intercept": float(fit.intercept), "stderr": se, "ci_half": half,
+            "r2": float(fit.rvalue) ** 2 if sst > 0 else math.nan, "n_points": n}
 
 
 CORRECTION_EXPONENT = 0.5   # leading finite-width correction: relative O(n^{-1/2}) (docs/theory.md §8)

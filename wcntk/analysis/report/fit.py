@@ -149,6 +149,14 @@ def _metric_points(g: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray
     return g["width"].astype(float).to_numpy(), g[metric].astype(float).to_numpy()
 
 
+def _per_width(w: np.ndarray, v: np.ndarray) -> pd.DataFrame:
+    """width, n, mean and se (standard error over seeds; nan for one seed) of the finite values
+    at each positive width."""
+    finite = np.isfinite(v) & np.isfinite(w) & (w > 0)
+    return (pd.DataFrame({"width": w[finite], "value": v[finite]}).groupby("width")["value"]
+            .agg(n="size", mean="mean", se="sem").reset_index())
+
+
 def fit_slopes(runs: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, min_width: float | None = None
                ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(slopes, per_width, local) for every setting × metric, from the status-ok rows of a
@@ -162,7 +170,7 @@ def fit_slopes(runs: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, min
     of :func:`wcntk.analysis.asymptotic.local_slopes`, in_fit when both widths are ≥ n_min."""
     cols = setting_columns(runs)
     ok = runs[runs["status"] == "ok"]
-    slope_rows, width_rows, local_rows = [], [], []
+    slope_rows, per_width_parts, local_rows = [], [], []
     for setting in _settings(runs):
         g = ok[ok["setting"] == setting]
         keys = _setting_rows(runs, setting)[cols].iloc[0].to_dict()
@@ -177,19 +185,16 @@ def fit_slopes(runs: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, min
             else:
                 w, v = _metric_points(g, metric)
                 n_min, rule = regime(w, v, min_width)
-                finite = np.isfinite(v) & np.isfinite(w) & (w > 0)
-                for width in np.unique(w[finite]):
-                    vals = v[finite & (w == width)]
-                    width_rows.append({"setting": setting, "metric": metric, "width": width, "n": len(vals),
-                                       "mean": vals.mean(),
-                                       "se": vals.std(ddof=1) / math.sqrt(len(vals)) if len(vals) > 1
-                                       else math.nan, "in_fit": bool(width >= n_min)})
+                per_width_parts.append(_per_width(w, v).assign(setting=setting, metric=metric,
+                                                               in_fit=lambda d, n=n_min: d["width"] >= n))
                 local_rows += [{"setting": setting, "metric": metric, **r,
                                 "in_fit": bool(r["width_lo"] >= n_min)} for r in local_slopes(w, v)]
                 seeds = g["seed"].to_numpy() if "seed" in g else np.zeros(len(g))
                 row = _judged_fit(w, v, w, row, n_min, rule, "widths", seeds)
             slope_rows.append({**row, **_theory_columns(expected(metric, config), row)})
-    per_width = pd.DataFrame(width_rows, columns=["setting", "metric", "width", "n", "mean", "se", "in_fit"])
+    columns = ["setting", "metric", "width", "n", "mean", "se", "in_fit"]
+    per_width = (pd.concat(per_width_parts, ignore_index=True)[columns] if per_width_parts
+                 else pd.DataFrame(columns=columns))
     local = pd.DataFrame(local_rows, columns=["setting", "metric", "width_lo", "width_hi", "slope", "stderr",
                                               "df", "ci_half", "n_lo", "n_hi", "in_fit"])
     return _finish(slope_rows), per_width, local
