@@ -30,11 +30,12 @@ from pathlib import Path
 import wandb_workspaces.reports.v2 as wr
 import wandb_workspaces.workspaces as ws
 
-INIT_METRICS = ("corr/C02", "corr/C11", "corr/C03", "corr/step_ratio_2", "corr/step_ratio_3")
-FINAL_METRICS = ("lin/func_rmse_test", "lin/func_mse_test", "lin/taylor_rmse_test", "lin/param_rel_change",
-                 "lin/ntk_rel_change", "lin/loss_gap_test")
-DEVIATIONS = ("lin/func_rmse_test", "lin/loss_gap_test")
-CORRELATIONS = ("corr/C02", "corr/C11")
+from ..core.metric_registry import fitted_names
+
+INIT_METRICS = fitted_names(fit="init")
+FINAL_METRICS = fitted_names(fit="final")
+DEVIATIONS = fitted_names(family="deviation", compared=True)
+CORRELATIONS = fitted_names(family="correlation", compared=True)
 TRAJECTORIES = ("lin/func_rmse_test", "lin/loss_gap_test", "lin/taylor_rmse_test", "lin/param_rel_change",
                 "lin/ntk_rel_change")
 MAX_RUNS = 500

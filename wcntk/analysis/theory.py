@@ -48,13 +48,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.metric_registry import fitted_names
+
 SLOPE_TOL = 1e-9   # added to every CI half-width in a verdict: floating-point rounding of exact data
 
 PIECEWISE_LINEAR = ("relu", "leaky_relu", "identity")
 SMOOTH = ("erf", "tanh", "sigmoid", "gelu")
 GRADIENT_DESCENT = ("gd", "sgd", "momentum")
 DERIVED_KINDS = ("mlp", "cnn")
-RESNET_METRICS = ("corr/C02", "corr/C11", "corr/C03", "corr/step_ratio_2", "corr/step_ratio_3")
+RESNET_METRICS = fitted_names(family="correlation")   # the corr/* entries hold for the resnet too
 KINDS = ("prediction", "bound", "lower bound", "exact 0", "none")
 
 

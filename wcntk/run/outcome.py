@@ -9,11 +9,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from ..core.metric_registry import HEADLINE_METRICS
 from .provenance import LAUNCH_ENV, git_state
 from .record import effective_status, read_summary
 from .rundir import SUPERSEDED_DIR, config_changes, lock_is_held
 
-HEADLINE_METRICS = ("lin/func_rmse_test", "corr/C02")
 # Statuses that make a sweep exit 1 (with diverged): the job did not produce its result.
 UNFINISHED = ("failed", "interrupted", "stale", "running", "no summary")
 

@@ -20,6 +20,7 @@ from ..core.implementations import implementation_for
 from ..core.init import INIT_SCHEME
 from ..core.linearization import LinearizedModel
 from ..core.losses import accuracy, get_loss
+from ..core.metric_registry import METRIC_NAMES  # noqa: F401 — the run layer's import
 from ..core.metrics import deviation_from_outputs, ntk_rel_change, param_rel_change, rms
 from ..core.models import (
     ModelConfig,
@@ -40,14 +41,6 @@ OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
 CUDA_GRAPHS = ("auto", "on", "off")
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
 
-EVAL_METRICS = [f"{model}/{split}_{kind}" for model in ("net", "twin")
-                for split in ("train", "test") for kind in ("loss", "acc")]
-LIN_METRICS = [f"lin/{name}_{split}" for name in ("func_rmse", "func_mse", "taylor_rmse", "loss_gap")
-               for split in ("train", "test")] + ["lin/param_rel_change"]
-CORR_METRICS = (["lin/ntk_rel_change"]
-                + [f"corr/{c}{suffix}" for c in ("C02", "C03", "C11") for suffix in ("", "_max")]
-                + ["corr/step_ratio_2", "corr/step_ratio_3"])
-METRIC_NAMES: list[str] = EVAL_METRICS + LIN_METRICS + CORR_METRICS
 
 
 @dataclass

@@ -43,20 +43,14 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from ...core.metric_registry import CORRELATIONS, DEVIATIONS, REPORT_METRICS
 from ..asymptotic import MIN_TAIL_WIDTHS, choose_n_min, local_slopes
 from ..powerlaw import fit_power_law, fit_power_law_by_seed
 from ..theory import Expectation, expected, expected_ratio
 from .collect import _fmt, _setting_rows, _settings, metric_column, setting_columns, setting_config
 
 ZERO_TOL = 1e-30
-DEFAULT_METRICS = (
-    "final/lin/func_rmse_test", "final/lin/func_mse_test", "final/lin/taylor_rmse_test",
-    "final/lin/param_rel_change", "final/lin/ntk_rel_change", "final/lin/loss_gap_test",
-    "init/corr/C02", "init/corr/C03", "init/corr/C11", "init/corr/step_ratio_2",
-    "init/corr/step_ratio_3",
-)
-DEVIATIONS = ("final/lin/func_rmse_test", "final/lin/loss_gap_test")
-CORRELATIONS = ("init/corr/C02", "init/corr/C11")
+DEFAULT_METRICS = REPORT_METRICS
 FIT_COLUMNS = ("slope", "intercept", "stderr", "ci_half", "r2")
 
 

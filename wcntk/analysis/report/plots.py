@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ...core.metric_registry import DEVIATIONS
 from ..powerlaw import CORRECTION_EXPONENT
 from .collect import _fmt, metric_column
-from .fit import DEVIATIONS, ZERO_TOL
+from .fit import ZERO_TOL
 from .tables import _slope_text
 
 LOSS_CURVES = (("train", "net/train_loss", "twin/train_loss"), ("test", "net/test_loss", "twin/test_loss"))
