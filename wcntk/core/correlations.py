@@ -34,11 +34,9 @@ from torch import Tensor
 from torch.func import grad, jvp, vmap
 
 from .linearization import tree_norm
-from .models import Params, detached
-from .ntk import sample_cost
+from .models import Fn, Params, detached
+from .ntk import DEFAULT_BUDGET, sample_cost
 from .tf32 import no_tf32
-
-Fn = Callable[[Params, Tensor], Tensor]
 
 # Parameter-sized and activation-sized tensors alive per (probe, output) pair at the peak of the
 # nested jvp (g, its tangents and H g, D³φ[g, g, ·]; the tangents of every activation).
@@ -74,7 +72,7 @@ def _probe_correlations(f: Fn, params: Params, x_a: Tensor, eye: Tensor) -> tupl
 @no_tf32()
 def derivative_correlations(f: Fn, params: Params, x: Tensor, lr: float = 1.0,
                             chunk_size: int | None = None,
-                            memory_budget_bytes: float = 1e9) -> dict[str, Tensor]:
+                            memory_budget_bytes: float = DEFAULT_BUDGET) -> dict[str, Tensor]:
     """C02, C03, C11 of every probe x[a] and output o, each a tensor [m, k].
 
     f(params, x) -> [m, k] must treat rows independently (no batch statistics).

@@ -46,6 +46,7 @@ from torch import Tensor
 from torch.func import jvp
 
 from .models import MLP, Params, mlp_layers
+from .ntk import DEFAULT_BUDGET
 from .tf32 import no_tf32
 
 Layer = tuple[Tensor, Tensor, float, float]  # (W, b, c_w, c_b)
@@ -63,7 +64,7 @@ def _pair_chunk(units: int, itemsize: int, budget_bytes: float) -> int:
 def mlp_derivative_correlations(model: MLP, x: Tensor, lr: float = 1.0,
                                 chunk_size: int | None = None,
                                 params: Params | None = None,
-                                memory_budget_bytes: float = 1e9) -> dict[str, Tensor]:
+                                memory_budget_bytes: float = DEFAULT_BUDGET) -> dict[str, Tensor]:
     """C02, C03, C11 of every probe x[a] and output o, each [m, k], for an :class:`MLP`.
 
     `params` (names as in `params_of(model)`) defaults to the module's own parameters.

@@ -24,10 +24,9 @@ from torch import Tensor, nn
 from .correlations import derivative_correlations
 from .correlations_mlp import mlp_derivative_correlations
 from .linearization import LinearizedModel, linearized_mlp
-from .models import MLP, Params
+from .models import MLP, Fn, Params
 from .ntk import empirical_ntk, mlp_ntk
 
-Fn = Callable[[Params, Tensor], Tensor]
 Twin = Callable[[Params], Tensor]
 
 

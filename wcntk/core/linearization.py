@@ -16,9 +16,7 @@ import torch
 from torch import Tensor
 from torch.func import jvp, linearize
 
-from .models import MLP, Params, mlp_layers
-
-Fn = Callable[[Params, Tensor], Tensor]
+from .models import MLP, Fn, Params, mlp_layers
 
 
 def tree_sub(a: Params, b: Params) -> Params:

@@ -12,16 +12,12 @@ network's parameters and θ^lin_t the twin's, on inputs X with targets Y:
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
 from .linearization import LinearizedModel, tree_norm, tree_sub
-from .models import Params
-
-Fn = Callable[[Params, Tensor], Tensor]
-LossFn = Callable[[Tensor, Tensor], Tensor]
+from .losses import LossFn
+from .models import Fn, Params
 
 
 def rms(a: Tensor) -> Tensor:

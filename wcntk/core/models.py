@@ -35,6 +35,7 @@ from .init import ParamInit
 from .models_custom import resolve_target
 
 Params = dict[str, Tensor]
+Fn = Callable[[Params, Tensor], Tensor]   # f(params, x): a network in functional form
 
 PARAMETERIZATIONS = ("ntk", "standard", "mean_field")
 KINDS = ("mlp", "cnn", "resnet", "transformer", "custom")

@@ -28,13 +28,11 @@ import torch
 from torch import Tensor
 from torch.func import jacrev, jvp, vjp, vmap
 
-from .models import MLP, Params, mlp_layers
+from .models import MLP, Fn, Params, mlp_layers
 from .tf32 import no_tf32
 
-Fn = Callable[[Params, Tensor], Tensor]
-
 NTK_METHODS = ("auto", "jacobian", "ntvp")
-DEFAULT_BUDGET = 1e9
+DEFAULT_BUDGET = 1e9   # bytes of working memory a chunked NTK or correlation pass may take
 # Tensors of one sample's activation size alive per row of a vmapped backward/jvp chunk (measured
 # peak ≈ 3-4 on the CNNs, with margin).
 _ACTS_PER_ROW = 6
