@@ -20,6 +20,11 @@ def load(flatten=False, loss="mse", seed=0, **cfg):
     return load_dataset(DataConfig(**cfg), flatten=flatten, loss=loss, seed=seed)
 
 
+def labels(targets):
+    """Class labels of a split's targets: one-hot rows (mse) or the labels themselves (xent)."""
+    return targets if targets.dtype == torch.int64 else targets.argmax(1)
+
+
 def row_set(x):
     return {bytes(row.numpy().tobytes()) for row in x.flatten(1)}
 
@@ -87,12 +92,12 @@ def test_digits_shapes_and_targets(flatten, loss):
     assert d.input_shape == shape and d.n_classes == 10 and d.source == "sklearn-digits"
     assert d.x_train.shape == (50, *shape) and d.x_test.shape == (30, *shape)
     assert d.x_train.dtype == torch.float32
-    assert d.labels_train.dtype == torch.int64 and d.labels_train.shape == (50,)
+    assert labels(d.y_train).shape == (50,) and labels(d.y_test).shape == (30,)
     if loss == "mse":
         assert d.y_train.dtype == torch.float32 and d.y_train.shape == (50, 10)
-        assert torch.equal(d.y_train.argmax(1), d.labels_train) and torch.all(d.y_train.sum(1) == 1)
+        assert set(d.y_train.unique().tolist()) == {0.0, 1.0} and torch.all(d.y_train.sum(1) == 1)
     else:
-        assert torch.equal(d.y_train, d.labels_train) and torch.equal(d.y_test, d.labels_test)
+        assert d.y_train.dtype == d.y_test.dtype == torch.int64
 
 
 def test_bundled_mnist_shapes():
@@ -120,13 +125,13 @@ def test_synthetic_shapes_teacher_and_seeds():
     d = load(flatten=True, **cfg)
     assert d.source == "synthetic" and d.input_shape == (7,) and d.n_classes == 3
     assert d.x_train.shape == (200, 7) and d.y_train.shape == (200, 3)
-    assert set(d.labels_train.tolist()) == {0, 1, 2}  # the teacher uses every class
+    assert set(labels(d.y_train).tolist()) == {0, 1, 2}  # the teacher uses every class
     again, other = load(flatten=True, **cfg), load(flatten=True, seed=1, **cfg)
-    assert torch.equal(d.x_train, again.x_train) and torch.equal(d.labels_test, again.labels_test)
+    assert torch.equal(d.x_train, again.x_train) and torch.equal(labels(d.y_test), labels(again.y_test))
     assert not torch.equal(d.x_train, other.x_train)
     # labels are a deterministic function of the (unstandardized) inputs
     raw = load(flatten=True, standardize=False, **cfg)
-    assert torch.equal(raw.labels_train, d.labels_train)
+    assert torch.equal(labels(raw.y_train), labels(d.y_train))
     no_test = {k: v for k, v in cfg.items() if k != "n_test"}
     assert load(flatten=True, n_test=0, **no_test).x_test.shape == (0, 7)
 
@@ -135,7 +140,7 @@ def test_dtype_and_device_follow_arguments():
     d = load_dataset(DataConfig(name="digits", n_train=10, n_test=5), flatten=True, loss="mse",
                      seed=0, dtype=torch.float64, device="cpu")
     assert d.x_train.dtype == d.y_train.dtype == d.x_test.dtype == torch.float64
-    assert d.labels_test.dtype == torch.int64 and d.x_train.device.type == "cpu"
+    assert d.y_test.dtype == torch.float64 and d.x_train.device.type == "cpu"
 
 
 # --------------------------------------------------------------------------- splits, filter, seeds
@@ -155,7 +160,7 @@ def test_class_filter_relabels_in_given_order():
     d = load(name="digits", classes=(7, 0), n_train=100, n_test=50, flatten=True,
              standardize=False, loss="xent")
     assert d.n_classes == 2 and d.y_train.shape == (100,)
-    for xs, ls in ((d.x_train, d.labels_train), (d.x_test, d.labels_test)):
+    for xs, ls in ((d.x_train, labels(d.y_train)), (d.x_test, labels(d.y_test))):
         original = [label_of[bytes(row.double().numpy().tobytes())] for row in xs]
         assert original == [(7, 0)[lab] for lab in ls.tolist()]
     assert load(name="digits", classes=(3, 5, 8), n_train=20, n_test=5).y_train.shape == (20, 3)
@@ -164,10 +169,10 @@ def test_class_filter_relabels_in_given_order():
 def test_seed_determinism():
     a = load(name="digits", n_train=30, n_test=20, seed=5)
     b = load(name="digits", n_train=30, n_test=20, seed=5)
-    for field in ("x_train", "y_train", "x_test", "y_test", "labels_train", "labels_test"):
+    for field in ("x_train", "y_train", "x_test", "y_test"):
         assert torch.equal(getattr(a, field), getattr(b, field))
     c = load(name="digits", n_train=30, n_test=20, seed=6)
-    assert not torch.equal(a.labels_train, c.labels_train) or not torch.equal(a.x_train, c.x_train)
+    assert not torch.equal(labels(a.y_train), labels(c.y_train)) or not torch.equal(a.x_train, c.x_train)
 
 
 def test_not_enough_examples():
@@ -262,10 +267,11 @@ def test_torchvision_idx_files(tmp_path, folder, name, gz):
     test_ids = torch.round(d.x_test[:, 0, 0, 0] * 255).long()
     assert sorted(train_ids.tolist()) == list(range(20))
     assert sorted(test_ids.tolist()) == list(range(100, 110))
-    assert torch.equal(d.labels_train, train_ids % 10) and torch.equal(d.labels_test, (test_ids - 100) % 10)
+    assert torch.equal(labels(d.y_train), train_ids % 10)
+    assert torch.equal(labels(d.y_test), (test_ids - 100) % 10)
     f = load(n_train=4, n_test=2, flatten=True, classes=(2, 1), **cfg)  # two of each per split
-    assert f.x_train.shape == (4, 784) and set(f.labels_train.tolist()) <= {0, 1}
-    assert torch.equal((torch.round(f.x_train[:, 0] * 255).long() % 10 == 2).long(), 1 - f.labels_train)
+    assert f.x_train.shape == (4, 784) and set(labels(f.y_train).tolist()) <= {0, 1}
+    assert torch.equal((torch.round(f.x_train[:, 0] * 255).long() % 10 == 2).long(), 1 - labels(f.y_train))
 
 
 def test_torchvision_cifar10_files(tmp_path, no_cifar_checksums):

@@ -12,7 +12,7 @@ import torch
 from tests._refs import DT, flat, jacobian, rel_err, seeded, train_sgd
 from wcntk.core import losses
 from wcntk.core.linearization import LinearizedModel, linearized_mlp
-from wcntk.core.metrics import linearity_deviation
+from wcntk.core.metrics import deviation_from_outputs
 from wcntk.core.models import ACTIVATIONS, ModelConfig, build_model, functional, params_of
 from wcntk.core.ntk import empirical_ntk, flat_ntk, gd_mse_kernel_dynamics
 
@@ -183,7 +183,8 @@ def test_linear_in_theta_model_has_zero_linearity_deviation(net):
     assert (flat(p_net) - flat(p0)).norm() > 1e-2           # it did train
     torch.testing.assert_close(p_lin, p_net, rtol=1e-12, atol=1e-13)
     for inputs in (x, xt):
-        dev = linearity_deviation(linear_f, p0, p_net, p_lin, inputs, linear_f(p_net, inputs), losses.mse)
+        dev = deviation_from_outputs(linear_f(p_net, inputs), lin(p_lin, inputs), lin(p_net, inputs),
+                                     linear_f(p_net, inputs), losses.mse)
         for name in ("func_rmse", "func_mse", "taylor_rmse", "loss_gap"):
             assert dev[name].item() <= 1e-12, name
 
@@ -197,7 +198,7 @@ def test_deep_identity_mlp_is_not_linear_in_theta(net):
     lin = LinearizedModel(f, p0)
     p_net = train_sgd(lambda p: f(p, x), p0, y, losses.mse, LR, 1)
     p_lin = train_sgd(lambda p: lin(p, x), p0, y, losses.mse, LR, 1)
-    dev = linearity_deviation(f, p0, p_net, p_lin, x, y, losses.mse)
+    dev = deviation_from_outputs(f(p_net, x), lin(p_lin, x), lin(p_net, x), y, losses.mse)
     # taylor remainder: by hand, with the explicit Jacobian
     ref = f(p_net, x) - f(p0, x) - (jacobian(f, p0, x) @ (flat(p_net) - flat(p0))).reshape(N_TRAIN, K)
     assert ref.pow(2).mean().sqrt() > 1e-4

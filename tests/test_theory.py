@@ -24,7 +24,7 @@ def test_base_metric_and_lookup():
     assert base_metric("init/corr/C02_max") == "corr/C02"
     assert base_metric("initial/corr/step_ratio_3") == "corr/step_ratio_3"
     assert lookup({"optimizer.lr_width_exponent": -1}, "lr_width_exponent") == -1
-    assert lookup({"lr_width_exponent": -0.5}, "lr_width_exponent") == -0.5   # old flat layout
+    assert lookup({"lr_width_exponent": -0.5}, "lr_width_exponent") == -0.5   # a top-level key
     assert lookup({"a.x": 1, "b.x": 2}, "x", "ambiguous") == "ambiguous"
 
 

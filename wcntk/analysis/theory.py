@@ -1,8 +1,8 @@
 """Expected width exponents of every reported metric, as a function of the setting.
 
 A metric M that scales as M ∝ n^b with the width n has log-log slope b. For a setting
-(the flattened config of a job: dotted keys such as ``optimizer.lr_width_exponent``; the old
-flat layout is read too) :func:`expected` returns an :class:`Expectation`:
+(the flattened config of a job: dotted keys such as ``optimizer.lr_width_exponent``)
+:func:`expected` returns an :class:`Expectation`:
 
     prediction   the slope the theory gives (verdict "yes" when the fit's 95 % CI covers it)
     bound        an upper bound on the slope, from an O(n^b) result (verdict "consistent"
@@ -57,14 +57,13 @@ SMOOTH = ("erf", "tanh", "sigmoid", "gelu")
 GRADIENT_DESCENT = ("gd", "sgd", "momentum")
 DERIVED_KINDS = ("mlp", "cnn")
 RESNET_METRICS = fitted_names(family="correlation")   # the corr/* entries hold for the resnet too
-KINDS = ("prediction", "bound", "lower bound", "exact 0", "none")
 
 
 @dataclass(frozen=True)
 class Expectation:
     """What the theory says about one metric's width exponent in one setting."""
 
-    kind: str                  # one of KINDS
+    kind: str                  # prediction | bound | lower bound | exact 0 | none
     slope: float = math.nan    # the predicted slope or the bound (nan for "exact 0" / "none")
     reason: str = ""
 
@@ -106,8 +105,8 @@ def lookup(config: Mapping[str, Any], name: str, default: Any = None) -> Any:
 
 
 def optimizer_name(config: Mapping[str, Any]) -> str:
-    """`optimizer.name` of a flattened config (the bare `optimizer` key of the old layout)."""
-    name = config.get("optimizer.name", config.get("optimizer"))
+    """`optimizer.name` of a flattened config (gd when absent)."""
+    name = config.get("optimizer.name")
     return str(name) if name is not None else "gd"
 
 

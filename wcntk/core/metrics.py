@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .linearization import LinearizedModel, tree_norm, tree_sub
+from .linearization import tree_norm, tree_sub
 from .losses import LossFn
-from .models import Fn, Params
+from .models import Params
 
 
 def rms(a: Tensor) -> Tensor:
@@ -39,14 +39,6 @@ def deviation_from_outputs(out_net: Tensor, out_twin: Tensor, out_taylor: Tensor
 
 
 @torch.no_grad()
-def linearity_deviation(f: Fn, params0: Params, params_t: Params, params_lin_t: Params, x: Tensor,
-                        target: Tensor, loss_fn: LossFn) -> dict[str, Tensor]:
-    """The four output-space deviations (docs/theory.md §2) on inputs x."""
-    lin = LinearizedModel(f, params0)
-    return deviation_from_outputs(f(params_t, x), lin(params_lin_t, x), lin(params_t, x),
-                                  target, loss_fn)
-
-
 @torch.no_grad()
 def param_rel_change(params0: Params, params_t: Params) -> Tensor:
     """‖θ_t − θ₀‖ / ‖θ₀‖."""

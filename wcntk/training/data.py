@@ -151,14 +151,13 @@ class DataConfig:
 
 @dataclass
 class Dataset:
-    """Preprocessed train/test tensors; ``y_*`` are the loss targets, ``labels_*`` int64."""
+    """Preprocessed train/test tensors; ``y_*`` are the loss targets (one-hot for mse, int64 labels
+    for xent)."""
 
     x_train: Tensor
     y_train: Tensor
     x_test: Tensor
     y_test: Tensor
-    labels_train: Tensor
-    labels_test: Tensor
     input_shape: tuple[int, ...]
     n_classes: int
     source: str
@@ -204,7 +203,6 @@ def load_dataset(cfg: DataConfig, *, flatten: bool, loss: str, seed: int,
     return Dataset(
         x_train=place(x_train), y_train=place(targets(l_train)),
         x_test=place(x_test), y_test=place(targets(l_test)),
-        labels_train=place(l_train), labels_test=place(l_test),
         input_shape=tuple(x_train.shape[1:]), n_classes=n_classes, source=source,
     )
 

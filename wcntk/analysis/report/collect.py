@@ -25,7 +25,6 @@ import pandas as pd
 from ...run.record import effective_status, flatten, is_bookkeeping
 from ...run.rundir import SUPERSEDED_DIR
 
-OLD_LAYOUT_FACTS = ("n_params", "effective_lr", "data_source", "device")
 JOB_COLUMNS = ("job_dir", "status", "message", "diverged_step", "last_step", "config_validated",
                "record_problems")
 SHORT_NAMES = {"lr_width_exponent": "α"}
@@ -177,7 +176,7 @@ def _sort_key(v):
 def is_setting_key(key: str) -> bool:
     """False for width and seed (also as model.width, train.seed, …), bookkeeping keys and facts."""
     return not (key.split(".")[-1] in ("width", "seed") or key.startswith("facts.")
-                or is_bookkeeping(key) or key in OLD_LAYOUT_FACTS)
+                or is_bookkeeping(key))
 
 
 def validated(runs: pd.DataFrame) -> pd.Series:
