@@ -32,6 +32,12 @@ def unflat(vec: Tensor, like: Params) -> Params:
     return out
 
 
+def flat_ntk(ntk: Tensor) -> Tensor:
+    """An NTK [n1, k, n2, k] as the matrix [n1·k, n2·k] (row-major over (probe, output))."""
+    n1, k1, n2, k2 = ntk.shape
+    return ntk.reshape(n1 * k1, n2 * k2)
+
+
 def flat_fn(f, like: Params, x: Tensor) -> Callable[[Tensor], Tensor]:
     """θ_flat ↦ f(θ, x) as a flat vector [m·k] (row-major over (probe, output))."""
     return lambda th: f(unflat(th, like), x).reshape(-1)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests._refs import DT, jacobian, seeded
+from tests._refs import DT, flat_ntk, jacobian, seeded
 from wcntk.core.models import ModelConfig, build_model, functional, params_of
-from wcntk.core.ntk import choose_method, empirical_ntk, flat_ntk, mlp_ntk, sample_cost
+from wcntk.core.ntk import choose_method, empirical_ntk, mlp_ntk, sample_cost
 
 K = 3
 SHAPES = {"mlp": (5,), "cnn": (2, 5, 5)}

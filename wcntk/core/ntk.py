@@ -167,12 +167,6 @@ def mlp_ntk(model: MLP, x: Tensor, params: Params | None = None) -> Tensor:
     return ntk.detach()
 
 
-def flat_ntk(ntk: Tensor) -> Tensor:
-    """[n1, k, n2, k] → [n1·k, n2·k]."""
-    n1, k1, n2, k2 = ntk.shape
-    return ntk.reshape(n1 * k1, n2 * k2)
-
-
 def gd_mse_kernel_dynamics(ntk_train: Tensor, f0_train: Tensor, y_train: Tensor, lr: float,
                            steps: int, ntk_test_train: Tensor | None = None,
                            f0_test: Tensor | None = None):
@@ -183,7 +177,7 @@ def gd_mse_kernel_dynamics(ntk_train: Tensor, f0_train: Tensor, y_train: Tensor,
     Returns (f_t on train [N, k], f_t on test [M, k] or None).
     """
     n, k = f0_train.shape
-    theta = flat_ntk(ntk_train)
+    theta = ntk_train.reshape(n * k, n * k)
     step_matrix = torch.eye(n * k, dtype=theta.dtype, device=theta.device) - lr / n * theta
     r0 = (f0_train - y_train).reshape(-1)
     f_train = y_train + (torch.linalg.matrix_power(step_matrix, steps) @ r0).reshape(n, k)
@@ -194,5 +188,6 @@ def gd_mse_kernel_dynamics(ntk_train: Tensor, f0_train: Tensor, y_train: Tensor,
     for _ in range(steps):
         residual_sum = residual_sum + r
         r = step_matrix @ r
-    f_test = f0_test - lr / n * (flat_ntk(ntk_test_train) @ residual_sum).reshape(f0_test.shape)
+    theta_test = ntk_test_train.reshape(f0_test.numel(), n * k)
+    f_test = f0_test - lr / n * (theta_test @ residual_sum).reshape(f0_test.shape)
     return f_train, f_test
