@@ -54,8 +54,6 @@ def write_job(path: Path, cfg, status="ok", initial=None, final=None, message=No
         "initial": initial or {}, "final": final or {}, "wall_time_s": 1.5}))
     if curves is not None:
         curves.to_csv(path / "metrics.csv", index=False)
-    (path / ".hydra").mkdir()
-    (path / ".hydra" / "config.yaml").write_text("wandb:\n  group: synthetic-group\n  project: wcntk-test\n")
 
 
 def loss_curves(width, seed):

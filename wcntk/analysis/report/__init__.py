@@ -29,6 +29,7 @@ The package: :mod:`.collect` (records → the runs table, settings, job status),
 (markdown), :mod:`.plots`, :mod:`.wandb_upload`, :mod:`.make` (:func:`make_report`) and
 :mod:`.cli` (``main``).
 """
+from ..theory import expected
 from .cli import main
 from .collect import (
     JOB_COLUMNS,
@@ -59,7 +60,7 @@ from .fit import (
     fit_slopes,
     regime,
 )
-from .make import THEORY_DOC, expected, make_report
+from .make import THEORY_DOC, make_report
 from .make import _theory_link as _theory_link
 from .plots import (
     FADED,

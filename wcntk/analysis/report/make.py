@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from importlib.util import find_spec
 from pathlib import Path
 
-from ..theory import expected  # noqa: F401 — re-exported (report.expected)
 from .collect import (
     _fmt,
     check_curve_width,

@@ -7,28 +7,21 @@ from pathlib import Path
 import pandas as pd
 
 
-def _hydra_wandb_section(runs: pd.DataFrame, sweep_dir) -> dict:
-    """The `wandb` section of the first job's .hydra/config.yaml that has one ({} if none)."""
-    import yaml
-    for d in runs["job_dir"]:
-        path = Path(sweep_dir) / d / ".hydra" / "config.yaml"
-        if path.is_file():
-            try:
-                section = (yaml.safe_load(path.read_text()) or {}).get("wandb")
-            except (OSError, yaml.YAMLError, AttributeError):
-                continue
-            if isinstance(section, dict):
-                return section
+def _wandb_section(runs: pd.DataFrame) -> dict:
+    """wandb.project, .entity and .group of the first job whose summary.json config sets one of
+    them ({} if none); values that are missing or an unresolved ${...} are left out."""
+    keys = [c for c in ("wandb.project", "wandb.entity", "wandb.group") if c in runs]
+    for _, row in runs[keys].iterrows():
+        section = {k.split(".", 1)[1]: v for k, v in row.items()
+                   if isinstance(v, str) and v and "${" not in v}
+        if section:
+            return section
     return {}
 
 
 def wandb_group(runs: pd.DataFrame, sweep_dir) -> str:
-    """wandb.group from the jobs' .hydra/config.yaml (unless an unresolved ${...}), else the sweep
-    dir name."""
-    group = _hydra_wandb_section(runs, sweep_dir).get("group")
-    if isinstance(group, str) and group and "${" not in group:
-        return group
-    return Path(sweep_dir).resolve().name
+    """wandb.group from the jobs' summary.json configs, else the sweep dir name."""
+    return _wandb_section(runs).get("group") or Path(sweep_dir).resolve().name
 
 
 def _wandb_ready(df: pd.DataFrame) -> pd.DataFrame:
@@ -46,14 +39,11 @@ def log_to_wandb(result: dict, sweep_dir, mode: str = "offline") -> str | None:
     Returns the run directory, or None (with a warning) if anything in wandb fails."""
     try:
         import wandb
-        section = _hydra_wandb_section(result["runs"], sweep_dir)
-        project = section.get("project")
-        entity = section.get("entity")
+        section = _wandb_section(result["runs"])
         tables = {name: _wandb_ready(result[key]) for name, key in
                   (("slopes", "slopes"), ("local_slopes", "local"),
                    ("deviation_vs_correlation", "deviation"))}
-        with wandb.init(project=project if isinstance(project, str) and "${" not in project else "wcntk",
-                        entity=entity if isinstance(entity, str) and "${" not in entity else None,
+        with wandb.init(project=section.get("project", "wcntk"), entity=section.get("entity"),
                         group=wandb_group(result["runs"], sweep_dir), name="report", job_type="report",
                         mode=mode, dir=str(result["out_dir"]),
                         config={"sweep_dir": str(sweep_dir), "n_jobs": len(result["runs"])}) as run:
