@@ -16,14 +16,13 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from tests.test_lifecycle import tiny_config, write_job
+from tests.conftest import ROOT, start_run_py, tiny_config
+from tests.test_lifecycle import write_job
 from wcntk.run.job import FinishedRecord, prepare_run_dir, run_job
 from wcntk.run.outcome import SweepSummary, sweep_exit_code
 from wcntk.run.record import effective_status, read_summary
 from wcntk.run.rundir import LOCK_FILE, RunningElsewhere, config_changes, lock_is_held, writer_lock
 from wcntk.run.tracking import write_invalid_setting_record, write_json_atomic
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def hold_lock(run_dir: Path) -> subprocess.Popen:
@@ -205,14 +204,11 @@ def test_sweep_exit_codes():
 
 # ----------------------------------------------------------------------------- the CLI, as a user meets it
 
-ENV = {**os.environ, "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
 TINY = ["debug=default", "dataset=synthetic", "progress=false"]
 
 
 def cli(*args: str, umask: int = 0o022, **popen) -> subprocess.Popen:
-    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
-    return subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=ENV, text=True,
-                            preexec_fn=lambda: os.umask(umask), **popen)
+    return start_run_py(*args, preexec_fn=lambda: os.umask(umask), **popen)
 
 
 def finish(proc: subprocess.Popen) -> tuple[int, str, str]:

@@ -24,7 +24,6 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-import run  # noqa: F401  (registers the schema and the bookkeeping keys in Hydra's ConfigStore)
 from wcntk.run.config import library_configs
 from wcntk.run.record import effective_status
 from wcntk.training.trainer import effective_lr

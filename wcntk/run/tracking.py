@@ -11,6 +11,7 @@ import os
 import secrets
 import shlex
 import shutil
+import signal
 import time
 import traceback
 from collections.abc import Sequence
@@ -18,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ..training.progress import say
-from .lifecycle import Interrupted, deferred_signals
+from .lifecycle import Interrupted, deferred_signals, ended_status, exit_code
 from .provenance import provenance
 
-WANDB_MODES = ("offline", "online", "disabled")
 WANDB_ID_FILE = "wandb_run_id"
 
 
@@ -251,19 +251,18 @@ class RunRecorder:
 
     def set_result(self, status: str, message: str | None, diverged_step: int | None) -> None:
         self.summary.update(status=status, message=message, diverged_step=diverged_step)
-        self.exit_code = 0 if status == "ok" else 1
+        self.exit_code = exit_code(status)
 
     def __enter__(self) -> RunRecorder:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if isinstance(exc, Interrupted | KeyboardInterrupt):
-            err = exc if isinstance(exc, Interrupted) else Interrupted(2)
-            self.summary.update(status="interrupted", message=str(err))
-            self.exit_code = err.exit_code
-        elif exc is not None:
-            self.summary.update(status="failed", message=_short(exc))
-            self.exit_code = 1
+        if exc is not None:
+            status = ended_status(exc)
+            message = (str(exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT))
+                       if status == "interrupted" else _short(exc))
+            self.summary.update(status=status, message=message)
+            self.exit_code = exit_code(status, exc)
         try:
             self.csv.close()
         except OSError:
