@@ -29,7 +29,7 @@ from .config import one_line, run_config, validate_config
 from .job import FinishedRecord, prepare_run_dir, run_job
 from .lifecycle import Interrupted, exit_code, interruptible
 from .outcome import closing_line, metrics_text
-from .record import read_summary
+from .record import Status, read_summary
 from .rundir import LOCK_FILE, RunningElsewhere, supersede, writer_lock
 from .tracking import write_invalid_setting_record
 
@@ -48,7 +48,7 @@ def cli(hydra_main: Callable[[], None]) -> None:
         # while Hydra starts, or in the launcher's process) gets one line here, never a traceback.
         if not isinstance(err, Interrupted) or err.summary is None:
             say(str(err) if isinstance(err, Interrupted) else "interrupted by SIGINT")
-        sys.exit(exit_code("interrupted", err))
+        sys.exit(exit_code(Status.INTERRUPTED, err))
 
 
 def main(cfg: DictConfig) -> None:
@@ -133,7 +133,7 @@ def run_locked(cfg: DictConfig, run_dir: Path, multirun: bool, job: str | None,
         if not isinstance(err, DatasetUnavailable | OSError):
             raise  # a bug, not a setting or the machine: Hydra shows where
         sys.exit(exit_code(summary["status"], err))
-    if summary["status"] == "ok":
+    if summary["status"] == Status.OK:
         print(f"wcntk: {f'[{job}] ' if job else ''}{closing_line(summary, where)}", flush=True)
     else:
         say(closing_line(summary, where), job)

@@ -11,7 +11,7 @@ from ..training.progress import say
 from ..training.trainer import METRIC_NAMES, Trainer
 from .config import RunConfig, validate_config
 from .lifecycle import interruptible
-from .record import effective_status, read_summary
+from .record import Status, effective_status, read_summary
 from .rundir import config_changes, supersede, writer_lock
 from .tracking import RunRecorder
 
@@ -46,7 +46,7 @@ def prepare_run_dir(run_dir: str | Path, cfg: dict[str, Any], resume: bool = Fal
             label)
         return None
     status = effective_status(old, lock_held=False)
-    finished = status != "stale"
+    finished = status != Status.STALE
     if not resume and finished and not overwrite:
         raise FinishedRecord(f"{run_dir} already holds a finished run (status {status}); choose another "
                              f"hydra.run.dir, or add overwrite=true to move its record to "
@@ -59,7 +59,7 @@ def prepare_run_dir(run_dir: str | Path, cfg: dict[str, Any], resume: bool = Fal
                if changes else "overwrite=true")
         say(f"{why}; the previous record was moved to {moved}", label)
         return None
-    return old if resume and status == "ok" else None
+    return old if resume and status == Status.OK else None
 
 
 def default_run_name(cfg: RunConfig) -> str:

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .record import Status
+
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
                 if hasattr(signal, name))
 
@@ -110,9 +112,9 @@ def exit_code(status: str | None, err: BaseException | None = None) -> int:
         return err.exit_code
     if isinstance(err, KeyboardInterrupt):
         return 128 + signal.SIGINT
-    return 0 if status == "ok" and err is None else 1
+    return 0 if status == Status.OK and err is None else 1
 
 
-def ended_status(err: BaseException) -> str:
+def ended_status(err: BaseException) -> Status:
     """The status of a run that an exception ended: `interrupted` for a signal, else `failed`."""
-    return "interrupted" if isinstance(err, Interrupted | KeyboardInterrupt) else "failed"
+    return Status.INTERRUPTED if isinstance(err, Interrupted | KeyboardInterrupt) else Status.FAILED
