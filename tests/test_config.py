@@ -379,7 +379,7 @@ def test_cli_help_lists_only_the_real_sweeps(tmp_path):
 
 @pytest.mark.slow
 def test_two_runs_started_together_get_a_dir_each(tmp_path):
-    """The issue's `python run.py … optimizer.lr=0.5 & python run.py … optimizer.lr=0.1 & wait`."""
+    """`python run.py … optimizer.lr=0.5 & python run.py … optimizer.lr=0.1 & wait`."""
     procs = [start_run_py("debug=default", "dataset=digits", "seed=4", f"optimizer.lr={lr}", cwd=tmp_path)
              for lr in (0.5, 0.1)]
     for proc in procs:

@@ -1,7 +1,7 @@
 """The run configuration: one typed schema, made of the library's own config dataclasses.
 
-`RunConfig` is both the schema run.py registers in Hydra's ConfigStore (the library itself
-never imports Hydra) and what `OmegaConf.to_object` turns a composed config back into.
+`RunConfig` is both the schema wcntk.run.cli_checks registers in Hydra's ConfigStore (the
+library itself never imports Hydra) and what `OmegaConf.to_object` turns a composed config into.
 Its keys are the command line's:
 
     width depth activation parameterization, model.*   -> ModelConfig
@@ -9,8 +9,8 @@ Its keys are the command line's:
     optimizer.*                                        =  OptimizerConfig
     seed steps loss precision device log_every
     corr_every probes progress cuda_graphs             -> TrainConfig
-    threads                                            torch CPU threads per job (run.py)
-    overwrite                                          replace a finished run dir's record (run.py)
+    threads                                            torch CPU threads per job (entry)
+    overwrite                                          replace a finished run dir's record (entry)
     wandb.*                                            =  WandbConfig
 
 Defaults are the library classes' own. A leaf of the run layer: it imports the library's
