@@ -1,5 +1,6 @@
 """Shared by the tests: the repository's paths, the one runner of `python run.py` in a
-subprocess, and the tiny config of a run that takes a second. Hydra's ConfigStore gets the
+subprocess, the tiny config of a run that takes a second, and a built network as the
+functional pair the measurements take. Hydra's ConfigStore gets the
 schema here (run.py registers it for real runs), so tests can compose conf/ themselves."""
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from wcntk.core.models import ModelConfig, build_model, functional, params_of
 from wcntk.run.cli_checks import register_configs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,3 +62,10 @@ def tiny_config(**changes: Any) -> dict[str, Any]:
             node = node[part]
         node[leaf] = value
     return cfg
+
+
+def built(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: int, seed: int = 1,
+          dtype: torch.dtype = torch.float64) -> tuple[torch.nn.Module, Any, dict[str, torch.Tensor]]:
+    """(model, f, θ₀) of `cfg`: the network, f(params, x), and its initial parameters."""
+    model = build_model(cfg, input_shape, out_features, seed=seed, dtype=dtype)
+    return model, functional(model), params_of(model)

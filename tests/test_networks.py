@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from tests._refs import DT, fd_directional, flat, hessian, jacobian, rel_err, rev_grad, scalar_fn, seeded
-from tests.conftest import ROOT, run_py
+from tests.conftest import ROOT, built, run_py
 from wcntk.analysis.powerlaw import fit_power_law
 from wcntk.analysis.theory import expected
 from wcntk.core.correlations import derivative_correlations
@@ -47,8 +47,7 @@ TINY = {  # smooth activations and biases, so that every derivative is non-zero
 
 def _tiny(name: str, seed: int = 1):
     cfg, shape = TINY[name]
-    model = build_model(cfg, shape, K, seed=seed, dtype=DT)
-    return model, functional(model), params_of(model), seeded((M, *shape), 5)
+    return *built(cfg, shape, K, seed=seed, dtype=DT), seeded((M, *shape), 5)
 
 
 # ------------------------------------------------------------------ forward passes
