@@ -1,8 +1,9 @@
 """Train a network and its linearized twin side by side: `python run.py width=4096`.
 
 The Hydra entry point, and only that: the command line's checks, the run itself and the exit
-codes live in wcntk.run.entry (which see). The schema is registered in Hydra's ConfigStore at
-import, so that joblib/submitit workers, which import this module to run a job, have it too.
+codes live in wcntk.run.entry (which see). The schema is registered in Hydra's ConfigStore as
+this module loads, before Hydra composes anything; from there it reaches the joblib/submitit
+workers, which compose each job's config and name its dir.
 """
 import os
 
@@ -14,7 +15,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from wcntk.run import entry  # noqa: E402
-from wcntk.run.cli_checks import check_command_line, register_configs  # noqa: E402,F401
+from wcntk.run.cli_checks import register_configs  # noqa: E402
 
 register_configs()
 

@@ -35,8 +35,9 @@ checked: RunConfig | None = None
 def register_configs() -> None:
     """Put the schema (`run_schema`, conf/config.yaml's defaults list names it) and the keys that
     stay out of sweep job-dir names (wcntk.run.record.BOOKKEEPING_KEYS) in Hydra's ConfigStore.
-    Stored in code rather than YAML; run.py calls this at import, so it reaches joblib/submitit
-    workers too, which compose the config and name the job dirs."""
+    Stored in code rather than YAML; run.py calls this as it loads, before Hydra composes
+    anything, and from there it reaches joblib/submitit workers, which compose each job's config
+    and name its dir."""
     store = ConfigStore.instance()
     store.store(name="run_schema", node=schema())
     store.store(name="bookkeeping_keys", node={
