@@ -67,7 +67,6 @@ def main(cfg: DictConfig) -> None:
         say(f"running elsewhere: {err}; left alone", job)  # the sweep goes on; its table lists the job
 
 
-
 def torch_threads(requested, launcher) -> int | None:
     """Threads per job: `threads` if set; under the joblib launcher the cores divided among
     its n_jobs parallel jobs (-1 = one job per core); otherwise torch's default."""
