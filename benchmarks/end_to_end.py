@@ -88,11 +88,12 @@ def in_process_breakdown(overrides: list[str], run_dir: Path) -> dict[str, float
     T: dict[str, float] = {}
     clock = time.perf_counter
     t0 = clock()
+    from wcntk.core.metric_registry import METRIC_NAMES
     from wcntk.core.models import build_model
     from wcntk.run.config import library_configs
     from wcntk.run.tracking import RunRecorder, WandbLog
     from wcntk.training.data import load_dataset
-    from wcntk.training.trainer import METRIC_NAMES, PRECISIONS, Trainer, resolve_device
+    from wcntk.training.trainer import PRECISIONS, Trainer, resolve_device
     T["imports_s"] = clock() - t0
 
     t = clock()

@@ -62,10 +62,11 @@ def compose(overrides: list[str]) -> dict:
 
 def warm_phases(cfg: dict, run_dir: Path) -> dict[str, float]:
     """One job the way run_job does it, phase by phase (in a process that already ran one)."""
+    from wcntk.core.metric_registry import METRIC_NAMES
     from wcntk.run.config import library_configs
     from wcntk.run.tracking import RunRecorder
     from wcntk.training.data import load_dataset
-    from wcntk.training.trainer import METRIC_NAMES, Trainer
+    from wcntk.training.trainer import Trainer
 
     t, out = time.perf_counter(), {}
 

@@ -130,3 +130,29 @@ def train_sgd(fn: Callable[[Params], Tensor], params0: Params, y: Tensor, loss_f
 
 def seeded(shape: Sequence[int], seed: int) -> Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=DT)
+
+
+def gd_mse_kernel_dynamics(ntk_train: Tensor, f0_train: Tensor, y_train: Tensor, lr: float,
+                           steps: int, ntk_test_train: Tensor | None = None,
+                           f0_test: Tensor | None = None):
+    """Outputs after `steps` of full-batch GD on L = 1/(2N)Σ‖f − y‖² of the linearized model.
+
+    Train:  f_t = y + (I − η/N Θ)^t (f_0 − y)                (closed form)
+    Test:   f_t(x*) = f_0(x*) − η/N Θ(x*, X) Σ_{s<t} (I − η/N Θ)^s (f_0 − y)
+    Returns (f_t on train [N, k], f_t on test [M, k] or None).
+    """
+    n, k = f0_train.shape
+    theta = ntk_train.reshape(n * k, n * k)
+    step_matrix = torch.eye(n * k, dtype=theta.dtype, device=theta.device) - lr / n * theta
+    r0 = (f0_train - y_train).reshape(-1)
+    f_train = y_train + (torch.linalg.matrix_power(step_matrix, steps) @ r0).reshape(n, k)
+    if ntk_test_train is None:
+        return f_train, None
+    residual_sum = torch.zeros_like(r0)
+    r = r0
+    for _ in range(steps):
+        residual_sum = residual_sum + r
+        r = step_matrix @ r
+    theta_test = ntk_test_train.reshape(f0_test.numel(), n * k)
+    f_test = f0_test - lr / n * (theta_test @ residual_sum).reshape(f0_test.shape)
+    return f_train, f_test

@@ -5,10 +5,7 @@ Composing in-process is fast; the tests that run `python run.py` as a subprocess
 import dataclasses
 import functools
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,15 +15,14 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
-import run
+from tests.conftest import CONF, ROOT, run_py, start_run_py
 from wcntk.core.models import ModelConfig
+from wcntk.run import cli_checks, entry
 from wcntk.run.config import RunConfig, config_keys, library_configs, run_config, validate_config
 from wcntk.run.record import BOOKKEEPING_KEYS
+from wcntk.training.config import OptimizerConfig, TrainConfig
 from wcntk.training.data import DataConfig
-from wcntk.training.trainer import OptimizerConfig, TrainConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
 REAL_SWEEPS = ["activations", "lr_scaling", "parameterization", "width_scaling"]
 
 
@@ -215,13 +211,13 @@ def test_hand_written_configs_are_checked_against_the_schema_too():
 
 
 def test_threads_per_job(monkeypatch):
-    monkeypatch.setattr(run.os, "cpu_count", lambda: 8)
-    assert run.torch_threads(None, None) is None                       # single run: torch's default
-    assert run.torch_threads(3, {"n_jobs": 2}) == 3                    # explicit wins
-    assert run.torch_threads(None, {"n_jobs": 2}) == 4                 # joblib: cores / n_jobs
-    assert run.torch_threads(None, {"n_jobs": -1}) == 1                # one job per core
-    assert run.torch_threads(None, {"n_jobs": 16}) == 1
-    assert run.torch_threads(None, {"partition": "gpu"}) is None       # submitit: no n_jobs
+    monkeypatch.setattr(entry.os, "cpu_count", lambda: 8)
+    assert entry.torch_threads(None, None) is None                       # single run: torch's default
+    assert entry.torch_threads(3, {"n_jobs": 2}) == 3                    # explicit wins
+    assert entry.torch_threads(None, {"n_jobs": 2}) == 4                 # joblib: cores / n_jobs
+    assert entry.torch_threads(None, {"n_jobs": -1}) == 1                # one job per core
+    assert entry.torch_threads(None, {"n_jobs": 16}) == 1
+    assert entry.torch_threads(None, {"partition": "gpu"}) is None       # submitit: no n_jobs
 
 
 # ----------------------------------------------------------------------------- groups and presets
@@ -232,7 +228,7 @@ def test_only_real_sweeps_compose_under_sweep():
     for name in REAL_SWEEPS:
         assert (CONF / "sweep" / f"{name}.yaml").resolve() == (ROOT / "sweeps" / f"{name}.yaml").resolve()
     assert sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml")) == REAL_SWEEPS
-    assert run.config_groups()["sweep"] == REAL_SWEEPS
+    assert cli_checks.config_groups()["sweep"] == REAL_SWEEPS
 
 
 def test_sweep_dir_names_leave_out_exactly_the_bookkeeping_keys():
@@ -295,23 +291,24 @@ def in_tmp(tmp_path, monkeypatch):
     (["+sweep=width_scaling", "seed=0,${oc.env:WCNTK_TEST_NO_SUCH_VAR}"], "WCNTK_TEST_NO_SUCH_VAR"),
 ])
 def test_command_line_mistakes_are_one_line_before_any_work(in_tmp, argv, message):
-    with pytest.raises(run.ConfigError) as err:
-        run.check_command_line(argv)
+    with pytest.raises(cli_checks.ConfigError) as err:
+        cli_checks.check_command_line(argv)
     assert message in str(err.value) and "\n" not in str(err.value)
     assert not (in_tmp / "outputs").exists()
 
 
 def test_a_timestamped_run_dir_is_claimed_exclusively(in_tmp):
-    argv = run.check_command_line(["debug=default", "width=32"])
+    argv = cli_checks.check_command_line(["debug=default", "width=32"])
     assert argv[:2] == ["debug=default", "width=32"] and argv[2].startswith("hydra.run.dir=outputs/runs/")
     first = Path(argv[2].split("=", 1)[1])
     assert first.is_dir() and not any(first.iterdir()) and first.name.endswith("_w32_s0")
-    second = Path(run.check_command_line(["debug=default", "width=32"])[2].split("=", 1)[1])
+    second = Path(cli_checks.check_command_line(["debug=default", "width=32"])[2].split("=", 1)[1])
     assert second != first and second.is_dir()
     # the same name taken twice (two runs in the same microsecond, or on two hosts): a suffix
-    assert run.claim_dir(str(first)) == f"{first}-1" and run.claim_dir(str(first)) == f"{first}-2"
+    assert cli_checks.claim_dir(str(first)) == f"{first}-1"
+    assert cli_checks.claim_dir(str(first)) == f"{first}-2"
     # plain multiruns get a fresh timestamped sweep dir the same way
-    argv = run.check_command_line(["--multirun", "debug=default", "width=8,16"])
+    argv = cli_checks.check_command_line(["--multirun", "debug=default", "width=8,16"])
     assert argv[-1].startswith("hydra.sweep.dir=outputs/multirun/")
     assert Path(argv[-1].split("=", 1)[1]).is_dir()
 
@@ -321,11 +318,11 @@ def test_a_multirun_checks_settings_per_job(in_tmp):
     checked per job (a bad job fails alone, naming itself), types and keys before any job."""
     argv = ["--multirun", "debug=default", "dataset.n_train=200,300", "optimizer=sgd",
             "optimizer.batch_size=100"]
-    assert run.check_command_line(argv)[:-2] == argv   # + the launch id and the claimed sweep dir
+    assert cli_checks.check_command_line(argv)[:-2] == argv   # + the launch id and the claimed sweep dir
 
 
 def test_a_claimed_dir_with_odd_characters_reaches_hydra_intact(in_tmp):
-    argv = run.check_command_line(["debug=default", 'hydra.run.dir="my runs/it\'s ${now:%f}"'])
+    argv = cli_checks.check_command_line(["debug=default", 'hydra.run.dir="my runs/it\'s ${now:%f}"'])
     (override,) = OverridesParser.create().parse_overrides(argv[-1:])
     assert override.key_or_group == "hydra.run.dir" and Path(override.value()).is_dir()
     assert Path(override.value()).parent == Path("my runs")
@@ -338,8 +335,8 @@ def test_a_run_dir_with_only_hydras_files_is_removed(tmp_path):
         (d / ".hydra" / "config.yaml").write_text("width: 8\n")
         (d / "run.log").write_text("")
     (used / "metrics.csv").write_text("step\n")
-    run.remove_if_untouched(bare)
-    run.remove_if_untouched(used)
+    entry.remove_if_untouched(bare)
+    entry.remove_if_untouched(used)
     assert not bare.exists() and (used / "metrics.csv").is_file()
 
 
@@ -349,18 +346,12 @@ def test_a_run_dir_with_only_hydras_files_is_removed(tmp_path):
     ["--help"], ["--cfg", "job"],
 ])
 def test_stable_or_chosen_dirs_are_left_alone(in_tmp, argv):
-    checked = run.check_command_line(argv)
+    checked = cli_checks.check_command_line(argv)
     assert [a for a in checked if not a.startswith("++hydra.job.env_set.WCNTK_LAUNCH_ID=")] == argv
     assert not (in_tmp / "outputs").exists() and not (in_tmp / "somewhere").exists()
 
 
 # ----------------------------------------------------------------------------- the CLI (subprocesses)
-
-def run_py(cwd: Path, *args: str, **popen) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300, **popen)
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args, line", [
@@ -371,7 +362,7 @@ def run_py(cwd: Path, *args: str, **popen) -> subprocess.CompletedProcess:
     (["wandb.project=../../x"], "wcntk: error: wandb.project='../../x' is not a valid W&B project name"),
 ])
 def test_cli_rejects_mistakes_with_one_line_and_no_run_dir(tmp_path, args, line):
-    proc = run_py(tmp_path, *args)
+    proc = run_py(*args, cwd=tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.startswith(line) and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []                       # no outputs/, no run dir
@@ -379,7 +370,7 @@ def test_cli_rejects_mistakes_with_one_line_and_no_run_dir(tmp_path, args, line)
 
 @pytest.mark.slow
 def test_cli_help_lists_only_the_real_sweeps(tmp_path):
-    proc = run_py(tmp_path, "--help")
+    proc = run_py("--help", cwd=tmp_path)
     assert proc.returncode == 0
     listing = proc.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
     groups = dict(line.split(": ", 1) for line in listing.splitlines() if ": " in line)
@@ -388,11 +379,9 @@ def test_cli_help_lists_only_the_real_sweeps(tmp_path):
 
 @pytest.mark.slow
 def test_two_runs_started_together_get_a_dir_each(tmp_path):
-    """The issue's `python run.py … optimizer.lr=0.5 & python run.py … optimizer.lr=0.1 & wait`."""
-    env = {**os.environ, "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "run.py"), "debug=default", "dataset=digits",
-                               "seed=4", f"optimizer.lr={lr}"], cwd=tmp_path, env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for lr in (0.5, 0.1)]
+    """`python run.py … optimizer.lr=0.5 & python run.py … optimizer.lr=0.1 & wait`."""
+    procs = [start_run_py("debug=default", "dataset=digits", "seed=4", f"optimizer.lr={lr}", cwd=tmp_path)
+             for lr in (0.5, 0.1)]
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
@@ -409,8 +398,8 @@ def test_two_runs_started_together_get_a_dir_each(tmp_path):
 
 @pytest.mark.slow
 def test_cli_bad_job_in_a_multirun_names_itself_and_the_others_run(tmp_path):
-    proc = run_py(tmp_path, "--multirun", "debug=default", "dataset=digits", "steps=2", "optimizer=momentum",
-                  "optimizer.momentum=-5,0.5", "hydra.sweep.dir=sw")  # the bad job first
+    proc = run_py("--multirun", "debug=default", "dataset=digits", "steps=2", "optimizer=momentum",
+                  "optimizer.momentum=-5,0.5", "hydra.sweep.dir=sw", cwd=tmp_path)  # the bad job first
     assert proc.returncode != 0
     line = r"wcntk: \[\S*optimizer\.momentum=-5\S*\] error: optimizer\.momentum must be in \[0, 1\), got -5"
     assert re.search(line, proc.stderr) and "Traceback" not in proc.stderr, proc.stderr[-3000:]

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests._refs import DT, fd_directional, flat, hessian, jacobian, rel_err, rev_grad, scalar_fn, seeded
+from tests.conftest import built
 from wcntk.core import losses
 from wcntk.core.correlations import (
     derivative_correlations,
@@ -20,7 +21,7 @@ from wcntk.core.correlations import (
     gd_step_direction,
     step_ratios,
 )
-from wcntk.core.models import ModelConfig, build_model, functional, params_of
+from wcntk.core.models import ModelConfig
 
 LR = 0.7           # a non-unit η, so the η^{…}/d! prefactors are checked too
 M, K, D_IN = 3, 2, 3
@@ -33,8 +34,7 @@ SMOOTH_CASES = {
 
 
 def _net(cfg: ModelConfig, seed: int = 1):
-    model = build_model(cfg, (D_IN,), K, seed=seed, dtype=DT)
-    return model, functional(model), params_of(model)
+    return built(cfg, (D_IN,), K, seed=seed, dtype=DT)
 
 
 def _reference_pairs(f, params, x, lr):

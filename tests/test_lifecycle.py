@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests._wandb_files import exit_codes
+from tests.conftest import tiny_config
 from wcntk.analysis.wandb_records import config_values, summary_values
+from wcntk.core.metric_registry import METRIC_NAMES
 from wcntk.run import provenance as prov
 from wcntk.run.job import run_job
 from wcntk.run.lifecycle import Interrupted, deferred_signals, interruptible
@@ -23,30 +25,6 @@ from wcntk.run.outcome import SweepSummary, closing_line
 from wcntk.run.record import STATUSES, effective_status, flatten
 from wcntk.run.tracking import CsvLog, RunRecorder
 from wcntk.training.progress import LineProgress, progress_bar
-from wcntk.training.trainer import METRIC_NAMES
-
-
-def tiny_config(**changes) -> dict:
-    cfg = {"dataset": dict(name="digits", n_train=48, n_test=16, classes=None, source="auto",
-                           data_dir="~/.cache/wcntk", download=True, grayscale=False, standardize=True,
-                           input_dim=32, n_classes=10, teacher_width=64),
-           "optimizer": dict(name="gd", lr=0.5, batch_size=None, lr_width_exponent=0.0, width_ref=1024,
-                             momentum=0.9, betas=[0.9, 0.999]),
-           "model": dict(kind="mlp", w_std=1.0, b_std=0.05, heads=2, patch_size=None,
-                         attention_logits="inv_d", target=None, kwargs={}),
-           "wandb": dict(mode="disabled", project="wcntk", entity=None, group=None, tags=[], name=None,
-                         init_timeout=10.0),
-           "width": 8, "depth": 1, "activation": "tanh", "parameterization": "ntk", "seed": 0,
-           "steps": 12, "loss": "mse", "precision": "float32", "device": "cpu", "log_every": 3,
-           "corr_every": None, "probes": 4, "progress": False, "cuda_graphs": "auto", "threads": None,
-           "overwrite": False}
-    for key, value in changes.items():
-        *parents, leaf = key.split(".")
-        node = cfg
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return cfg
 
 
 def read_rows(path: Path) -> list[list[str]]:

@@ -3,7 +3,6 @@ lists the trainer, the report, the dashboard and the closing line take from it."
 from wcntk.analysis import dashboard, report
 from wcntk.core import metric_registry as registry
 from wcntk.run import outcome
-from wcntk.training import trainer
 
 
 def test_each_metric_once_with_a_known_family_split_and_stage():
@@ -16,7 +15,7 @@ def test_each_metric_once_with_a_known_family_split_and_stage():
 
 
 def test_metrics_csv_columns_in_their_order():
-    assert trainer.METRIC_NAMES == [
+    assert registry.METRIC_NAMES == [
         "net/train_loss", "net/train_acc", "net/test_loss", "net/test_acc",
         "twin/train_loss", "twin/train_acc", "twin/test_loss", "twin/test_acc",
         "lin/func_rmse_train", "lin/func_rmse_test", "lin/func_mse_train", "lin/func_mse_test",

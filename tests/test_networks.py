@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from tests._refs import DT, fd_directional, flat, hessian, jacobian, rel_err, rev_grad, scalar_fn, seeded
+from tests.conftest import ROOT, built, run_py
 from wcntk.analysis.powerlaw import fit_power_law
 from wcntk.analysis.theory import expected
 from wcntk.core.correlations import derivative_correlations
@@ -48,8 +47,7 @@ TINY = {  # smooth activations and biases, so that every derivative is non-zero
 
 def _tiny(name: str, seed: int = 1):
     cfg, shape = TINY[name]
-    model = build_model(cfg, shape, K, seed=seed, dtype=DT)
-    return model, functional(model), params_of(model), seeded((M, *shape), 5)
+    return *built(cfg, shape, K, seed=seed, dtype=DT), seeded((M, *shape), 5)
 
 
 # ------------------------------------------------------------------ forward passes
@@ -283,8 +281,6 @@ def test_theory_derives_the_resnet_correlations_only():
 
 
 # ----------------------------------------------------------------------- the CLI
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "WANDB_SILENT": "true"}
 BAD_NETS = '''
 import torch
 from torch import nn
@@ -311,8 +307,7 @@ BAD_TARGETS = {  # model.target=t -> its one-line message, after "model.target='
 
 
 def run_cli(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd,
-                          capture_output=True, text=True, timeout=300, env=ENV)
+    return run_py(*overrides, cwd=cwd)
 
 
 @pytest.mark.slow

@@ -5,35 +5,34 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
+from tests._refs import gd_mse_kernel_dynamics
 from tests._wandb_files import exit_codes
+from tests.conftest import CONF, ENV, ROOT, run_py, start_run_py, tiny_config
 from wcntk.analysis.wandb_records import config_values, history_rows, summary_values
 from wcntk.core.losses import mse
+from wcntk.core.metric_registry import METRIC_NAMES
 from wcntk.core.models import ModelConfig
-from wcntk.core.ntk import empirical_ntk, gd_mse_kernel_dynamics
+from wcntk.core.ntk import empirical_ntk
 from wcntk.run.job import run_job
 from wcntk.run.record import flatten
 from wcntk.training.data import DataConfig
-from wcntk.training.trainer import METRIC_NAMES, MinibatchSampler, OptimizerConfig, TrainConfig, Trainer
+from wcntk.training.trainer import MinibatchSampler, OptimizerConfig, TrainConfig, Trainer
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["debug=default", "dataset=digits"]  # width 16, 20 steps logged every 5, 64/32 examples, 8 probes
-ENV = {**os.environ, "WANDB_SILENT": "true"}
 
 
 def run_cli(tmp_path: Path, *overrides: str, name: str = "run", env=None):
     run_dir = tmp_path / name
-    proc = subprocess.run([sys.executable, "run.py", f"hydra.run.dir={run_dir}", *overrides],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env or ENV)
-    return proc, run_dir
+    return run_py(f"hydra.run.dir={run_dir}", *overrides, env=env), run_dir
 
 
 def read_csv(path: Path):
@@ -148,9 +147,8 @@ def test_cli_missing_dataset_files_fail_clearly_and_are_recorded(tmp_path):
 def start_long_run(tmp_path: Path):
     """run.py in its own process group (as a shell runs it), stopped once 2 rows were logged."""
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "run.py", f"hydra.run.dir={run_dir}", *TINY, "steps=100000",
-                             "wandb.mode=offline"], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = start_run_py(f"hydra.run.dir={run_dir}", *TINY, "steps=100000", "wandb.mode=offline",
+                        start_new_session=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
         if (run_dir / "metrics.csv").is_file() and len(read_csv(run_dir / "metrics.csv")) >= 2:
@@ -206,7 +204,7 @@ def test_cli_online_wandb_unreachable_falls_back_offline_within_the_timeout(tmp_
     assert line.endswith(f"the run goes on offline in {offline}; upload it later with: wandb sync {offline}")
     assert [p.name for p in run_dir.glob("wandb/*run-*")] == [offline.name]
     # The whole run, W&B's online attempt included, takes the 2 s timeout plus a few seconds of
-    # work (an online init used to stall for about a minute before falling back).
+    # work: the online init gives up at init_timeout, it does not wait for W&B's own minute.
     assert json.loads((run_dir / "summary.json").read_text())["wall_time_s"] < 2 + 25
     assert exit_codes(run_dir) == [0]
 
@@ -245,16 +243,8 @@ def test_every_setting_trains_and_reports_all_metrics(changes):
 
 def test_same_seed_same_numbers_different_seed_different(tmp_path):
     def summary(seed, name):
-        cfg = {"dataset": dict(name="digits", n_train=48, n_test=16, classes=None, source="auto",
-                               data_dir="~/.cache/wcntk", download=True, grayscale=False, standardize=True,
-                               input_dim=32, n_classes=10, teacher_width=64),
-               "optimizer": dict(name="sgd", lr=0.5, batch_size=16, lr_width_exponent=0.0, width_ref=1024,
-                                 momentum=0.9, betas=[0.9, 0.999]),
-               "model": dict(kind="mlp", w_std=1.0, b_std=0.05),
-               "wandb": dict(mode="disabled", project="wcntk", entity=None, group=None, tags=[], name=None),
-               "width": 16, "depth": 2, "activation": "erf", "parameterization": "ntk", "seed": seed,
-               "steps": 12, "loss": "mse", "precision": "float32", "device": "cpu", "log_every": 4,
-               "corr_every": None, "probes": 4, "progress": False}
+        cfg = tiny_config(width=16, depth=2, activation="erf", seed=seed, log_every=4,
+                          **{"optimizer.name": "sgd", "optimizer.batch_size": 16})
         return run_job(cfg, tmp_path / name)
     a, b, c = summary(0, "a"), summary(0, "b"), summary(1, "c")
     assert a["status"] == "ok" and a["final"] == b["final"] and a["initial"] == b["initial"]
@@ -308,3 +298,22 @@ def test_minibatch_order_is_the_documented_one_across_device_buffer_refills():
     assert _draw(sampler, 13) == ref[:13]
     sampler.rewind()
     assert _draw(sampler, 2) == ref[:2] and sampler.cursor.device.type == "cpu"
+
+
+GOLDEN = ROOT / "tests" / "fixtures" / "golden" / "debug_default_metrics.csv"
+
+
+@pytest.mark.slow
+def test_debug_run_writes_the_golden_metrics(tmp_path):
+    """`python run.py debug=default wandb.mode=disabled`, in-process: the same metrics.csv as the
+    committed one (its columns, steps and values, to float32 round-off across machines)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["debug=default", "wandb.mode=disabled"])
+    summary = run_job(OmegaConf.to_container(cfg, resolve=True), tmp_path)
+    assert summary["status"] == "ok"
+    golden, got = read_csv(GOLDEN), read_csv(tmp_path / "metrics.csv")
+    assert [list(row) for row in got] == [list(row) for row in golden]
+    for want, row in zip(golden, got, strict=True):
+        for key, value in want.items():
+            assert (value == row[key] == "") or math.isclose(float(row[key]), float(value), rel_tol=1e-4,
+                                                             abs_tol=1e-6), (want["step"], key)

@@ -16,14 +16,22 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from tests.test_lifecycle import tiny_config, write_job
+from tests.conftest import ROOT, start_run_py, tiny_config
+from tests.test_lifecycle import write_job
 from wcntk.run.job import FinishedRecord, prepare_run_dir, run_job
 from wcntk.run.outcome import SweepSummary, sweep_exit_code
-from wcntk.run.record import effective_status, read_summary
+from wcntk.run.record import (
+    STATUSES,
+    Status,
+    UnreadableRecord,
+    effective_status,
+    load_record,
+    read_record,
+    read_summary,
+    write_json_atomic,
+)
 from wcntk.run.rundir import LOCK_FILE, RunningElsewhere, config_changes, lock_is_held, writer_lock
-from wcntk.run.tracking import write_invalid_setting_record, write_json_atomic
-
-ROOT = Path(__file__).resolve().parents[1]
+from wcntk.run.tracking import write_invalid_setting_record
 
 
 def hold_lock(run_dir: Path) -> subprocess.Popen:
@@ -205,14 +213,11 @@ def test_sweep_exit_codes():
 
 # ----------------------------------------------------------------------------- the CLI, as a user meets it
 
-ENV = {**os.environ, "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
 TINY = ["debug=default", "dataset=synthetic", "progress=false"]
 
 
 def cli(*args: str, umask: int = 0o022, **popen) -> subprocess.Popen:
-    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
-    return subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=ENV, text=True,
-                            preexec_fn=lambda: os.umask(umask), **popen)
+    return start_run_py(*args, preexec_fn=lambda: os.umask(umask), **popen)
 
 
 def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
@@ -398,3 +403,29 @@ def test_cli_rerun_after_kill_9_of_a_joblib_launcher_leaves_its_orphans_alone(tm
     finally:
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
+
+
+def test_records_of_the_previous_version_read_as_records():
+    """tests/fixtures/width_scaling holds summary.json files written before the Record type
+    (no config_validated key): each reads, with its values, through the one reader."""
+    paths = sorted((ROOT / "tests" / "fixtures" / "width_scaling").glob("*/summary.json"))
+    assert len(paths) == 30
+    for path in paths:
+        raw = json.loads(path.read_text())
+        record = load_record(path)
+        assert record.status == raw["status"] == Status.OK and record.config_validated is True
+        assert (record.config, record.initial, record.final) == (raw["config"], raw["initial"], raw["final"])
+        assert read_record(path.parent) == record and read_summary(path.parent) == record.to_dict()
+        assert json.loads(json.dumps(record.to_dict()))["status"] == "ok"   # stored as a plain string
+
+
+def test_an_unreadable_record_says_why(tmp_path):
+    for text, why in [("{", "JSONDecodeError"), ("[]", "a JSON list"),
+                      ('{"status": "done"}', "status 'done'"),
+                      ('{"status": "ok", "final": 3}', "final is not an object"),
+                      ('{"status": "ok", "config": {"width": "8", "seed": 0}}', "non-integer width")]:
+        (tmp_path / "summary.json").write_text(text)
+        with pytest.raises(UnreadableRecord, match=why):
+            load_record(tmp_path / "summary.json")
+        assert read_record(tmp_path) is None
+    assert set(STATUSES) | {"stale", "unreadable"} == {s.value for s in Status}

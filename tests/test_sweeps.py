@@ -24,13 +24,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-import run  # noqa: F401  (registers the schema and the bookkeeping keys in Hydra's ConfigStore)
+from tests.conftest import CONF, ENV, ROOT, run_py
 from wcntk.run.config import library_configs
 from wcntk.run.record import effective_status
-from wcntk.training.trainer import effective_lr
+from wcntk.training.config import effective_lr
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
 SWEEPS = ROOT / "sweeps"
 POW2 = [2 ** k for k in range(3, 13)]  # 8 … 4096
 
@@ -249,11 +247,10 @@ GRID = ["width=8,16,32", "seed=0,1"]
 
 def run_sweep(sweep_dir: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
     """`python run.py +sweep=width_scaling <tiny> *overrides` from a foreign working directory."""
-    cmd = [sys.executable, str(ROOT / "run.py"), "+sweep=width_scaling", *TINY, *overrides,
-           f"hydra.sweep.dir={sweep_dir}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
+    env = {**ENV, "HYDRA_FULL_ERROR": "1"}
     env.pop("PYTHONPATH", None)  # launcher subprocesses import the installed wcntk (-e . in requirements)
-    proc = subprocess.run(cmd, cwd=sweep_dir.parent, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_py("+sweep=width_scaling", *TINY, *overrides, f"hydra.sweep.dir={sweep_dir}",
+                  cwd=sweep_dir.parent, env=env, timeout=600)
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc

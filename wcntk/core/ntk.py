@@ -1,4 +1,4 @@
-"""Empirical NTK and the closed-form kernel dynamics used as a test oracle.
+"""Empirical NTK.
 
 Θ(x, x')_{oo'} = ⟨∇_θ f_o(x), ∇_θ f_{o'}(x')⟩ for a model f(params, x) → [n, k] whose rows are
 independent, by one of two exact methods (as in neural-tangents and the PyTorch NTK tutorial):
@@ -165,29 +165,3 @@ def mlp_ntk(model: MLP, x: Tensor, params: Params | None = None) -> Tensor:
         delta_dot = torch.einsum("oai,pbi->aobp", delta, delta)
         ntk = ntk + delta_dot * (c_w ** 2 * (a @ a.T) + c_b ** 2)[:, None, :, None]
     return ntk.detach()
-
-
-def gd_mse_kernel_dynamics(ntk_train: Tensor, f0_train: Tensor, y_train: Tensor, lr: float,
-                           steps: int, ntk_test_train: Tensor | None = None,
-                           f0_test: Tensor | None = None):
-    """Outputs after `steps` of full-batch GD on L = 1/(2N)Σ‖f − y‖² of the linearized model.
-
-    Train:  f_t = y + (I − η/N Θ)^t (f_0 − y)                (closed form)
-    Test:   f_t(x*) = f_0(x*) − η/N Θ(x*, X) Σ_{s<t} (I − η/N Θ)^s (f_0 − y)
-    Returns (f_t on train [N, k], f_t on test [M, k] or None).
-    """
-    n, k = f0_train.shape
-    theta = ntk_train.reshape(n * k, n * k)
-    step_matrix = torch.eye(n * k, dtype=theta.dtype, device=theta.device) - lr / n * theta
-    r0 = (f0_train - y_train).reshape(-1)
-    f_train = y_train + (torch.linalg.matrix_power(step_matrix, steps) @ r0).reshape(n, k)
-    if ntk_test_train is None:
-        return f_train, None
-    residual_sum = torch.zeros_like(r0)
-    r = r0
-    for _ in range(steps):
-        residual_sum = residual_sum + r
-        r = step_matrix @ r
-    theta_test = ntk_test_train.reshape(f0_test.numel(), n * k)
-    f_test = f0_test - lr / n * (theta_test @ residual_sum).reshape(f0_test.shape)
-    return f_train, f_test

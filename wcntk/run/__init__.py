@@ -1,3 +1,5 @@
-"""The run layer: config schema and validation, one job, its record (summary.json), lifecycle and
-signals, provenance, W&B/CSV logs, sweep outcome. May use Hydra/OmegaConf.
+"""The run layer: the config schema validated once (config, capacity), the command line's checks
+before Hydra and the job Hydra starts (cli_checks, entry), one recorded job (job, rundir), its
+record (record: summary.json's one reader and writer), lifecycle and exit codes, provenance,
+W&B/CSV logs (tracking), sweep outcome. May use Hydra/OmegaConf.
 """

@@ -1,7 +1,7 @@
 """The run configuration: one typed schema, made of the library's own config dataclasses.
 
-`RunConfig` is both the schema run.py registers in Hydra's ConfigStore (the library itself
-never imports Hydra) and what `OmegaConf.to_object` turns a composed config back into.
+`RunConfig` is both the schema wcntk.run.cli_checks registers in Hydra's ConfigStore (the
+library itself never imports Hydra) and what `OmegaConf.to_object` turns a composed config into.
 Its keys are the command line's:
 
     width depth activation parameterization, model.*   -> ModelConfig
@@ -9,12 +9,18 @@ Its keys are the command line's:
     optimizer.*                                        =  OptimizerConfig
     seed steps loss precision device log_every
     corr_every probes progress cuda_graphs             -> TrainConfig
-    threads                                            torch CPU threads per job (run.py)
-    overwrite                                          replace a finished run dir's record (run.py)
+    threads                                            torch CPU threads per job (entry)
+    overwrite                                          replace a finished run dir's record (entry)
     wandb.*                                            =  WandbConfig
 
-Defaults are the library classes' own; `validate_config` runs every check that needs no
-data and raises ValueError with one line.
+Defaults are the library classes' own. A leaf of the run layer: it imports the library's
+config dataclasses (wcntk.core.models, wcntk.training.data, wcntk.training.config), never the
+Trainer, the records or the entry.
+
+A run's config takes three forms on its way to the Trainer: the composed DictConfig (Hydra),
+this RunConfig (`run_config`: keys and types, no settings checked), and the library configs
+(`RunConfig.library_configs()`) the Trainer gets. `RunConfig.validate` runs every check that
+needs no data, once per run (it marks the object validated), and raises ValueError with one line.
 """
 from __future__ import annotations
 
@@ -28,11 +34,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from ..core.models import ModelConfig
+from ..training.config import OptimizerConfig, TrainConfig, validate_all
 from ..training.data import DataConfig
-from ..training.trainer import OptimizerConfig, TrainConfig, validate_all
 from .capacity import PRECISION_BYTES, check_integers, check_memory
-from .tracking import WANDB_MODES
 
+WANDB_MODES = ("offline", "online", "disabled")
 WANDB_PROJECT_FORBIDDEN = "/\\#?%:"  # W&B rejects these; ".." would also escape a local folder
 
 
@@ -116,6 +122,11 @@ class RunConfig:
     def library_configs(self) -> tuple[ModelConfig, DataConfig, OptimizerConfig, TrainConfig]:
         return self.model_config(), self.dataset, self.optimizer, self.train_config()
 
+    @property
+    def validated(self) -> bool:
+        """Whether `validate` passed on this object (the run then validates it no more)."""
+        return self.__dict__.get("_validated", False)
+
     def validate(self) -> None:
         """Every check that needs no data; ValueError with one line. First, every integer fits
         torch's int64; last, the model fits the device's free memory (wcntk.run.capacity)."""
@@ -126,6 +137,11 @@ class RunConfig:
             raise ValueError(f"threads must be >= 1 or null, got {self.threads}")
         self.wandb.validate()
         check_memory(model, data, PRECISION_BYTES[train.precision], train.device)
+        self.__dict__["_validated"] = True
+
+    def record(self) -> dict[str, Any]:
+        """The config as summary.json's `config` (plain values, nested as .hydra/config.yaml)."""
+        return asdict(self)
 
 
 def schema() -> DictConfig:
@@ -177,9 +193,10 @@ def one_line(err: BaseException) -> str:
     return f"{key}: {text}" if key and key not in text else text
 
 
-def run_config(cfg: Mapping[str, Any]) -> RunConfig:
-    """The typed RunConfig of a plain config dict (keys left out take their defaults).
-    Unknown keys, wrong types and unresolvable interpolations raise ValueError (one line)."""
+def run_config(cfg: Mapping[str, Any] | DictConfig) -> RunConfig:
+    """The typed RunConfig of a config (a plain dict, or the DictConfig Hydra composed; keys
+    left out take their defaults). Unknown keys, wrong types and unresolvable interpolations
+    raise ValueError (one line); the settings are not checked (RunConfig.validate)."""
     try:
         merged = OmegaConf.merge(schema(), cfg)
         return OmegaConf.to_object(merged)
@@ -194,8 +211,10 @@ def library_configs(cfg: Mapping[str, Any]) -> tuple[ModelConfig, DataConfig, Op
     return run_config(cfg).library_configs()
 
 
-def validate_config(cfg: Mapping[str, Any]) -> RunConfig:
-    """Raise ValueError (one readable line) for any bad key or setting, before any work."""
-    run = run_config(cfg)
-    run.validate()
+def validate_config(cfg: Mapping[str, Any] | DictConfig | RunConfig) -> RunConfig:
+    """The validated RunConfig of `cfg`: ValueError (one readable line) for any bad key or
+    setting, before any work. A RunConfig already validated is returned as it is."""
+    run = cfg if isinstance(cfg, RunConfig) else run_config(cfg)
+    if not run.validated:
+        run.validate()
     return run

@@ -1,17 +1,18 @@
-"""One run from a plain config dict (the resolved Hydra config, or hand-written in
-a notebook): validate, settle the run dir's old record, train network + twin, record
-metrics.csv, summary.json and the W&B run in `run_dir`."""
+"""One run from its config (the entry's validated RunConfig, or a dict hand-written in a
+notebook): settle the run dir's old record, train network + twin, record metrics.csv,
+summary.json and the W&B run in `run_dir`."""
 from __future__ import annotations
 
-from dataclasses import asdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..core.metric_registry import METRIC_NAMES
 from ..training.progress import say
-from ..training.trainer import METRIC_NAMES, Trainer
-from .config import library_configs, validate_config
+from ..training.trainer import Trainer
+from .config import RunConfig, validate_config
 from .lifecycle import interruptible
-from .record import effective_status, read_summary
+from .record import Status, effective_status, read_summary
 from .rundir import config_changes, supersede, writer_lock
 from .tracking import RunRecorder
 
@@ -46,7 +47,7 @@ def prepare_run_dir(run_dir: str | Path, cfg: dict[str, Any], resume: bool = Fal
             label)
         return None
     status = effective_status(old, lock_held=False)
-    finished = status != "stale"
+    finished = status != Status.STALE
     if not resume and finished and not overwrite:
         raise FinishedRecord(f"{run_dir} already holds a finished run (status {status}); choose another "
                              f"hydra.run.dir, or add overwrite=true to move its record to "
@@ -59,17 +60,20 @@ def prepare_run_dir(run_dir: str | Path, cfg: dict[str, Any], resume: bool = Fal
                if changes else "overwrite=true")
         say(f"{why}; the previous record was moved to {moved}", label)
         return None
-    return old if resume and status == "ok" else None
+    return old if resume and status == Status.OK else None
 
 
-def default_run_name(cfg: dict[str, Any]) -> str:
-    return (f"w{cfg['width']}-d{cfg['depth']}-{cfg['activation']}-{cfg['parameterization']}"
-            f"-{cfg['optimizer']['name']}-s{cfg['seed']}")
+def default_run_name(cfg: RunConfig) -> str:
+    return (f"w{cfg.width}-d{cfg.depth}-{cfg.activation}-{cfg.parameterization}"
+            f"-{cfg.optimizer.name}-s{cfg.seed}")
 
 
-def run_job(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False,
+def run_job(cfg: RunConfig | Mapping[str, Any], run_dir: str | Path, resume: bool = False,
             label: str | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train and record one run; returns the summary dict (wcntk.run.record's layout).
+
+    `cfg` is validated here unless it is a RunConfig that already was (the entry's); a
+    hand-written dict that leaves keys out gets their defaults, and the record holds every key.
 
     The run holds run_dir's writer lock throughout (wcntk.run.rundir; another process holding it
     raises RunningElsewhere) and first settles the old record (prepare_run_dir): with
@@ -80,19 +84,19 @@ def run_job(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False,
     wcntk.run.lifecycle.Interrupted (its `summary` holds the record).
     `label` names the job in the lines it prints (a sweep job's override dirname).
     """
-    # The record holds every key: a hand-written dict that leaves some out gets their defaults.
-    cfg = asdict(validate_config(cfg))
+    run = validate_config(cfg)
+    record = run.record()
     run_dir = Path(run_dir)
     with writer_lock(run_dir):
-        if (done := prepare_run_dir(run_dir, cfg, resume, overwrite, label)) is not None:
+        if (done := prepare_run_dir(run_dir, record, resume, overwrite, label)) is not None:
             return done
-        model, data, opt, train = library_configs(cfg)
-        w = cfg["wandb"]
-        with interruptible(), RunRecorder(run_dir, METRIC_NAMES, cfg, label=label) as recorder:
-            recorder.start_wandb(w["mode"], project=w["project"], group=w["group"], tags=w["tags"],
-                                 name=w["name"] or default_run_name(cfg), entity=w["entity"],
-                                 init_timeout=w["init_timeout"])
-            trainer = Trainer(model, data, opt, train, log=recorder.log)
+        model, data, opt, train = run.library_configs()
+        w = run.wandb
+        with interruptible(), RunRecorder(run_dir, METRIC_NAMES, record, label=label) as recorder:
+            recorder.start_wandb(w.mode, project=w.project, group=w.group, tags=list(w.tags),
+                                 name=w.name or default_run_name(run), entity=w.entity,
+                                 init_timeout=w.init_timeout)
+            trainer = Trainer(model, data, opt, train, log=recorder.log, validated=True)
             recorder.set_facts(trainer.facts())
             result = trainer.run(label=label)
             recorder.set_result(result.status, result.message, result.diverged_step)

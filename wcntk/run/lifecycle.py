@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .record import Status
+
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
                 if hasattr(signal, name))
 
@@ -101,3 +103,18 @@ def deferred_signals() -> Iterator[None]:
         _deferring = outer
     if not outer and _pending:
         raise Interrupted(_pending.pop())
+
+
+def exit_code(status: str | None, err: BaseException | None = None) -> int:
+    """The one map from how a run ended to its process's (and its W&B run's) exit code: 128 +
+    signal for a signal (Interrupted; 130 for a bare KeyboardInterrupt), 0 for `ok`, else 1."""
+    if isinstance(err, Interrupted):
+        return err.exit_code
+    if isinstance(err, KeyboardInterrupt):
+        return 128 + signal.SIGINT
+    return 0 if status == Status.OK and err is None else 1
+
+
+def ended_status(err: BaseException) -> Status:
+    """The status of a run that an exception ended: `interrupted` for a signal, else `failed`."""
+    return Status.INTERRUPTED if isinstance(err, Interrupted | KeyboardInterrupt) else Status.FAILED

@@ -11,11 +11,11 @@ from omegaconf import OmegaConf
 
 from ..core.metric_registry import HEADLINE_METRICS
 from .provenance import LAUNCH_ENV, git_state
-from .record import effective_status, read_summary
+from .record import Status, effective_status, read_summary
 from .rundir import SUPERSEDED_DIR, config_changes, lock_is_held
 
 # Statuses that make a sweep exit 1 (with diverged): the job did not produce its result.
-UNFINISHED = ("failed", "interrupted", "stale", "running", "no summary")
+UNFINISHED = (Status.FAILED, Status.INTERRUPTED, Status.STALE, Status.RUNNING, "no summary")
 
 
 def _number(value: Any) -> str:
@@ -56,7 +56,7 @@ def outcome_text(summary: dict[str, Any]) -> str:
         text = status
     else:
         text = message if message.startswith(status) else f"{status}: {message}"
-    if status in ("interrupted", "stale") and summary.get("last_step") is not None:
+    if status in (Status.INTERRUPTED, Status.STALE) and summary.get("last_step") is not None:
         text += f" (last step {summary['last_step']})"
     return text
 
@@ -131,7 +131,7 @@ class SweepSummary:
             if held:
                 return "elsewhere", "running elsewhere (no record yet)", {}
             unreadable = (job / "summary.json").exists()
-            return ("failed", "summary.json is not a readable record", {}) if unreadable \
+            return (Status.FAILED, "summary.json is not a readable record", {}) if unreadable \
                 else ("no summary", "", {})
         status = effective_status(summary, held)
         prov = summary.get("provenance") or {}

@@ -1,9 +1,10 @@
-"""What a run directory's `summary.json` says, for everyone who reads it (runner, resume,
-report, dashboard).
+"""A run directory's `summary.json`: its layout (Record), its statuses (Status), its one writer
+(write_summary) and its one reader (load_record / read_record), for everyone who reads it:
+the runner, resume, the sweep's table, the report and the dashboard.
 
-Layout of summary.json::
+Layout of summary.json (Record's fields)::
 
-    status         running | ok | diverged | failed | interrupted
+    status         running | ok | diverged | failed | interrupted (Status.written())
     message        one line: why the run ended that way (null for ok)
     diverged_step  step of the first non-finite loss (diverged only)
     last_step      last step whose metrics were logged (null before step 0 was logged)
@@ -17,6 +18,11 @@ Layout of summary.json::
     initial        metrics logged at step 0;  final: at the last logged step
     wall_time_s
 
+Records written before `config_validated` existed read as validated. Two more statuses are
+never written but read: `stale` (a `running` record whose writer is gone, effective_status) and
+`unreadable` (a summary.json that is not a record, UnreadableRecord). W&B's run summary holds the
+initial values under INITIAL_PREFIX.
+
 Bookkeeping keys are config keys that never change a run's numbers: they stay out of sweep
 job-dir names and are never a "setting" of the report (which also ignores width and seed,
 the axes it fits along).
@@ -25,12 +31,37 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-STATUSES = ("running", "ok", "diverged", "failed", "interrupted")
+from .provenance import provenance
+
+
+class Status(StrEnum):
+    """Every status a run has: the five a record is written with, and two a reader derives.
+    A StrEnum: each member is its plain string (`Status.OK == "ok"`; JSON stores "ok")."""
+
+    RUNNING = "running"
+    OK = "ok"
+    DIVERGED = "diverged"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    STALE = "stale"              # read: `running`, but its writer is gone (effective_status)
+    UNREADABLE = "unreadable"    # read: summary.json is not a record (UnreadableRecord)
+
+    @classmethod
+    def written(cls) -> tuple[Status, ...]:
+        return (cls.RUNNING, cls.OK, cls.DIVERGED, cls.FAILED, cls.INTERRUPTED)
+
+
+STATUSES: tuple[str, ...] = tuple(Status.written())   # what summary.json's `status` may say
+INITIAL_PREFIX = "initial/"   # initial (step 0) values next to the final ones (W&B's run summary)
+SUMMARY_FILE = "summary.json"
 
 BOOKKEEPING_KEYS: tuple[str, ...] = (
     "sweep", "progress", "threads", "device", "cuda_graphs", "dataset.data_dir", "dataset.download",
@@ -70,15 +101,64 @@ def effective_status(summary: Mapping[str, Any], lock_held: bool | None = None) 
     a free lock means stale wherever the process ran; without a lock file (None) only a process
     on this host can be checked, elsewhere `running` is kept."""
     status = summary.get("status") or "unknown"
-    if status != "running" or lock_held:
+    if status != Status.RUNNING or lock_held:
         return status
     if lock_held is False:
-        return "stale"
+        return Status.STALE
     prov: dict[str, Any] = summary.get("provenance") or {}
     pid, host = prov.get("pid"), prov.get("host")
     if isinstance(pid, int) and host == socket.gethostname() and not _process_alive(pid):
-        return "stale"
+        return Status.STALE
     return status
+
+
+class UnreadableRecord(ValueError):
+    """A summary.json that cannot be read, or is not a record; the message says why."""
+
+
+@dataclass
+class Record:
+    """summary.json, typed (see the module docstring for each field)."""
+
+    status: str = Status.RUNNING
+    message: str | None = None
+    diverged_step: int | None = None
+    last_step: int | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    config_validated: bool = True
+    facts: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    initial: dict[str, float | None] = field(default_factory=dict)
+    final: dict[str, float | None] = field(default_factory=dict)
+    wall_time_s: float | None = None
+
+    @classmethod
+    def new(cls, config: dict[str, Any], validated: bool = True) -> Record:
+        """A `running` record of `config`, its provenance taken now."""
+        return cls(config=config, config_validated=validated, provenance=provenance())
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Record:
+        """The Record of parsed JSON; UnreadableRecord (why) when it is not one (is_record).
+        Keys a record of an older version lacks take their defaults; unknown keys are dropped."""
+        if not is_record(data):
+            raise UnreadableRecord(f"not a record ({_why_not(data)})")
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _why_not(data: Any) -> str:
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    if data.get("status") not in STATUSES:
+        return f"status {data.get('status')!r} is none of {', '.join(STATUSES)}"
+    for key in ("config", "initial", "final"):
+        if not isinstance(data.get(key, {}), dict):
+            return f"{key} is not an object"
+    return "a non-integer width or seed in its config"
 
 
 def is_record(data: Any) -> bool:
@@ -94,11 +174,61 @@ def is_record(data: Any) -> bool:
         type(config.get(key)) is int for key in ("width", "seed"))
 
 
-def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
-    """run_dir's summary.json, or None if there is none, it cannot be read, or it is not a
-    record (is_record)."""
+def load_record(path: str | Path) -> Record:
+    """The record in the file `path` (a summary.json); UnreadableRecord saying why it is none:
+    it cannot be read, is not JSON, or is not a record (is_record). The reader of the run
+    layer (resume, the sweep's table) and of the analysis (report, dashboard)."""
     try:
-        data = json.loads((Path(run_dir) / "summary.json").read_text())
-    except (OSError, ValueError):
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise UnreadableRecord(f"{type(err).__name__}: {err}") from None
+    return Record.from_dict(data)
+
+
+def read_record(run_dir: str | Path) -> Record | None:
+    """run_dir's record, or None if there is none or it is unreadable (load_record)."""
+    try:
+        return load_record(Path(run_dir) / SUMMARY_FILE)
+    except UnreadableRecord:
         return None
-    return data if is_record(data) else None
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    """read_record as the plain dict summary.json holds (what the run layer passes around)."""
+    record = read_record(run_dir)
+    return None if record is None else record.to_dict()
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)
+
+
+def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    """Write JSON to a temp file in the same directory, then rename over `path`. The file gets
+    the mode any other new file gets (0666 less the umask: 0644 under umask 022), so colleagues
+    who can read the other files can read it too."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, default=_json_default)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_summary(run_dir: str | Path, record: Record | Mapping[str, Any], atomic: bool = True) -> None:
+    """The one writer of summary.json: atomically (write_json_atomic), or, with atomic=False,
+    by rewriting the file in place (on a full disk, which has no room for a temp file)."""
+    data = record.to_dict() if isinstance(record, Record) else record
+    path = Path(run_dir) / SUMMARY_FILE
+    if atomic:
+        write_json_atomic(path, data)
+    else:
+        path.write_text(json.dumps(data, indent=2, default=_json_default))

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
-import os
 import secrets
 import shlex
 import shutil
+import signal
 import time
 import traceback
 from collections.abc import Sequence
@@ -18,35 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from ..training.progress import say
-from .lifecycle import Interrupted, deferred_signals
-from .provenance import provenance
+from .lifecycle import Interrupted, deferred_signals, ended_status, exit_code
+from .record import INITIAL_PREFIX, Record, Status, write_summary
 
-WANDB_MODES = ("offline", "online", "disabled")
 WANDB_ID_FILE = "wandb_run_id"
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON to a temp file in the same directory, then rename over `path`. The file gets
-    the mode any other new file gets (0666 less the umask: 0644 under umask 022), so colleagues
-    who can read the other files can read it too."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, default=_json_default)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    return str(obj)
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -161,31 +135,25 @@ class WandbLog:
             self.run.config.update(values, allow_val_change=True)
 
     def finish(self, summary: dict[str, Any], exit_code: int) -> None:
-        """Final values under their metric names, initial ones as `initial/<metric>` (so W&B
+        """Final values under their metric names, initial ones as `initial/<metric>` (INITIAL_PREFIX; so W&B
         panels can plot both against config.width), status, last_step, wall time."""
         if self.run is None:
             return
         values = {**summary.get("final", {}),
-                  **{f"initial/{key}": value for key, value in summary.get("initial", {}).items()},
+                  **{INITIAL_PREFIX + key: value for key, value in summary.get("initial", {}).items()},
                   **{key: summary.get(key) for key in ("status", "message", "last_step", "wall_time_s")}}
         self.run.summary.update(values)
         self.run.finish(exit_code=exit_code)
-
-
-def new_record(config: dict[str, Any], validated: bool = True) -> dict[str, Any]:
-    """A `running` record of `config` (wcntk.run.record's layout), provenance taken now."""
-    return {"status": "running", "message": None, "diverged_step": None, "last_step": None,
-            "config": config, "config_validated": validated, "facts": {}, "provenance": provenance(),
-            "initial": {}, "final": {}, "wall_time_s": None}
 
 
 def write_invalid_setting_record(run_dir: Path, raw_config: dict[str, Any], message: str) -> dict[str, Any]:
     """Record a job whose settings failed validation: status `failed`, `message`, and the raw
     composed config it was asked to run, marked `config_validated: false` (so its width, seed
     and settings are those of the job, never blanks the report would mistake for a setting)."""
-    record = {**new_record(raw_config, validated=False), "status": "failed", "message": message}
-    write_json_atomic(Path(run_dir) / "summary.json", record)
-    return record
+    record = Record.new(raw_config, validated=False)
+    record.status, record.message = Status.FAILED, message
+    write_summary(run_dir, record)
+    return record.to_dict()
 
 
 class RunRecorder:
@@ -205,7 +173,7 @@ class RunRecorder:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.label = label
-        self.summary: dict[str, Any] = new_record(config)
+        self.summary: dict[str, Any] = Record.new(config).to_dict()
         self.exit_code = 0
         self.wandb_log: WandbLog | None = None
         self.start = time.perf_counter()
@@ -218,7 +186,7 @@ class RunRecorder:
         return self.run_dir / "summary.json"
 
     def write_summary(self) -> None:
-        write_json_atomic(self.path, self.summary)
+        write_summary(self.run_dir, self.summary)
 
     def wandb_config(self) -> dict[str, Any]:
         """What W&B gets as its config: the full config, plus `facts` and `provenance`."""
@@ -251,26 +219,25 @@ class RunRecorder:
 
     def set_result(self, status: str, message: str | None, diverged_step: int | None) -> None:
         self.summary.update(status=status, message=message, diverged_step=diverged_step)
-        self.exit_code = 0 if status == "ok" else 1
+        self.exit_code = exit_code(status)
 
     def __enter__(self) -> RunRecorder:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if isinstance(exc, Interrupted | KeyboardInterrupt):
-            err = exc if isinstance(exc, Interrupted) else Interrupted(2)
-            self.summary.update(status="interrupted", message=str(err))
-            self.exit_code = err.exit_code
-        elif exc is not None:
-            self.summary.update(status="failed", message=_short(exc))
-            self.exit_code = 1
+        if exc is not None:
+            status = ended_status(exc)
+            message = (str(exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT))
+                       if status == Status.INTERRUPTED else _short(exc))
+            self.summary.update(status=status, message=message)
+            self.exit_code = exit_code(status, exc)
         try:
             self.csv.close()
         except OSError:
             pass
         self.summary["wall_time_s"] = round(time.perf_counter() - self.start, 3)
         self.finish_summary(raise_errors=exc is None)
-        if exc is not None and self.summary["status"] == "failed":
+        if exc is not None and self.summary["status"] == Status.FAILED:
             path = self.run_dir / "traceback.txt"
             try:
                 path.write_text("".join(traceback.format_exception(exc)))
@@ -297,7 +264,7 @@ class RunRecorder:
         except OSError:
             pass
         try:
-            self.path.write_text(json.dumps(self.summary, indent=2, default=_json_default))
+            write_summary(self.run_dir, self.summary, atomic=False)
         except OSError as err:
             say(f"could not write {self.path}: {_short(err)}", self.label)
             if raise_errors:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -20,100 +20,20 @@ from ..core.implementations import implementation_for
 from ..core.init import INIT_SCHEME
 from ..core.linearization import LinearizedModel
 from ..core.losses import accuracy, get_loss
-from ..core.metric_registry import METRIC_NAMES  # noqa: F401 — the run layer's import
 from ..core.metrics import deviation_from_outputs, ntk_rel_change, param_rel_change, rms
 from ..core.models import (
     ModelConfig,
     build_model,
     detached,
     functional,
-    lr_width_multiplier,
     num_params,
     params_of,
 )
 from ..core.tf32 import disable_tf32
+from .config import PRECISIONS, OptimizerConfig, TrainConfig, effective_lr, resolve_device, validate_all
 from .data import DataConfig, Dataset, load_dataset
-from .network_check import check_network
 from .progress import progress_bar
 from .step_graph import Capture, StepChoice, choose_step, cuda_graph_capture
-
-OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
-CUDA_GRAPHS = ("auto", "on", "off")
-PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
-
-
-
-@dataclass
-class OptimizerConfig:
-    name: str = "gd"                   # gd | sgd | momentum | adam
-    lr: float = 1.0
-    batch_size: int | None = None   # None = full batch
-    lr_width_exponent: float = 0.0     # α in η = lr · (width/width_ref)^α
-    width_ref: int = 1024
-    momentum: float = 0.9              # momentum only
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam only
-
-    def validate(self, n_train: int) -> None:
-        if self.name not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.name!r}; choose one of {OPTIMIZERS}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"optimizer.lr must be finite and > 0, got {self.lr}")
-        if not math.isfinite(self.lr_width_exponent):
-            raise ValueError(f"optimizer.lr_width_exponent must be finite, got {self.lr_width_exponent}")
-        if self.width_ref <= 0:
-            raise ValueError(f"optimizer.width_ref must be > 0, got {self.width_ref}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"optimizer.momentum must be in [0, 1), got {self.momentum}")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"optimizer.betas must be two numbers in [0, 1), got {list(self.betas)}")
-        if self.batch_size is not None and not 0 < self.batch_size <= n_train:
-            raise ValueError(f"optimizer.batch_size must be in 1..n_train={n_train} (or null for "
-                             f"full batch), got {self.batch_size}")
-
-
-@dataclass
-class TrainConfig:
-    steps: int = 1000
-    loss: str = "mse"                  # mse | xent
-    precision: str = "float32"         # float32 | float64
-    device: str = "auto"               # auto | cpu | cuda
-    seed: int = 0
-    log_every: int = 25
-    corr_every: int | None = None   # correlations at 0, the end, and every corr_every steps
-    probes: int = 32
-    progress: bool = True
-    cuda_graphs: str = "auto"          # auto (on for CUDA, off for CPU) | on | off
-
-    def validate(self, n_train: int) -> None:
-        get_loss(self.loss)
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError("device=cuda requested but CUDA is not available")
-        if self.device.startswith("cuda:") and not (self.device[5:].isdigit()
-                                                    and int(self.device[5:]) < torch.cuda.device_count()):
-            raise ValueError(f"device={self.device} is not one of this machine's "
-                             f"{torch.cuda.device_count()} CUDA devices (cuda:0, …)")
-        if self.steps < 0:
-            raise ValueError(f"steps must be >= 0, got {self.steps}")
-        if self.log_every < 1:
-            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
-        if self.corr_every is not None and self.corr_every < 1:
-            raise ValueError(f"corr_every must be >= 1 or null, got {self.corr_every}")
-        if not 1 <= self.probes <= n_train:
-            raise ValueError(f"probes must be in 1..n_train={n_train}, got {self.probes}")
-        if self.cuda_graphs not in CUDA_GRAPHS:
-            raise ValueError(f"cuda_graphs must be one of {', '.join(CUDA_GRAPHS)}, got {self.cuda_graphs!r}")
-        if self.cuda_graphs == "on" and resolve_device(self.device).type != "cuda":
-            raise ValueError(f"cuda_graphs=on needs a CUDA device (device={self.device} runs on the CPU, "
-                             f"where steps are always eager); use cuda_graphs=auto or off")
-
-    def graphs_wanted(self) -> bool:
-        """Whether the Trainer tries to replay its steps as a CUDA graph."""
-        return self.cuda_graphs == "on" or (self.cuda_graphs == "auto"
-                                            and resolve_device(self.device).type == "cuda")
 
 
 @dataclass
@@ -124,30 +44,6 @@ class RunResult:
     initial: dict[str, float]
     final: dict[str, float]
 
-
-def validate_all(model: ModelConfig, data: DataConfig, opt: OptimizerConfig, train: TrainConfig) -> None:
-    """Every config check that needs no data loaded; raises ValueError with one readable line."""
-    model.validate()
-    data.validate()
-    opt.validate(data.n_train)
-    train.validate(data.n_train)
-    check_network(model, data)
-    lr = effective_lr(opt, model)
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"the effective learning rate lr·(width/width_ref)^lr_width_exponent is {lr} "
-                         f"at width {model.width}: lower optimizer.lr or optimizer.lr_width_exponent")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def effective_lr(opt: OptimizerConfig, model: ModelConfig) -> float:
-    """η = lr · (width/width_ref)^α · (width if mean_field else 1)."""
-    return (opt.lr * (model.width / opt.width_ref) ** opt.lr_width_exponent
-            * lr_width_multiplier(model.parameterization, model.width))
 
 
 def make_optimizer(opt: OptimizerConfig, params, lr: float,
@@ -234,8 +130,9 @@ class Trainer:
 
     def __init__(self, model_cfg: ModelConfig, data_cfg: DataConfig, opt_cfg: OptimizerConfig,
                  train_cfg: TrainConfig, log: Callable[[int, dict[str, float]], None] = lambda s, m: None,
-                 data: Dataset | None = None, capture: Capture | None = None):
-        validate_all(model_cfg, data_cfg, opt_cfg, train_cfg)
+                 data: Dataset | None = None, capture: Capture | None = None, validated: bool = False):
+        if not validated:  # a notebook's configs; a run's were validated once (wcntk.run.config)
+            validate_all(model_cfg, data_cfg, opt_cfg, train_cfg)
         self.model_cfg, self.data_cfg, self.opt_cfg, self.cfg = model_cfg, data_cfg, opt_cfg, train_cfg
         self.log = log
         self.device = resolve_device(train_cfg.device)

@@ -1,0 +1,71 @@
+"""Shared by the tests: the repository's paths, the one runner of `python run.py` in a
+subprocess, the tiny config of a run that takes a second, and a built network as the
+functional pair the measurements take. Hydra's ConfigStore gets the
+schema here (run.py registers it for real runs), so tests can compose conf/ themselves."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wcntk.core.models import ModelConfig, build_model, functional, params_of
+from wcntk.run.cli_checks import register_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+RUN_PY = ROOT / "run.py"
+# A subprocess's environment: no W&B chatter, one OpenMP thread (two shared cores run the suite).
+ENV = {**os.environ, "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
+
+register_configs()
+
+
+def run_py(*args: str, cwd: str | Path = ROOT, env: dict[str, str] | None = None, timeout: float = 300,
+           **popen: Any) -> subprocess.CompletedProcess:
+    """`python run.py *args` in `cwd`, its output captured as text; `env` replaces ENV."""
+    return subprocess.run([sys.executable, str(RUN_PY), *args], cwd=cwd, env=ENV if env is None else env,
+                          capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def start_run_py(*args: str, cwd: str | Path = ROOT, env: dict[str, str] | None = None,
+                 **popen: Any) -> subprocess.Popen:
+    """`python run.py *args` started in the background (stdout and stderr piped, as text)."""
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
+    return subprocess.Popen([sys.executable, str(RUN_PY), *args], cwd=cwd, env=ENV if env is None else env,
+                            text=True, **popen)
+
+
+def tiny_config(**changes: Any) -> dict[str, Any]:
+    """A complete run config (every schema key) for a 12-step MLP on 48 digits, on the CPU
+    without W&B; `changes` set dotted keys (`tiny_config(**{"optimizer.lr": 0.1})`)."""
+    cfg = {"dataset": dict(name="digits", n_train=48, n_test=16, classes=None, source="auto",
+                           data_dir="~/.cache/wcntk", download=True, grayscale=False, standardize=True,
+                           input_dim=32, n_classes=10, teacher_width=64),
+           "optimizer": dict(name="gd", lr=0.5, batch_size=None, lr_width_exponent=0.0, width_ref=1024,
+                             momentum=0.9, betas=[0.9, 0.999]),
+           "model": dict(kind="mlp", w_std=1.0, b_std=0.05, heads=2, patch_size=None,
+                         attention_logits="inv_d", target=None, kwargs={}),
+           "wandb": dict(mode="disabled", project="wcntk", entity=None, group=None, tags=[], name=None,
+                         init_timeout=10.0),
+           "width": 8, "depth": 1, "activation": "tanh", "parameterization": "ntk", "seed": 0,
+           "steps": 12, "loss": "mse", "precision": "float32", "device": "cpu", "log_every": 3,
+           "corr_every": None, "probes": 4, "progress": False, "cuda_graphs": "auto", "threads": None,
+           "overwrite": False}
+    for key, value in changes.items():
+        *parents, leaf = key.split(".")
+        node = cfg
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return cfg
+
+
+def built(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: int, seed: int = 1,
+          dtype: torch.dtype = torch.float64) -> tuple[torch.nn.Module, Any, dict[str, torch.Tensor]]:
+    """(model, f, θ₀) of `cfg`: the network, f(params, x), and its initial parameters."""
+    model = build_model(cfg, input_shape, out_features, seed=seed, dtype=dtype)
+    return model, functional(model), params_of(model)
