@@ -12,7 +12,8 @@ logits). Per (model, width), measured interleaved (`compare`, median of --repeat
   tutorial jac    the PyTorch NTK tutorial's Jacobian contraction on --probes probes
                   (benchmarks/ntk.py), the unit of the two ratios
   empirical_ntk   wcntk.core.ntk.empirical_ntk (target ≤ 1.0× the tutorial's contraction)
-  correlations    wcntk.core.correlations.derivative_correlations: C02, C03, C11 (target ≤ 10×)
+  correlations    C02, C03, C11 by the implementation the Trainer uses (wcntk.core.implementations:
+                  the generic pass, with 32 probes per chunk for the transformer; target ≤ 10×)
 
 and once, in a fresh process: `python run.py model=<kind> width=<w> depth=<d> steps=0
 wandb.mode=disabled progress=false threads=<threads>` (wall time, the process start included).
@@ -32,7 +33,7 @@ import _common as bench  # first: sets OMP_WAIT_POLICY before torch is imported
 import torch
 from ntk import probes, tutorial_jacobian_contraction
 
-from wcntk.core.correlations import derivative_correlations
+from wcntk.core.implementations import implementation_for
 from wcntk.core.linearization import LinearizedModel
 from wcntk.core.losses import mse
 from wcntk.core.models import ModelConfig, build_model, functional, params_of
@@ -82,7 +83,7 @@ def row(kind: str, width: int, x: torch.Tensor, xt: torch.Tensor, yt: torch.Tens
         "net": net_step, "twin": twin_step,
         "tutorial_jac": lambda: tutorial_jacobian_contraction(f_single, params, x, x),
         "ntk": lambda: empirical_ntk(f, params, x),
-        "correlations": lambda: derivative_correlations(f, params, x),
+        "correlations": lambda: implementation_for(model).correlations(model, f, params, x, 1.0),
     }, warmup=1, repeats=args.repeats)
     s = {k: v["median_s"] for k, v in t.items()}
     return {"model": kind, "width": width, "params": sum(v.numel() for v in params.values()),

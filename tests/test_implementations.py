@@ -23,6 +23,18 @@ def test_mlp_gets_its_fast_path_and_cnn_the_generic_one():
     assert implementation_for(torch.nn.Linear(2, 2)) is GENERIC
 
 
+def test_transformer_takes_more_probes_per_chunk_with_the_same_correlations():
+    cfg = ModelConfig(kind="transformer", width=8, depth=1, activation="erf", heads=2, patch_size=2)
+    model = build_model(cfg, (1, 4, 4), 3, seed=5, dtype=DT)
+    assert implementation_for(model) is impls.TRANSFORMER
+    f, p = functional(model), params_of(model)
+    x = seeded((6, 1, 4, 4), 42)
+    chunked = impls.TRANSFORMER.correlations(model, f, p, x, 0.7)
+    generic = GENERIC.correlations(model, f, p, x, 0.7)
+    for name in generic:
+        torch.testing.assert_close(chunked[name], generic[name], rtol=1e-12, atol=1e-15)
+
+
 def test_subclasses_inherit_and_registration_overrides(monkeypatch):
     monkeypatch.setattr(impls, "_REGISTRY", dict(impls._REGISTRY))
 

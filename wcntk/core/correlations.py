@@ -76,13 +76,13 @@ def derivative_correlations(f: Fn, params: Params, x: Tensor, lr: float = 1.0,
     """C02, C03, C11 of every probe x[a] and output o, each a tensor [m, k].
 
     f(params, x) -> [m, k] must treat rows independently (no batch statistics).
-    `chunk_size`: probes per vmapped chunk (default: `_PROBES_PER_CHUNK`, fewer if the memory
-    budget asks).
+    `chunk_size`: probes per vmapped chunk (default: `_PROBES_PER_CHUNK`), fewer if the memory
+    budget asks.
     """
     params = detached(params)
     cost = sample_cost(f, params, x)
     per_probe = cost.k * (_PARAMS_PER_PAIR * cost.n_params + _ACTS_PER_PAIR * cost.saved) * cost.itemsize
-    chunk = chunk_size or max(1, min(_PROBES_PER_CHUNK, int(memory_budget_bytes // per_probe)))
+    chunk = max(1, min(chunk_size or _PROBES_PER_CHUNK, int(memory_budget_bytes // per_probe)))
     eye = torch.eye(cost.k, dtype=next(iter(params.values())).dtype, device=x.device)
     probe_fn = vmap(lambda xa: _probe_correlations(f, params, xa, eye))
     results = [probe_fn(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)]
