@@ -1,5 +1,6 @@
 """Packaging: pyproject.toml declares every third-party import, its console scripts resolve, the
-installed package runs from any directory, and there is one pytest config."""
+installed package runs from any directory, there is one pytest config, and the library's parts
+import only downwards."""
 import ast
 import importlib
 import importlib.metadata
@@ -30,6 +31,42 @@ def top_level_imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module.split(".")[0])
     return names
+
+
+# The library's parts, bottom first: a module may import its own part and the parts below it.
+PARTS = ("core", "training", "run", "analysis")
+
+
+def imported_parts(path: Path) -> set[str]:
+    """The wcntk parts a module imports (relative or absolute, lazy imports included)."""
+    own = path.relative_to(ROOT / "wcntk").parts
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = own[:len(own) - node.level]           # the package the dots lead to
+            dotted = [*base, *(node.module or "").split(".")]
+            found |= {dotted[0]} if dotted and dotted[0] in PARTS else set()
+        elif isinstance(node, ast.ImportFrom | ast.Import):
+            for name in [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]:
+                parts = (name or "").split(".")
+                if parts[0] == "wcntk" and len(parts) > 1 and parts[1] in PARTS:
+                    found.add(parts[1])
+    return found
+
+
+def test_parts_import_only_downwards_and_the_core_never_hydra():
+    checked = 0
+    for path in (ROOT / "wcntk").rglob("*.py"):
+        own = path.relative_to(ROOT / "wcntk").parts
+        if own[0] not in PARTS:
+            continue
+        above = set(PARTS[PARTS.index(own[0]) + 1:])
+        upward = imported_parts(path) & above
+        assert not upward, f"{path.relative_to(ROOT)} imports {upward}"
+        if own[0] in ("core", "training"):
+            assert not top_level_imports(path) & {"hydra", "omegaconf"}, path
+        checked += 1
+    assert checked > 30
 
 
 def test_every_third_party_import_of_the_package_is_a_declared_dependency():
