@@ -9,7 +9,7 @@ def test_each_metric_once_with_a_known_family_split_and_stage():
     assert len(set(registry.METRIC_NAMES)) == len(registry.METRICS)
     for m in registry.METRICS:
         assert m.family in registry.FAMILIES and m.split in registry.SPLITS
-        assert m.cadence in ("log", "corr") and m.fit in (None, "final", "init")
+        assert m.cadence in ("log", "corr") and m.fit in (None, "final", "initial")
         assert (m.fit is None) == (m.rank is None)
     assert sorted(m.rank for m in registry.FITTED) == list(range(len(registry.FITTED)))
 
@@ -28,9 +28,10 @@ def test_users_take_their_lists_from_the_registry():
     assert report.DEFAULT_METRICS == (
         "final/lin/func_rmse_test", "final/lin/func_mse_test", "final/lin/taylor_rmse_test",
         "final/lin/param_rel_change", "final/lin/ntk_rel_change", "final/lin/loss_gap_test",
-        "init/corr/C02", "init/corr/C03", "init/corr/C11", "init/corr/step_ratio_2", "init/corr/step_ratio_3")
+        "initial/corr/C02", "initial/corr/C03", "initial/corr/C11", "initial/corr/step_ratio_2",
+        "initial/corr/step_ratio_3")
     assert report.DEVIATIONS == ("final/lin/func_rmse_test", "final/lin/loss_gap_test")
-    assert report.CORRELATIONS == ("init/corr/C02", "init/corr/C11")
+    assert report.CORRELATIONS == ("initial/corr/C02", "initial/corr/C11")
     assert dashboard.FINAL_METRICS == tuple(m.split("/", 1)[1] for m in report.DEFAULT_METRICS[:6])
     assert dashboard.INIT_METRICS == tuple(m.split("/", 1)[1] for m in report.DEFAULT_METRICS[6:])
     assert outcome.HEADLINE_METRICS == ("lin/func_rmse_test", "corr/C02")

@@ -252,7 +252,7 @@ def test_resnet_init_slopes_match_theory():
     config = {"model.kind": "resnet", "parameterization": "ntk", "activation": "relu", "depth": 1,
               "optimizer.lr_width_exponent": 0.0}
     for name, fit in fits.items():
-        e = expected(f"init/corr/{name}", config)
+        e = expected(f"initial/corr/{name}", config)
         assert e.kind == "prediction", (name, e)
         assert e.verdict("fit", fit["slope"], fit["ci_half"]) == "yes", (name, fit, e)
 
@@ -262,7 +262,8 @@ def test_transformer_init_correlations_shrink_with_width():
     """No exponent is derived for the transformer (theory: "—"); with 1/d logits the
     correlations still shrink with the width."""
     fits = init_slopes("transformer", widths=(16, 32, 64, 128, 256))
-    assert expected("init/corr/C02", {"model.kind": "transformer", "parameterization": "ntk"}).kind == "none"
+    setting = {"model.kind": "transformer", "parameterization": "ntk"}
+    assert expected("initial/corr/C02", setting).kind == "none"
     for name in ("C02", "C11"):
         assert fits[name]["slope"] + fits[name]["ci_half"] < 0, (name, fits[name])
 
@@ -272,11 +273,11 @@ def test_theory_derives_the_resnet_correlations_only():
         return expected(metric, {"model.kind": kind, "parameterization": "ntk", "activation": "relu",
                                  "depth": 1, "optimizer.lr_width_exponent": 0.0}).kind
 
-    assert [kind_of("resnet", f"init/corr/{c}") for c in ("C02", "C11", "C03")] == ["prediction"] * 3
+    assert [kind_of("resnet", f"initial/corr/{c}") for c in ("C02", "C11", "C03")] == ["prediction"] * 3
     assert expected("corr/C03", {"model.kind": "resnet", "activation": "relu", "depth": 1}).slope == -2
     assert kind_of("resnet", "final/lin/func_rmse_test") == "none"
     for kind in ("transformer", "custom"):
-        assert {kind_of(kind, m) for m in ("init/corr/C02", "init/corr/C11", "final/lin/func_mse_test",
+        assert {kind_of(kind, m) for m in ("initial/corr/C02", "initial/corr/C11", "final/lin/func_mse_test",
                                             "corr/step_ratio_2")} == {"none"}
 
 

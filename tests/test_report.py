@@ -135,7 +135,7 @@ def test_collect_is_tidy(sweep):
     assert len(runs) == 2 * len(WIDTHS) * len(SEEDS) + 3
     assert list(runs["job_dir"][:3]) == ["0", "1", "2"]  # natural order
     for col in ("job_dir", "status", "message", "width", "seed", "activation", "facts.n_params",
-                "model.b_std", "optimizer.lr", "wall_time_s", "init/corr/C02", "final/lin/func_rmse_test"):
+                "model.b_std", "optimizer.lr", "wall_time_s", "initial/corr/C02", "final/lin/func_rmse_test"):
         assert col in runs
     assert report.setting_columns(runs) == ["activation"]
     assert list(runs["setting"].cat.categories) == ["activation=relu", "activation=tanh", "(unreadable)"]
@@ -169,9 +169,9 @@ def test_slopes_recover_truth(sweep):
 def test_exact_zero_metric_not_fitted(sweep):
     _, res = sweep
     s = res["slopes"].set_index(["setting", "metric"])
-    assert s.loc[("activation=relu", "init/corr/C03"), "result"] == "exactly 0"
-    assert math.isnan(s.loc[("activation=relu", "init/corr/C03"), "slope"])
-    assert s.loc[("activation=tanh", "init/corr/C03"), "result"] == "fit"
+    assert s.loc[("activation=relu", "initial/corr/C03"), "result"] == "exactly 0"
+    assert math.isnan(s.loc[("activation=relu", "initial/corr/C03"), "slope"])
+    assert s.loc[("activation=tanh", "initial/corr/C03"), "result"] == "fit"
     assert "exactly 0" in res["files"]["slopes_md"].read_text()
 
 
@@ -202,7 +202,7 @@ def test_files_written(sweep):
     text = (out / "report.md").read_text()
     assert "DESIGN" not in text and "docs/theory.md" in text and "## Deviation vs correlation" in text
     assert len(pd.read_csv(out / "slopes.csv")) == 2 * len(REPORT_METRICS)
-    for stem in ("width_all", "width_final_lin_func_rmse_test", "width_init_corr_C02", "loss_curves_w512"):
+    for stem in ("width_all", "width_final_lin_func_rmse_test", "width_initial_corr_C02", "loss_curves_w512"):
         assert (out / "plots" / f"{stem}.png").stat().st_size > 1000, stem
     assert "![width_all](plots/width_all.png)" in (out / "report.md").read_text()
 
@@ -260,7 +260,7 @@ def test_cli(tmp_path):
                            str(tmp_path / "out"), "--width-metric", "lin/func_rmse_test", "corr/C02"],
                           cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "slope ± 95% CI (t)" in proc.stdout and "init/corr/C02" in proc.stdout
+    assert "slope ± 95% CI (t)" in proc.stdout and "initial/corr/C02" in proc.stdout
     assert "CUDA out of memory" in proc.stdout
     assert (tmp_path / "out" / "slopes.md").is_file()
     for ext in ("png", "pdf"):  # the default formats
@@ -339,7 +339,7 @@ def test_never_pools_settings_and_never_fits_unfinished_jobs(tmp_path):
     assert "process is gone" in fails.loc["stale", "message"]
     # final deviation ∝ C02^0.5 in both settings
     dev = res["deviation"]
-    fit = dev[(dev["correlation"] == "init/corr/C02") & (dev["deviation"] == "final/lin/func_rmse_test")]
+    fit = dev[(dev["correlation"] == "initial/corr/C02") & (dev["deviation"] == "final/lin/func_rmse_test")]
     assert fit["slope"].to_numpy() == pytest.approx([0.5, 0.5], abs=1e-9)
 
 
@@ -412,7 +412,7 @@ def test_crossover_sweep_is_judged_on_its_tail(tmp_path):
         assert r["slope_all"] > -0.4 and r["result_all"] == "fit"
         e = report.expected(metric, report.setting_config(res["runs"], "all"))
         assert e.verdict("fit", r["slope_all"], r["ci_half_all"]) == wrong
-    c02 = s.loc["init/corr/C02"]
+    c02 = s.loc["initial/corr/C02"]
     assert c02["n_min"] == 8 and c02["verdict"] == "yes"   # a pure power law keeps every width
     md = res["files"]["slopes_md"].read_text()
     assert "| asymptotic slope ± 95% CI (t) | widths fitted |" in md and "all widths (not judged)" in md
@@ -428,7 +428,7 @@ def test_crossover_sweep_is_judged_on_its_tail(tmp_path):
     assert list(in_fit) == [False] * 3 + [True] * 5
     # deviation vs correlation: n_min is the larger of the two (64), theory ≥ (−1/2)/(−1) = +1/2
     d = res["deviation"].set_index(["deviation", "correlation"]).loc[
-        ("final/lin/func_rmse_test", "init/corr/C02")]
+        ("final/lin/func_rmse_test", "initial/corr/C02")]
     assert d["n_min"] == CROSSOVER and d["theory"] == "≥ +0.5" and d["theory_kind"] == "lower bound"
     assert abs(d["slope"] - 0.5) <= d["ci_half"] and d["verdict"] == "consistent" and d["slope_all"] < 0.4
     assert (tmp_path / "out" / "plots" / "local_slopes_all.png").stat().st_size > 1000
@@ -495,9 +495,9 @@ def test_malformed_and_damaged_records(tmp_path):
     res = report.make_report(tmp_path, tmp_path / "out", metrics=["lin/func_rmse_test"], formats=("png",))
     assert not any("superseded" in j for j in res["runs"]["job_dir"])
     fails = res["failures"].set_index("job_dir")
-    assert fails.loc["list", "message"] == "not a record (a JSON list)"
-    assert fails.loc["width", "message"] == "not a record (width 'wide' is not a number)"
-    assert fails.loc["section", "message"] == "not a record (final is a JSON list)"
+    assert fails.loc["list", "message"] == "not a record (a JSON list, not an object)"
+    assert fails.loc["width", "message"] == "not a record (a non-integer width or seed in its config)"
+    assert fails.loc["section", "message"] == "not a record (final is not an object)"
     assert set(fails["status"]) == {"unreadable"}
     problems = res["problems"].set_index("job_dir")["record_problems"].to_dict()
     assert problems["0"] == "metrics.csv truncated (last line incomplete)"
@@ -575,7 +575,7 @@ def test_default_sweep_fixture_is_judged_on_its_asymptotic_regime():
         assert r["result_all"] == "fit" and r["n_points_all"] == 30
         judged_on_all = report.expected(metric, config).verdict("fit", r["slope_all"], r["ci_half_all"])
         assert judged_on_all == all_widths_verdict
-    assert (s.loc["init/corr/C02", "verdict"], s.loc["init/corr/C11", "verdict"]) == ("yes", "yes")
+    assert (s.loc["initial/corr/C02", "verdict"], s.loc["initial/corr/C11", "verdict"]) == ("yes", "yes")
     # param_rel_change approaches −1/2 from above (local slopes −0.37 at 64→128, −0.47 … −0.52 beyond):
     # a plain power law from n_min = 64 gives −0.469 and (pooling 3 seeds × 7 widths as independent)
     # ± 0.011, "no". The judged fit carries the n^{-1/2} finite-width correction and takes its
@@ -586,7 +586,7 @@ def test_default_sweep_fixture_is_judged_on_its_asymptotic_regime():
                                                                            r["ci_half_all"]) == "no"
     # step_ratio_2 (every width passes the lack-of-fit test): −1.039 ± 0.129, the prediction −1
     # (the pooled plain fit said −0.917 ± 0.069, "no")
-    r = s.loc["init/corr/step_ratio_2"]
+    r = s.loc["initial/corr/step_ratio_2"]
     assert (r["n_min"], r["verdict"]) == (8, "yes"), (r["slope"], r["ci_half"])
     # a forced short tail still works, but 3 widths barely determine 3 parameters per seed
     widest = report.fit_slopes(runs, ["lin/param_rel_change"], min_width=1024)[0].iloc[0]
@@ -598,6 +598,6 @@ def test_default_sweep_fixture_is_judged_on_its_asymptotic_regime():
     first = local[local["metric"] == "final/lin/func_rmse_test"].iloc[0]
     assert (first["width_lo"], first["width_hi"]) == (8, 16) and first["slope"] > -0.2 and not first["in_fit"]
     dev = report.fit_deviation_vs_correlation(runs).set_index(["deviation", "correlation"])
-    for corr, theory in (("init/corr/C02", "≥ +0.5"), ("init/corr/C11", "≥ +1")):
+    for corr, theory in (("initial/corr/C02", "≥ +0.5"), ("initial/corr/C11", "≥ +1")):
         r = dev.loc[("final/lin/func_rmse_test", corr)]
         assert (r["theory"], r["verdict"]) == (theory, "consistent") and r["n_min"] > 8

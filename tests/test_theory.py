@@ -21,7 +21,7 @@ def cfg(alpha=0.0, activation="relu", depth=2, parameterization="ntk", optimizer
 
 def test_base_metric_and_lookup():
     assert base_metric("final/lin/func_rmse_test") == "lin/func_rmse"
-    assert base_metric("init/corr/C02_max") == "corr/C02"
+    assert base_metric("initial/corr/C02_max") == "corr/C02"
     assert base_metric("initial/corr/step_ratio_3") == "corr/step_ratio_3"
     assert lookup({"optimizer.lr_width_exponent": -1}, "lr_width_exponent") == -1
     assert lookup({"lr_width_exponent": -0.5}, "lr_width_exponent") == -0.5   # a top-level key
@@ -31,18 +31,18 @@ def test_base_metric_and_lookup():
 @pytest.mark.parametrize("alpha", [0.0, -0.25, -0.5, -0.75, -1.0])
 def test_correlation_exponents_carry_eta(alpha):
     c = cfg(alpha)
-    c02 = expected("init/corr/C02", c)
+    c02 = expected("initial/corr/C02", c)
     assert (c02.kind, c02.slope) == ("prediction", pytest.approx(-1 + 2 * alpha))
-    assert expected("init/corr/C11", c).slope == pytest.approx(-0.5 + 1.5 * alpha)
-    assert expected("init/corr/C03", c).slope == pytest.approx(-2 + 3 * alpha)           # relu, depth 2
-    assert expected("init/corr/C03", cfg(alpha, "erf", 1)).slope == pytest.approx(-1 + 3 * alpha)
-    assert expected("init/corr/C03", cfg(alpha, "identity", 3)).slope == pytest.approx(-2 + 3 * alpha)
-    assert expected("init/corr/step_ratio_2", c).slope == pytest.approx(-1 + alpha)
-    assert expected("init/corr/step_ratio_3", c).slope == pytest.approx(-2 + 2 * alpha)
-    assert expected("init/corr/step_ratio_3", cfg(alpha, "tanh")).slope == pytest.approx(-1 + 2 * alpha)
+    assert expected("initial/corr/C11", c).slope == pytest.approx(-0.5 + 1.5 * alpha)
+    assert expected("initial/corr/C03", c).slope == pytest.approx(-2 + 3 * alpha)           # relu, depth 2
+    assert expected("initial/corr/C03", cfg(alpha, "erf", 1)).slope == pytest.approx(-1 + 3 * alpha)
+    assert expected("initial/corr/C03", cfg(alpha, "identity", 3)).slope == pytest.approx(-2 + 3 * alpha)
+    assert expected("initial/corr/step_ratio_2", c).slope == pytest.approx(-1 + alpha)
+    assert expected("initial/corr/step_ratio_3", c).slope == pytest.approx(-2 + 2 * alpha)
+    assert expected("initial/corr/step_ratio_3", cfg(alpha, "tanh")).slope == pytest.approx(-1 + 2 * alpha)
     for act in ("relu", "leaky_relu", "identity"):
-        assert expected("init/corr/C03", cfg(alpha, act, 1)).kind == "exact 0"
-        assert expected("init/corr/step_ratio_3", cfg(alpha, act, 1)).kind == "exact 0"
+        assert expected("initial/corr/C03", cfg(alpha, act, 1)).kind == "exact 0"
+        assert expected("initial/corr/step_ratio_3", cfg(alpha, act, 1)).kind == "exact 0"
 
 
 # issue 9, `python run.py +sweep=lr_scaling` (relu, depth 2, widths 64-1024, 3 seeds): measured slopes
@@ -56,7 +56,7 @@ ISSUE_9 = {
 @pytest.mark.parametrize("alpha", sorted(ISSUE_9))
 def test_issue_9_lr_scaling_table_meets_its_predictions(alpha):
     for name, (slope, ci) in ISSUE_9[alpha].items():
-        e = expected(f"init/corr/{name}", cfg(alpha))
+        e = expected(f"initial/corr/{name}", cfg(alpha))
         assert e.kind == "prediction" and e.verdict("fit", slope, ci) == "yes", (alpha, name, e)
     # the old fixed table ("−1 for C02") would say no at α = −1; the per-setting one does not
     assert expected("corr/C02", cfg(-1.0)).verdict("fit", -2.99, 0.13) == "yes"
@@ -127,7 +127,7 @@ def test_init_correlation_slopes_match_theory(activation, depth, alpha):
     fits = init_slopes(activation, depth, alpha)
     config = cfg(alpha, activation, depth)
     for name, fit in fits.items():
-        e = expected(f"init/corr/{name}", config)
+        e = expected(f"initial/corr/{name}", config)
         assert e.kind == "prediction", (name, e)
         assert e.verdict("fit", fit["slope"], fit["ci_half"]) == "yes", (name, fit, e)
         assert fit["ci_half"] < 0.45
@@ -145,19 +145,19 @@ def test_deviation_vs_correlation_expected_slopes(depth, alpha, vs_c02, vs_c11):
     """func_rmse ≤ n^-1/2 against C02 ∝ n^(−1+2α) and C11 ∝ n^(−1/2+3α/2): slopes β/γ, and dividing
     an upper bound by a negative exponent makes a lower bound (relu, depth 1 and 2 alike)."""
     c = cfg(alpha, "relu", depth)
-    for corr, value in (("init/corr/C02", vs_c02), ("init/corr/C11", vs_c11)):
+    for corr, value in (("initial/corr/C02", vs_c02), ("initial/corr/C11", vs_c11)):
         e = expected_ratio("final/lin/func_rmse_test", corr, c)
         assert (e.kind, e.slope) == ("lower bound", pytest.approx(value)), corr
         assert e.text() == f"≥ {value:+.3g}"
         assert e.verdict("fit", value - 0.05, 0.1) == "consistent"
         assert e.verdict("fit", value - 0.2, 0.1) == "below bound"
         assert e.verdict("fit", value + 1.0, 0.1) == "consistent"     # faster decay of the deviation
-    assert expected_ratio("final/lin/loss_gap_test", "init/corr/C02", c).kind == "none"
+    assert expected_ratio("final/lin/loss_gap_test", "initial/corr/C02", c).kind == "none"
     # a prediction over a prediction is a prediction: param_rel_change (depth 1, α = 0) vs C11
-    p = expected_ratio("final/lin/param_rel_change", "init/corr/C11", c)
+    p = expected_ratio("final/lin/param_rel_change", "initial/corr/C11", c)
     assert (p.kind, p.slope) == (("prediction", 1.0) if (depth, alpha) == (1, 0.0)
                                  else ("lower bound", pytest.approx(-0.5 / (-0.5 + 1.5 * alpha))))
     # no exponent for the correlation: no expectation
-    assert expected_ratio("final/lin/func_rmse_test", "init/corr/C03", cfg(alpha, "relu", 1)).kind == "none"
-    assert expected_ratio("final/lin/func_rmse_test", "init/corr/C02", cfg(alpha, parameterization="standard")
-                          ).kind == "none"
+    rmse = "final/lin/func_rmse_test"
+    assert expected_ratio(rmse, "initial/corr/C03", cfg(alpha, "relu", 1)).kind == "none"
+    assert expected_ratio(rmse, "initial/corr/C02", cfg(alpha, parameterization="standard")).kind == "none"

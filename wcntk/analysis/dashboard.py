@@ -32,7 +32,7 @@ import wandb_workspaces.workspaces as ws
 
 from ..core.metric_registry import fitted_names
 
-INIT_METRICS = fitted_names(fit="init")
+INIT_METRICS = fitted_names(fit="initial")
 FINAL_METRICS = fitted_names(fit="final")
 DEVIATIONS = fitted_names(family="deviation", compared=True)
 CORRELATIONS = fitted_names(family="correlation", compared=True)

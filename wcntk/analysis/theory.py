@@ -111,9 +111,9 @@ def optimizer_name(config: Mapping[str, Any]) -> str:
 
 
 def base_metric(metric: str) -> str:
-    """'final/lin/func_rmse_test' → 'lin/func_rmse', 'init/corr/C02_max' → 'corr/C02';
+    """'final/lin/func_rmse_test' → 'lin/func_rmse', 'initial/corr/C02_max' → 'corr/C02';
     step_ratio_<d> keeps its order."""
-    name = re.sub(r"^(init|final|initial)/", "", metric)
+    name = re.sub(r"^(initial|final)/", "", metric)
     name = re.sub(r"_(train|test)$", "", name)
     return re.sub(r"_max$", "", name)
 
@@ -126,7 +126,7 @@ def _number(v: Any, default: float) -> float:
 
 
 def expected(metric: str, config: Mapping[str, Any]) -> Expectation:
-    """The theory entry for `metric` (any of init/, final/, _train/_test/_max forms) in the
+    """The theory entry for `metric` (any of initial/, final/, _train/_test/_max forms) in the
     setting described by the flattened `config`."""
     name = base_metric(metric)
     param = str(lookup(config, "parameterization", "ntk"))

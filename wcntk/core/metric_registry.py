@@ -7,7 +7,7 @@ take their lists from here.
               (derivative correlations at the current parameters; docs/theory.md §2)
     split     train | test | none (not measured on a data split)
     cadence   log: every `log_every` steps; corr: step 0, every `corr_every` steps and the last step
-    fit       the value the report fits against width: "final" (last logged step) or "init"
+    fit       the value the report fits against width: "final" (last logged step) or "initial"
               (at θ₀); None: not fitted. `rank` orders the fitted metrics in the report's tables
     compared  the deviation-vs-correlation comparison (the paper's) takes it: a deviation (final)
               on one axis, a correlation (init) on the other
@@ -34,7 +34,7 @@ class Metric:
 
     @property
     def column(self) -> str:
-        """The report's column of the fitted value: "final/<name>" or "init/<name>"."""
+        """The report's column of the fitted value: "final/<name>" or "initial/<name>"."""
         return f"{self.fit}/{self.name}"
 
 
@@ -56,14 +56,14 @@ METRICS: tuple[Metric, ...] = (
     Metric("lin/loss_gap_test", "deviation", "test", fit="final", rank=5, compared=True),
     Metric("lin/param_rel_change", "deviation", fit="final", rank=3),
     Metric("lin/ntk_rel_change", "deviation", cadence="corr", fit="final", rank=4),
-    Metric("corr/C02", "correlation", cadence="corr", fit="init", rank=6, compared=True, headline=True),
+    Metric("corr/C02", "correlation", cadence="corr", fit="initial", rank=6, compared=True, headline=True),
     Metric("corr/C02_max", "correlation", cadence="corr"),
-    Metric("corr/C03", "correlation", cadence="corr", fit="init", rank=7),
+    Metric("corr/C03", "correlation", cadence="corr", fit="initial", rank=7),
     Metric("corr/C03_max", "correlation", cadence="corr"),
-    Metric("corr/C11", "correlation", cadence="corr", fit="init", rank=8, compared=True),
+    Metric("corr/C11", "correlation", cadence="corr", fit="initial", rank=8, compared=True),
     Metric("corr/C11_max", "correlation", cadence="corr"),
-    Metric("corr/step_ratio_2", "correlation", cadence="corr", fit="init", rank=9),
-    Metric("corr/step_ratio_3", "correlation", cadence="corr", fit="init", rank=10),
+    Metric("corr/step_ratio_2", "correlation", cadence="corr", fit="initial", rank=9),
+    Metric("corr/step_ratio_3", "correlation", cadence="corr", fit="initial", rank=10),
 )
 BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
 

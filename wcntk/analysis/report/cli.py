@@ -21,8 +21,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("sweep_dir", type=Path, help="directory tree containing the jobs' summary.json")
     p.add_argument("--out", type=Path, default=None, help="output directory (default SWEEP_DIR/report)")
     p.add_argument("--width-metric", "--metrics", dest="metrics", nargs="+", default=None,
-                   metavar="METRIC", help="metrics to fit against width: final/<name>, init/<name> or a "
-                   f"bare name (corr/* → init/, else final/); default: {' '.join(DEFAULT_METRICS)}")
+                   metavar="METRIC", help="metrics to fit against width: final/<name>, initial/<name> or a "
+                   f"bare name (corr/* → initial/, else final/); default: {' '.join(DEFAULT_METRICS)}")
     p.add_argument("--curve-width", type=float, default=None,
                    help="width of the loss-curve plot (default: the largest width)")
     p.add_argument("--min-width", type=float, default=None, metavar="N",

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...run.record import effective_status, flatten, is_bookkeeping
+from ...run.record import UnreadableRecord, effective_status, flatten, is_bookkeeping, load_record
 from ...run.rundir import SUPERSEDED_DIR
 
 JOB_COLUMNS = ("job_dir", "status", "message", "diverged_step", "last_step", "config_validated",
@@ -35,34 +35,6 @@ def _number(v) -> float:
         return float(v)
     except (TypeError, ValueError):
         return math.nan
-
-
-def _axis_key(config: dict, name: str) -> str | None:
-    """The config key of an axis ("width", "seed"): the key itself, else the one ending in .name."""
-    if name in config:
-        return name
-    hits = [k for k in config if k.endswith("." + name)]
-    return hits[0] if len(hits) == 1 else None
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _malformed(s) -> str:
-    """Why a parsed summary.json is not a record ("" when it is one)."""
-    if not isinstance(s, dict):
-        return f"not a record (a JSON {type(s).__name__})"
-    for section in ("config", "facts", "initial", "final"):
-        if s.get(section) is not None and not isinstance(s[section], dict):
-            return f"not a record ({section} is a JSON {type(s[section]).__name__})"
-    config = dict(flatten(s.get("config") or {}))
-    for axis in ("width", "seed"):
-        key = _axis_key(config, axis)
-        value = config[key] if key is not None else s.get(axis)
-        if value is not None and not _is_number(value):
-            return f"not a record ({axis} {value!r} is not a number)"
-    return ""
 
 
 def metrics_csv_problem(path: Path) -> str:
@@ -100,12 +72,9 @@ def wandb_file_problem(job_dir: Path, status: str) -> str:
 def _read_summary(path: Path, root: Path) -> dict:
     row = {"job_dir": path.parent.relative_to(root).as_posix()}
     try:
-        s = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        return {**row, "status": "unreadable", "message": f"{type(e).__name__}: {e}"}
-    why = _malformed(s)
-    if why:
-        return {**row, "status": "unreadable", "message": why}
+        s = load_record(path).to_dict()
+    except UnreadableRecord as e:
+        return {**row, "status": "unreadable", "message": str(e)}
     row.update(status=effective_status(s), message=s.get("message"),
                diverged_step=s.get("diverged_step"), last_step=s.get("last_step"),
                config_validated=s.get("config_validated") is not False)
@@ -118,14 +87,13 @@ def _read_summary(path: Path, root: Path) -> dict:
     config = dict(flatten(s.get("config") or {}))
     for k, v in config.items():
         row[k] = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
-    for axis in ("width", "seed"):
-        key = _axis_key(config, axis)
-        if key is not None or s.get(axis) is not None:
-            row[axis] = config[key] if key is not None else s[axis]
+    for axis in ("width", "seed"):          # the record's top-level config keys
+        if axis in config:
+            row[axis] = config[axis]
     for k, v in (s.get("facts") or {}).items():
         row[f"facts.{k}"] = v
     row["wall_time_s"] = _number(s.get("wall_time_s"))
-    row.update({f"init/{k}": _number(v) for k, v in (s.get("initial") or {}).items()})
+    row.update({f"initial/{k}": _number(v) for k, v in (s.get("initial") or {}).items()})
     row.update({f"final/{k}": _number(v) for k, v in (s.get("final") or {}).items()})
     return row
 
@@ -133,13 +101,13 @@ def _read_summary(path: Path, root: Path) -> dict:
 def config_columns(runs: pd.DataFrame) -> list[str]:
     """The config keys among the columns of a `collect` table (facts.* included)."""
     return [c for c in runs.columns if c not in JOB_COLUMNS + ("wall_time_s", "setting")
-            and not c.startswith(("init/", "final/"))]
+            and not c.startswith(("initial/", "final/"))]
 
 
 def collect(sweep_dir) -> pd.DataFrame:
     """One row per job below sweep_dir: job_dir (relative), status (stale for a dead running
     job), message, diverged_step, last_step, every config key (dotted), width, seed, facts.<k>,
-    wall_time_s, init/<metric>, final/<metric>. Unparsable summary.json files become rows with
+    wall_time_s, initial/<metric>, final/<metric>. Unparsable summary.json files become rows with
     status "unreadable"."""
     root = Path(sweep_dir)
     paths = sorted((p for p in root.rglob("summary.json") if SUPERSEDED_DIR not in p.relative_to(root).parts),
@@ -154,7 +122,7 @@ def collect(sweep_dir) -> pd.DataFrame:
     for c in ("diverged_step", "last_step"):
         runs[c] = pd.to_numeric(runs[c], errors="coerce").astype("Int64")
     cols = list(runs.columns)
-    metrics = [c for c in cols if c.startswith("init/")] + [c for c in cols if c.startswith("final/")]
+    metrics = [c for c in cols if c.startswith("initial/")] + [c for c in cols if c.startswith("final/")]
     ordered = list(JOB_COLUMNS) + config_columns(runs) + ["wall_time_s"] + metrics
     return runs[[c for c in ordered if c in runs]]
 
@@ -245,10 +213,10 @@ def _missing(v) -> bool:
 
 
 def metric_column(spec: str) -> str:
-    """'final/…' or 'init/…' as given; a bare name → init/ for corr/*, else final/."""
-    if spec.startswith(("final/", "init/")):
+    """'final/…' or 'initial/…' as given; a bare name → initial/ for corr/*, else final/."""
+    if spec.startswith(("final/", "initial/")):
         return spec
-    return ("init/" if spec.startswith("corr/") else "final/") + spec
+    return ("initial/" if spec.startswith("corr/") else "final/") + spec
 
 
 def failures(runs: pd.DataFrame) -> pd.DataFrame:
@@ -268,7 +236,7 @@ def status_counts(runs: pd.DataFrame) -> pd.DataFrame:
 
 def check_metrics(runs: pd.DataFrame, metrics: Sequence[str]) -> None:
     """ValueError naming the logged metrics when one of `metrics` is logged by no job."""
-    logged = [c for c in runs.columns if c.startswith(("init/", "final/"))]
+    logged = [c for c in runs.columns if c.startswith(("initial/", "final/"))]
     unknown = [m for m in metrics if metric_column(m) not in logged]
     if unknown:
         raise ValueError(f"metric(s) not logged by any job: {', '.join(unknown)}; logged: "

@@ -1,8 +1,8 @@
 """Fitting the runs table: width-scaling slopes, per-width aggregates, local slopes, and the
 deviation against the correlations.
 
-Metrics are named ``final/<name>`` (value at the last logged step) or ``init/<name>`` (at θ₀).
-A bare name means ``init/`` for ``corr/*`` (the headline correlations are at θ₀), else ``final/``.
+Metrics are named ``final/<name>`` (value at the last logged step) or ``initial/<name>`` (at θ₀).
+A bare name means ``initial/`` for ``corr/*`` (the headline correlations are at θ₀), else ``final/``.
 
 Per width (setting s, metric M, width n, seeds i = 1..k, finite values only)::
 

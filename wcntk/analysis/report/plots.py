@@ -124,7 +124,7 @@ def draw_width_scaling(ax, metric: str, slopes: pd.DataFrame, per_width: pd.Data
     else:   # every setting exactly 0 (or n/a): nothing to draw on log axes
         _empty_panel(ax, fontsize)
     stage, name = metric.split("/", 1)
-    ax.set_title(f"{name} ({'at init' if stage == 'init' else 'final'}) vs width", fontsize=fontsize + 2)
+    ax.set_title(f"{name} ({'at init' if stage == 'initial' else 'final'}) vs width", fontsize=fontsize + 2)
     ax.set_xlabel("width n", fontsize=fontsize + 1)
     ax.set_ylabel(name, fontsize=fontsize + 1)
     ax.grid(True, which="major", alpha=0.25)
@@ -194,7 +194,7 @@ def width_figures(runs: pd.DataFrame, slopes: pd.DataFrame, per_width: pd.DataFr
             draw(ax, metric, slopes, data, colors, fontsize=7)
             if draw is draw_local_slopes:
                 stage, short = metric.split("/", 1)
-                ax.set_title(f"{short} ({'at init' if stage == 'init' else 'final'})", fontsize=9)
+                ax.set_title(f"{short} ({'at init' if stage == 'initial' else 'final'})", fontsize=9)
         grid.suptitle(title, fontsize=10)
         figs[name] = grid
     return figs
