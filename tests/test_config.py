@@ -3,6 +3,7 @@ run.py's command-line check (one line, before any work, no run dir) and its run 
 
 Composing in-process is fast; the tests that run `python run.py` as a subprocess are `slow`."""
 import dataclasses
+import enum
 import functools
 import json
 import re
@@ -142,6 +143,11 @@ def test_documented_overrides(overrides, expect):
     (["width=abc"], ConfigCompositionException),             # wrong type
     (["steps=1.5"], ConfigCompositionException),
     (["optimizer.lr=fast"], ConfigCompositionException),
+    (["parameterization=mup"], ConfigCompositionException),  # a closed choice (an Enum)
+    (["precision=float16"], ConfigCompositionException),
+    (["wandb.mode=sometimes"], ConfigCompositionException),
+    (["cuda_graphs=sometimes"], ConfigCompositionException),
+    (["optimizer.name=GD"], ConfigCompositionException),     # the members' names are lower case
 ])
 def test_bad_overrides_fail_at_composition(overrides, error):
     with pytest.raises(error):
@@ -171,16 +177,13 @@ def test_bad_overrides_fail_at_composition(overrides, error):
     (["optimizer=sgd", "optimizer.batch_size=1000"], "batch_size"),
     (["model=cnn", "dataset=synthetic"], "image dataset"),
     (["activation=swish"], "activation"),
-    (["parameterization=mup"], "parameterization"),
     (["loss=hinge"], "loss"),
-    (["precision=float16"], "precision"),
     (["dataset.classes=[0,0]"], "classes"),
     (["dataset=cifar10", "dataset.n_train=60000"], "cifar10: asked for 60000 examples from the train split"),
     (["dataset=digits", "dataset.n_train=1000", "dataset.n_test=1000"], "it has only 1797"),
     (["dataset.source=bundled", "dataset.n_train=5000"], "it has only 5000"),
     (["log_every=0"], "log_every"),
     (["threads=0"], "threads"),
-    (["wandb.mode=sometimes"], "wandb.mode"),
     (["wandb.project=../../x"], "wandb.project"),
     (["wandb.project=a/b"], "wandb.project"),
     (["wandb.project=team:x"], "wandb.project"),
@@ -190,7 +193,6 @@ def test_bad_overrides_fail_at_composition(overrides, error):
     (["wandb.tags=[ok,'']"], "wandb.tags"),
     (["wandb.tags=[" + "t" * 65 + "]"], "wandb.tags"),
     (["device=cuda:x"], "device"),
-    (["cuda_graphs=sometimes"], "cuda_graphs"),
     (["wandb.init_timeout=inf"], "wandb.init_timeout"),
 ])
 def test_bad_values_fail_validation_with_one_line(overrides, message):
@@ -297,6 +299,61 @@ def test_command_line_mistakes_are_one_line_before_any_work(in_tmp, argv, messag
     assert not (in_tmp / "outputs").exists()
 
 
+CLOSED_CHOICES = [
+    ("optimizer.name", "foo", "gd, sgd, momentum, adam"),
+    ("precision", "float16", "float32, float64"),
+    ("parameterization", "ntkk", "ntk, standard, mean_field"),
+    ("dataset.name", "mnits", "mnist, fashion_mnist, cifar10, digits, synthetic"),
+    ("wandb.mode", "offlin", "offline, online, disabled"),
+    ("cuda_graphs", "maybe", "auto, on, off"),
+]
+
+
+@pytest.mark.parametrize("key, bad, choices", CLOSED_CHOICES)
+def test_a_closed_choice_is_rejected_at_composition_with_one_line(in_tmp, key, bad, choices):
+    message = f"{key}: invalid value '{bad}', expected one of {choices}"
+    with pytest.raises(cli_checks.ConfigError) as err:
+        cli_checks.check_command_line(["debug=default", f"{key}={bad}"])
+    assert str(err.value) == message
+    # a sweep's value, on the command line or in a sweep file: before any job, naming the sweep
+    good = choices.split(", ")[0]
+    with pytest.raises(cli_checks.ConfigError) as err:
+        cli_checks.check_command_line(["--multirun", "debug=default", f"{key}={good},{bad}"])
+    assert str(err.value) == f"{message} (in the sweep {key}={good},{bad})"
+    with pytest.raises(cli_checks.ConfigError) as err:
+        cli_checks.check_command_line(["debug=default", "+sweep=width_scaling",
+                                       f'++hydra.sweeper.params={{{key}:"{bad},{good}"}}'])
+    assert str(err.value) == f"{message} (in the sweep {key}={bad},{good})"
+    assert not (in_tmp / "outputs").exists()
+    # a hand-written config goes through the same schema
+    *parents, leaf = key.split(".")
+    raw = {leaf: bad}
+    for part in reversed(parents):
+        raw = {part: raw}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_config(raw)
+
+
+def test_closed_choices_are_enums_that_read_and_record_as_strings():
+    run = validate_config(composed("debug=default", "optimizer=adam", "precision=float64"))
+    assert isinstance(run.optimizer.name, enum.StrEnum) and run.optimizer.name == "adam"
+    record = run.record()
+    assert record["optimizer"]["name"] == "adam" and record["precision"] == "float64"
+    closed = [record["optimizer"]["name"], record["precision"], record["parameterization"],
+              record["cuda_graphs"], record["model"]["kind"], record["model"]["attention_logits"],
+              record["dataset"]["name"], record["dataset"]["source"], record["wandb"]["mode"]]
+    assert all(type(value) is str for value in closed)
+    assert json.loads(json.dumps(record)) == record
+    raw = entry.raw_config(compose_cfg("debug=default"))  # a sweep job's record of a bad setting
+    assert type(raw["optimizer"]["name"]) is str and type(raw["wandb"]["mode"]) is str
+    # library users may pass plain strings: validate accepts them
+    ModelConfig(kind="mlp", parameterization="mean_field", width=8).validate()
+    OptimizerConfig(name="sgd").validate(n_train=64)
+    DataConfig(name="digits", source="bundled").validate()
+    with pytest.raises(ValueError, match="choose one of gd, sgd, momentum, adam"):
+        OptimizerConfig(name="lbfgs").validate(n_train=64)
+
+
 def test_a_timestamped_run_dir_is_claimed_exclusively(in_tmp):
     argv = cli_checks.check_command_line(["debug=default", "width=32"])
     assert argv[:2] == ["debug=default", "width=32"] and argv[2].startswith("hydra.run.dir=outputs/runs/")
@@ -360,6 +417,10 @@ def test_stable_or_chosen_dirs_are_left_alone(in_tmp, argv):
     (["width=${oc.env:HOME}"], "wcntk: error: width: "),
     (["optimizer=adam", "optimizer.betas=[2,2]"], "wcntk: error: optimizer.betas must be two numbers"),
     (["wandb.project=../../x"], "wcntk: error: wandb.project='../../x' is not a valid W&B project name"),
+    (["optimizer.name=foo"], "wcntk: error: optimizer.name: invalid value 'foo', expected one of gd, sgd, "
+                             "momentum, adam\n"),
+    (["--multirun", "precision=float32,float16"], "wcntk: error: precision: invalid value 'float16', "
+     "expected one of float32, float64 (in the sweep precision=float32,float16)\n"),
 ])
 def test_cli_rejects_mistakes_with_one_line_and_no_run_dir(tmp_path, args, line):
     proc = run_py(*args, cwd=tmp_path)

@@ -25,6 +25,7 @@ import itertools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import torch
@@ -37,9 +38,31 @@ from .models_custom import resolve_target
 Params = dict[str, Tensor]
 Fn = Callable[[Params, Tensor], Tensor]   # f(params, x): a network in functional form
 
-PARAMETERIZATIONS = ("ntk", "standard", "mean_field")
-KINDS = ("mlp", "cnn", "resnet", "transformer", "custom")
-ATTENTION_LOGITS = ("inv_d", "inv_sqrt_d")
+
+
+class ModelKind(StrEnum):
+    """`model.kind`: which network."""
+
+    mlp = "mlp"
+    cnn = "cnn"
+    resnet = "resnet"
+    transformer = "transformer"
+    custom = "custom"
+
+
+class Parameterization(StrEnum):
+    """`parameterization`: how width enters the init and the forward pass."""
+
+    ntk = "ntk"
+    standard = "standard"
+    mean_field = "mean_field"
+
+
+class AttentionLogits(StrEnum):
+    """`model.attention_logits`: the transformer's logit scale, 1/d or 1/√d."""
+
+    inv_d = "inv_d"
+    inv_sqrt_d = "inv_sqrt_d"
 
 
 def _erf(x: Tensor) -> Tensor:
@@ -74,7 +97,8 @@ def layer_scales(parameterization: str, fan_in: int, w_std: float, b_std: float,
         if readout:
             return 1.0, w_std / fan_in, 1.0, b_std / math.sqrt(fan_in)
         return 1.0, w_std / math.sqrt(fan_in), 1.0, b_std
-    raise ValueError(f"unknown parameterization {parameterization!r}; choose one of {PARAMETERIZATIONS}")
+    raise ValueError(f"unknown parameterization {parameterization!r}; "
+                     f"choose one of {', '.join(Parameterization)}")
 
 
 def lr_width_multiplier(parameterization: str, width: int) -> float:
@@ -123,30 +147,30 @@ class ScaledConv2d(nn.Module):
 class ModelConfig:
     """Everything that defines a network and its initialization."""
 
-    kind: str = "mlp"                 # mlp | cnn | resnet | transformer | custom
+    kind: ModelKind = ModelKind.mlp
     width: int = 1024
     depth: int = 1
     activation: str = "relu"
-    parameterization: str = "ntk"
+    parameterization: Parameterization = Parameterization.ntk
     w_std: float = 1.0
     b_std: float = 0.05
     heads: int = 2                    # transformer: attention heads (divides width)
     patch_size: int | None = None     # transformer: p×p patches (None: a 4×4 grid)
-    attention_logits: str = "inv_d"   # transformer: logit scale 1/d or 1/√d (wcntk.core.models_transformer)
+    attention_logits: AttentionLogits = AttentionLogits.inv_d  # transformer (wcntk.core.models_transformer)
     target: str | None = None         # custom: dotted path of the factory (wcntk.core.models_custom)
     kwargs: dict[str, Any] = field(default_factory=dict)  # custom: extra factory arguments
 
     def validate(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown model {self.kind!r}; choose one of {', '.join(KINDS)}")
+        if self.kind not in list(ModelKind):
+            raise ValueError(f"unknown model {self.kind!r}; choose one of {', '.join(ModelKind)}")
         if not isinstance(self.width, int) or self.width <= 0:
             raise ValueError(f"width must be a positive integer, got {self.width!r}")
         if not isinstance(self.depth, int) or self.depth < 1:
             raise ValueError(f"depth must be an integer >= 1, got {self.depth!r}")
         get_activation(self.activation)
-        if self.parameterization not in PARAMETERIZATIONS:
+        if self.parameterization not in list(Parameterization):
             raise ValueError(f"unknown parameterization {self.parameterization!r}; "
-                             f"choose one of {PARAMETERIZATIONS}")
+                             f"choose one of {', '.join(Parameterization)}")
         if not (math.isfinite(self.w_std) and self.w_std > 0):
             raise ValueError(f"model.w_std must be finite and > 0, got {self.w_std}")
         if not (math.isfinite(self.b_std) and self.b_std >= 0):
@@ -158,8 +182,8 @@ class ModelConfig:
             if self.patch_size is not None and (not isinstance(self.patch_size, int) or self.patch_size < 1):
                 raise ValueError(f"model.patch_size must be a positive integer or null, "
                                  f"got {self.patch_size!r}")
-            if self.attention_logits not in ATTENTION_LOGITS:
-                raise ValueError(f"model.attention_logits must be one of {', '.join(ATTENTION_LOGITS)}, "
+            if self.attention_logits not in list(AttentionLogits):
+                raise ValueError(f"model.attention_logits must be one of {', '.join(AttentionLogits)}, "
                                  f"got {self.attention_logits!r}")
         if self.kind == "custom":
             resolve_target(self.target)

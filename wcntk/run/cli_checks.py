@@ -106,6 +106,16 @@ def check_sweep_values(task: dict, override) -> None:
             raise ConfigError(f"{err} (in the sweep {override.input_line})") from None
 
 
+def sweep_file_params(cfg, given: set[str]) -> list:
+    """The sweeps a sweep file sets (`hydra.sweeper.params`) for keys the command line leaves alone."""
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    lines = [f"{key}={value}" for key, value in params.items() if key not in given]
+    try:
+        return [o for o in OverridesParser.create().parse_overrides(lines) if o.is_sweep_override()]
+    except HydraException:  # Hydra's sweeper reports it
+        return []
+
+
 def claim_dir(pattern_resolved: str) -> str:
     """Create `pattern_resolved` (or, if another run took it first, the same name + `-1`, `-2`, …)
     with an exclusive mkdir: two runs never share a directory."""
@@ -125,9 +135,9 @@ def check_command_line(argv: list[str]) -> list[str]:
     yet), raising ConfigError with one line. Returns argv to hand to Hydra: with a timestamped
     run (or multirun) dir claimed here and pinned as `hydra.run.dir=…` (`hydra.sweep.dir=…`).
 
-    Under multirun, keys, types and interpolations are checked here (the base config, and each
-    value a command-line sweep gives a key); the settings of each job when it starts, so that a
-    bad job fails alone."""
+    Under multirun, keys, types (a closed choice's value included) and interpolations are checked
+    here (the base config, and each value a sweep on the command line or in a sweep file gives a
+    key); the settings of each job when it starts, so that a bad job fails alone."""
     global checked
     checked = None
     args = get_args_parser().parse_args(argv)
@@ -161,7 +171,8 @@ def check_command_line(argv: list[str]) -> list[str]:
             checked = validate_config(task)
     except (OmegaConfBaseException, ValueError) as err:
         raise ConfigError(one_line(err)) from None
-    for override in sweeps:
+    file_sweeps = sweep_file_params(cfg, {o.key_or_group for o in overrides}) if multirun else []
+    for override in [*sweeps, *file_sweeps]:
         if override.key_or_group not in config_groups():
             check_sweep_values(task, override)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"

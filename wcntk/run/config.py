@@ -26,19 +26,29 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from enum import Enum, StrEnum
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from ..core.models import ModelConfig
-from ..training.config import OptimizerConfig, TrainConfig, validate_all
+from ..core.models import AttentionLogits, ModelConfig, ModelKind, Parameterization
+from ..training.config import CudaGraphs, OptimizerConfig, Precision, TrainConfig, validate_all
 from ..training.data import DataConfig
 from .capacity import PRECISION_BYTES, check_integers, check_memory
 
-WANDB_MODES = ("offline", "online", "disabled")
+
+class WandbMode(StrEnum):
+    """`wandb.mode`."""
+
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
 WANDB_PROJECT_FORBIDDEN = "/\\#?%:"  # W&B rejects these; ".." would also escape a local folder
 
 
@@ -48,12 +58,12 @@ class ModelGroup:
     init scales σ_w, σ_b, the transformer's settings, and a custom network's factory and the
     extra arguments it gets (`model.kwargs`, an open dict: `model.kwargs.heads=2` needs no `+`)."""
 
-    kind: str = ModelConfig.kind
+    kind: ModelKind = ModelConfig.kind
     w_std: float = ModelConfig.w_std
     b_std: float = ModelConfig.b_std
     heads: int = ModelConfig.heads
     patch_size: int | None = ModelConfig.patch_size
-    attention_logits: str = ModelConfig.attention_logits
+    attention_logits: AttentionLogits = ModelConfig.attention_logits
     target: str | None = ModelConfig.target
     kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -63,7 +73,7 @@ class WandbConfig:
     """Where the run's W&B record goes; `init_timeout` bounds an online wandb.init (seconds)
     before the run goes on offline."""
 
-    mode: str = "offline"              # offline | online | disabled
+    mode: WandbMode = WandbMode.offline
     project: str = "wcntk"
     entity: str | None = None
     group: str | None = None
@@ -72,8 +82,8 @@ class WandbConfig:
     init_timeout: float = 10.0
 
     def validate(self) -> None:
-        if self.mode not in WANDB_MODES:
-            raise ValueError(f"wandb.mode must be one of {', '.join(WANDB_MODES)}, got {self.mode!r}")
+        if self.mode not in list(WandbMode):
+            raise ValueError(f"wandb.mode must be one of {', '.join(WandbMode)}, got {self.mode!r}")
         bad = sorted(set(WANDB_PROJECT_FORBIDDEN) & set(self.project))
         if not self.project or bad or ".." in self.project or len(self.project) > 128:
             raise ValueError(f"wandb.project={self.project!r} is not a valid W&B project name (1 to 128 "
@@ -95,17 +105,17 @@ class RunConfig:
     width: int = ModelConfig.width     # hidden units (MLP) or channels (CNN)
     depth: int = ModelConfig.depth     # hidden layers
     activation: str = ModelConfig.activation
-    parameterization: str = ModelConfig.parameterization
+    parameterization: Parameterization = ModelConfig.parameterization
     seed: int = TrainConfig.seed
     steps: int = TrainConfig.steps
     loss: str = TrainConfig.loss
-    precision: str = TrainConfig.precision
+    precision: Precision = TrainConfig.precision
     device: str = TrainConfig.device
     log_every: int = TrainConfig.log_every
     corr_every: int | None = TrainConfig.corr_every
     probes: int = TrainConfig.probes
     progress: bool = TrainConfig.progress
-    cuda_graphs: str = TrainConfig.cuda_graphs
+    cuda_graphs: CudaGraphs = TrainConfig.cuda_graphs
     threads: int | None = None         # CPU threads per job (null: torch's default; joblib: cores/n_jobs)
     overwrite: bool = False            # hydra.run.dir holding a finished record: move it to superseded/
 
@@ -140,8 +150,14 @@ class RunConfig:
         self.__dict__["_validated"] = True
 
     def record(self) -> dict[str, Any]:
-        """The config as summary.json's `config` (plain values, nested as .hydra/config.yaml)."""
-        return asdict(self)
+        """The config as summary.json's `config` (plain values, nested as .hydra/config.yaml;
+        the closed choices as their strings)."""
+        return asdict(self, dict_factory=lambda items: {k: plain(v) for k, v in items})
+
+
+def plain(value: Any) -> Any:
+    """An Enum member as its value (the string the command line gives); anything else as it is."""
+    return value.value if isinstance(value, Enum) else value
 
 
 def schema() -> DictConfig:
@@ -176,7 +192,8 @@ def unknown_key_message(key: str, extra: tuple[str, ...] = ()) -> str:
 
 def one_line(err: BaseException) -> str:
     """An OmegaConf/Hydra error message (multi-line, maybe with an OmegaConf cause) as one line:
-    its lines joined, the key it is about kept, hints to set HYDRA_FULL_ERROR dropped."""
+    its lines joined, the key it is about kept, hints to set HYDRA_FULL_ERROR dropped; a closed
+    choice's `invalid value 'foo', expected one of gd, sgd, momentum, adam`."""
     lines = str(err).splitlines()
     if isinstance(err.__cause__, OmegaConfBaseException):
         lines += str(err.__cause__).splitlines()
@@ -190,6 +207,9 @@ def one_line(err: BaseException) -> str:
         elif line not in kept and not line.startswith(("object_type=", "reference_type=", "Set the env")):
             kept.append(line)
     text = " ".join(kept) or type(err).__name__
+    choice = re.search(r"Invalid value ('.*?'), expected one of \[(.*?)\]", text)
+    if choice and key:
+        return f"{key}: invalid value {choice[1]}, expected one of {choice[2]}"
     return f"{key}: {text}" if key and key not in text else text
 
 

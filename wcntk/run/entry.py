@@ -142,8 +142,8 @@ def run_locked(cfg: DictConfig, run_dir: Path, multirun: bool, job: str | None,
 
 def raw_config(cfg: DictConfig) -> dict:
     """The composed config as a plain dict: resolved, or as written (`${…}` kept) when one of
-    its interpolations does not resolve."""
+    its interpolations does not resolve; the closed choices as their strings."""
     try:
-        return OmegaConf.to_container(cfg, resolve=True)
+        return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     except OmegaConfBaseException:
-        return OmegaConf.to_container(cfg, resolve=False)
+        return OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)

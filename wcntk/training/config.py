@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import torch
 
@@ -14,14 +15,37 @@ from ..core.models import ModelConfig, lr_width_multiplier
 from .data import DataConfig
 from .network_check import check_network
 
-OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
-CUDA_GRAPHS = ("auto", "on", "off")
-PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
+
+class Optimizer(StrEnum):
+    """`optimizer.name`."""
+
+    gd = "gd"
+    sgd = "sgd"
+    momentum = "momentum"
+    adam = "adam"
+
+
+class Precision(StrEnum):
+    """`precision`: the dtype of parameters and data."""
+
+    float32 = "float32"
+    float64 = "float64"
+
+
+class CudaGraphs(StrEnum):
+    """`cuda_graphs`: auto (on for CUDA, off for CPU), on or off."""
+
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
+PRECISIONS = {Precision.float32: torch.float32, Precision.float64: torch.float64}
 
 
 @dataclass
 class OptimizerConfig:
-    name: str = "gd"                   # gd | sgd | momentum | adam
+    name: Optimizer = Optimizer.gd
     lr: float = 1.0
     batch_size: int | None = None   # None = full batch
     lr_width_exponent: float = 0.0     # α in η = lr · (width/width_ref)^α
@@ -30,8 +54,8 @@ class OptimizerConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam only
 
     def validate(self, n_train: int) -> None:
-        if self.name not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.name!r}; choose one of {OPTIMIZERS}")
+        if self.name not in list(Optimizer):
+            raise ValueError(f"unknown optimizer {self.name!r}; choose one of {', '.join(Optimizer)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"optimizer.lr must be finite and > 0, got {self.lr}")
         if not math.isfinite(self.lr_width_exponent):
@@ -51,19 +75,19 @@ class OptimizerConfig:
 class TrainConfig:
     steps: int = 1000
     loss: str = "mse"                  # mse | xent
-    precision: str = "float32"         # float32 | float64
+    precision: Precision = Precision.float32
     device: str = "auto"               # auto | cpu | cuda
     seed: int = 0
     log_every: int = 25
     corr_every: int | None = None   # correlations at 0, the end, and every corr_every steps
     probes: int = 32
     progress: bool = True
-    cuda_graphs: str = "auto"          # auto (on for CUDA, off for CPU) | on | off
+    cuda_graphs: CudaGraphs = CudaGraphs.auto
 
     def validate(self, n_train: int) -> None:
         get_loss(self.loss)
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
+        if self.precision not in list(Precision):
+            raise ValueError(f"precision must be one of {', '.join(Precision)}, got {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
@@ -80,8 +104,8 @@ class TrainConfig:
             raise ValueError(f"corr_every must be >= 1 or null, got {self.corr_every}")
         if not 1 <= self.probes <= n_train:
             raise ValueError(f"probes must be in 1..n_train={n_train}, got {self.probes}")
-        if self.cuda_graphs not in CUDA_GRAPHS:
-            raise ValueError(f"cuda_graphs must be one of {', '.join(CUDA_GRAPHS)}, got {self.cuda_graphs!r}")
+        if self.cuda_graphs not in list(CudaGraphs):
+            raise ValueError(f"cuda_graphs must be one of {', '.join(CudaGraphs)}, got {self.cuda_graphs!r}")
         if self.cuda_graphs == "on" and resolve_device(self.device).type != "cuda":
             raise ValueError(f"cuda_graphs=on needs a CUDA device (device={self.device} runs on the CPU, "
                              f"where steps are always eager); use cuda_graphs=auto or off")

@@ -54,13 +54,31 @@ import pickle
 import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 import torch
 from torch import Tensor
 
-DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits", "synthetic")
-SOURCES = ("auto", "bundled", "torchvision")
+
+class DatasetName(StrEnum):
+    """`dataset.name`."""
+
+    mnist = "mnist"
+    fashion_mnist = "fashion_mnist"
+    cifar10 = "cifar10"
+    digits = "digits"
+    synthetic = "synthetic"
+
+
+class DataSource(StrEnum):
+    """`dataset.source`: where the data comes from (see the module docstring)."""
+
+    auto = "auto"
+    bundled = "bundled"
+    torchvision = "torchvision"
+
+
 IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {
     "mnist": (1, 28, 28),
     "fashion_mnist": (1, 28, 28),
@@ -69,7 +87,7 @@ IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {
 }
 NATIVE_CLASSES = 10  # every image dataset here has ten classes
 ALLOWED_SOURCES = {
-    "mnist": SOURCES,
+    "mnist": tuple(DataSource),
     "fashion_mnist": ("auto", "torchvision"),
     "cifar10": ("auto", "torchvision"),
     "digits": ("auto", "bundled"),
@@ -95,11 +113,11 @@ class DatasetUnavailable(RuntimeError):
 class DataConfig:
     """What data to load; see the module docstring for the meaning of each source."""
 
-    name: str = "mnist"
+    name: DatasetName = DatasetName.mnist
     n_train: int = 256
     n_test: int = 256
     classes: list[int] | None = None
-    source: str = "auto"
+    source: DataSource = DataSource.auto
     data_dir: str = "~/.cache/wcntk"
     download: bool = True
     grayscale: bool = False
@@ -110,10 +128,11 @@ class DataConfig:
 
     def validate(self) -> None:
         """Raise ValueError with one readable line if the config is inconsistent."""
-        if self.name not in DATASETS:
-            raise ValueError(f"dataset.name={self.name!r} is unknown; choose one of {list(DATASETS)}")
-        if self.source not in SOURCES:
-            raise ValueError(f"dataset.source={self.source!r} is unknown; choose one of {list(SOURCES)}")
+        if self.name not in list(DatasetName):
+            raise ValueError(f"dataset.name={self.name!r} is unknown; choose one of {', '.join(DatasetName)}")
+        if self.source not in list(DataSource):
+            raise ValueError(f"dataset.source={self.source!r} is unknown; "
+                             f"choose one of {', '.join(DataSource)}")
         if self.source not in ALLOWED_SOURCES[self.name]:
             raise ValueError(f"dataset.source={self.source!r} is not available for {self.name}; "
                              f"choose one of {list(ALLOWED_SOURCES[self.name])}")
@@ -165,8 +184,8 @@ class Dataset:
 
 def is_image_dataset(name: str) -> bool:
     """Whether ``name`` is an image dataset (usable by a CNN); synthetic is not."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {list(DATASETS)}")
+    if name not in list(DatasetName):
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DatasetName)}")
     return name in IMAGE_SHAPES
 
 
