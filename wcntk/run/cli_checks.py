@@ -17,7 +17,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException, HydraException
 from hydra.types import RunMode
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .config import RunConfig, config_keys, one_line, run_config, schema, unknown_key_message, validate_config
@@ -106,7 +106,7 @@ def check_sweep_values(task: dict, override) -> None:
             raise ConfigError(f"{err} (in the sweep {override.input_line})") from None
 
 
-def sweep_file_params(cfg, given: set[str]) -> list:
+def sweep_file_params(cfg: DictConfig, given: set[str]) -> list:
     """The sweeps a sweep file sets (`hydra.sweeper.params`) for keys the command line leaves alone."""
     params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
     lines = [f"{key}={value}" for key, value in params.items() if key not in given]
