@@ -98,6 +98,10 @@ def test_verdicts():
     assert bound.verdict("fit", -0.45, 0.1) == "consistent"
     assert bound.verdict("fit", -0.3, 0.1) == "above bound"
     assert zero.verdict("exactly 0") == "yes" and zero.verdict("fit", -1.0, 0.1) == "no"
+    # an interval as wide as the exponent cannot tell n^b from n^0: no verdict either way
+    assert pred.verdict("fit", -0.9, 1.0) == pred.verdict("fit", 3.0, 34.0) == "inconclusive"
+    assert bound.verdict("fit", -0.8, 0.5) == bound.verdict("fit", 0.3, 0.6) == "inconclusive"
+    assert Expectation("lower bound", 0.5).verdict("fit", 0.1, 0.5) == "inconclusive"
     assert zero.text() == "0 exactly" and pred.text() == "-1" and bound.text() == "≤ -0.5"
 
 

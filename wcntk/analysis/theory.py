@@ -14,6 +14,9 @@ A metric M that scales as M ∝ n^b with the width n has log-log slope b. For a 
                  run measured 0)
     none         no result applies ("—"): no verdict
 
+A prediction or bound b is judged only when the 95 % CI half-width is below |b|; a wider interval
+cannot tell n^b from no width dependence at all, and the verdict is "inconclusive".
+
 With α = ``optimizer.lr_width_exponent`` (η = lr·(n/n_ref)^α), NTK parameterization, and the
 correlations C_{D,d} = η^{D/2+d}/(D! d!)·∇^{D+d}f·(∇f)^{⊗d} at θ₀:
 
@@ -79,12 +82,16 @@ class Expectation:
 
     def verdict(self, result: str, slope: float = math.nan, ci_half: float = math.nan) -> str:
         """"yes"/"no" (prediction, exact 0), "consistent"/"above bound" (bound),
-        "consistent"/"below bound" (lower bound), "" (no verdict).
+        "consistent"/"below bound" (lower bound), "" (no verdict), and "inconclusive" when the
+        interval is at least as wide as the exponent it judges (ci_half ≥ |b|): such data cannot
+        tell n^b from no width dependence, so no verdict either way.
         `result` is the fit's result ("fit", "exactly 0", "n/a")."""
         if self.kind == "exact 0":
             return {"exactly 0": "yes", "fit": "no"}.get(result, "")
         if self.kind == "none" or result != "fit" or not math.isfinite(ci_half):
             return ""
+        if ci_half >= abs(self.slope):
+            return "inconclusive"
         ci_half += SLOPE_TOL   # exact data: identical seeds give ci_half 0 and rounding-level slopes
         if self.kind == "prediction":
             return "yes" if abs(slope - self.slope) <= ci_half else "no"

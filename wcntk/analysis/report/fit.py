@@ -33,7 +33,8 @@ Theory: :func:`wcntk.analysis.theory.expected` per setting and metric (predictio
 "—"), :func:`wcntk.analysis.theory.expected_ratio` for deviation vs correlation (β/γ; a lower bound
 "≥" where an upper bound is divided by a negative exponent), derived in docs/theory.md; the
 verdict is "yes"/"no" for a prediction (does the CI cover it), "consistent"/"above bound"
-for a bound, "consistent"/"below bound" for a lower bound.
+for a bound, "consistent"/"below bound" for a lower bound, and "inconclusive" for any of them
+when the CI half-width is at least the exponent's size.
 """
 from __future__ import annotations
 

@@ -28,7 +28,9 @@ SLOPES_HEADER = ("Width exponent b, judged on the asymptotic regime: per seed, l
                  "beside it and never judged. "
                  "\"theory\" is the setting's expected slope: a prediction (verdict "
                  "yes/no: does the CI cover it), a bound \"≤ b\" (verdict consistent when slope − CI ≤ b), "
-                 "\"0 exactly\", or \"—\" where no result applies; the regime rule, the reasons and the "
+                 "\"0 exactly\", or \"—\" where no result applies; \"inconclusive\" when the CI half-width "
+                 "is at least |b| (such data cannot tell n^b from no width dependence); the regime rule, "
+                 "the reasons and the "
                  "derivations are in docs/theory.md of the wcntk repository.")
 LOCAL_HEADER = ("Local slopes (m(n') − m(n)) / (ln n' − ln n) between adjacent widths, m the mean of "
                 "ln(metric) over seeds, ± the 95 % Welch-t interval across seeds; * marks the pairs "
