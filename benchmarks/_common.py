@@ -87,6 +87,19 @@ def matmul_gflops(size: int = 2048, dtype: torch.dtype = torch.float32, device: 
             "gflops_best": flops / t["min_s"] / 1e9}
 
 
+def benchmark_device(name: str, cpu_hint: str) -> torch.device:
+    """The device a GPU benchmark runs on, TF32 off (exact float32, as the Trainer runs); exits
+    with one line naming `cpu_hint` (how to try the script on the CPU) when CUDA is asked for but
+    absent."""
+    from wcntk.core.tf32 import disable_tf32
+
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"CUDA is not available here; use --device cpu with {cpu_hint} to test the script")
+    disable_tf32()
+    return device
+
+
 def env_info(device: Any = "cpu") -> dict[str, Any]:
     info = {"torch": torch.__version__, "python": platform.python_version(),
             "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),

@@ -36,8 +36,8 @@ import resource
 import statistics
 import time
 
-from _common import (env_info, matmul_gflops, mlp_dims, net_step_flops, print_env, print_table, sync,
-                     twin_step_flops, write_results)
+from _common import (benchmark_device, env_info, matmul_gflops, mlp_dims, net_step_flops, print_env,
+                     print_table, sync, twin_step_flops, write_results)
 
 import torch
 from cnn_step import conv_macs
@@ -47,7 +47,7 @@ from wcntk.training.data import DataConfig
 from wcntk.core.losses import mse
 from wcntk.core.models import ModelConfig
 import wcntk.training.trainer
-from wcntk.core.tf32 import disable_tf32
+from wcntk.training.config import CudaGraphs
 from wcntk.training.trainer import OptimizerConfig, TrainConfig, Trainer
 
 LAUNCH_EVENTS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx",
@@ -115,14 +115,10 @@ def main() -> None:
     ap.add_argument("--mm-size", type=int, default=None,
                     help="square matmul size (default 8192 cuda, 1024 cpu)")
     ap.add_argument("--out", default=None, help="results name (default gpu_<device>)")
-    ap.add_argument("--cuda-graphs", default="auto", choices=("auto", "on", "off"))
+    ap.add_argument("--cuda-graphs", default="auto", choices=[str(c) for c in CudaGraphs])
     ap.add_argument("--profile", action="store_true", help="torch.profiler summary of one step")
     args = ap.parse_args()
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("CUDA is not available here; use --device cpu with a small --width to test "
-                         "the script")
-    disable_tf32()
+    device = benchmark_device(args.device, "a small --width")
     info = env_info(device)
     print_env(info)
     if device.type == "cuda":

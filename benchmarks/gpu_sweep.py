@@ -25,10 +25,7 @@ import time
 from pathlib import Path
 
 import _common as bench  # first: sets OMP_WAIT_POLICY before torch is imported
-import torch
 from sweep_floor import STEPS, WIDTHS, env, job_flops
-
-from wcntk.core.tf32 import disable_tf32
 
 
 def main() -> None:
@@ -41,11 +38,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=STEPS)
     ap.add_argument("--out", default=None, help="results name (default gpu_sweep_<device>)")
     args = ap.parse_args()
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("CUDA is not available here; use --device cpu with small --widths to test "
-                         "the script")
-    disable_tf32()
+    device = bench.benchmark_device(args.device, "small --widths")
     meta = bench.env_info(device)
     bench.print_env(meta)
     mm = bench.matmul_gflops(8192 if device.type == "cuda" else 1024, device=device)["gflops"]
