@@ -65,7 +65,6 @@ METRICS: tuple[Metric, ...] = (
     Metric("corr/step_ratio_2", "correlation", cadence="corr", fit="initial", rank=9),
     Metric("corr/step_ratio_3", "correlation", cadence="corr", fit="initial", rank=10),
 )
-BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
 
 METRIC_NAMES: list[str] = [m.name for m in METRICS]
 FITTED: tuple[Metric, ...] = tuple(sorted((m for m in METRICS if m.fit), key=lambda m: m.rank))

@@ -39,7 +39,6 @@ def deviation_from_outputs(out_net: Tensor, out_twin: Tensor, out_taylor: Tensor
 
 
 @torch.no_grad()
-@torch.no_grad()
 def param_rel_change(params0: Params, params_t: Params) -> Tensor:
     """‖θ_t − θ₀‖ / ‖θ₀‖."""
     return tree_norm(tree_sub(params_t, params0)) / tree_norm(params0)

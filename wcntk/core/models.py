@@ -247,13 +247,9 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: in
     init = ParamInit(seed, dtype, torch.device(device), threads)
     if cfg.kind == "mlp":
         return MLP(math.prod(input_shape), out_features, cfg, init)
-    if cfg.kind != "cnn":
-        # imported here: those networks are built from this module's layers
-        from .networks import build_network
-        return build_network(cfg, input_shape, out_features, init)
-    if len(input_shape) != 3:
-        raise ValueError(f"model=cnn needs image inputs [C, H, W], got shape {tuple(input_shape)}")
-    return CNN(input_shape[0], out_features, cfg, init)
+    # imported here: the image and custom networks are built from this module's layers
+    from .networks import build_network
+    return build_network(cfg, input_shape, out_features, init)
 
 
 def params_of(model: nn.Module) -> Params:

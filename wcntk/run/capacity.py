@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..core.models import ModelConfig
-from ..training.data import IMAGE_SHAPES, NATIVE_CLASSES, DataConfig
+from ..training.data import DataConfig, data_shapes
 from .record import flatten
 
 INT64_MAX = 2 ** 63 - 1
@@ -42,22 +42,9 @@ def check_integers(config: Mapping[str, Any]) -> None:
             raise ValueError(f"{key}={value} is too large: integers must be below 2^63")
 
 
-def input_shape(data: DataConfig) -> tuple[int, ...]:
-    if data.name == "synthetic":
-        return (data.input_dim,)
-    channels, height, width = IMAGE_SHAPES[data.name]
-    return (1 if data.grayscale else channels, height, width)
-
-
-def n_classes(data: DataConfig) -> int:
-    if data.name == "synthetic":
-        return data.n_classes
-    return len(data.classes) if data.classes else NATIVE_CLASSES
-
-
 def n_parameters(model: ModelConfig, data: DataConfig) -> int:
     """P of the network `model` builds for `data` (wcntk.core.models.MLP / CNN)."""
-    shape, k, width = input_shape(data), n_classes(data), model.width
+    (shape, k), width = data_shapes(data), model.width
     if model.kind == "cnn":
         first = 9 * shape[0] * width + width
         return first + (model.depth - 1) * (9 * width * width + width) + width * k + k
@@ -67,7 +54,7 @@ def n_parameters(model: ModelConfig, data: DataConfig) -> int:
 
 def memory_needed(model: ModelConfig, data: DataConfig, precision_bytes: int) -> tuple[int, int]:
     """(parameter bytes, activation bytes) of the module docstring's estimate."""
-    shape = input_shape(data)
+    shape, _ = data_shapes(data)
     per_channel = math.prod(shape[1:]) if model.kind == "cnn" else 1
     params = PARAMETER_COPIES * n_parameters(model, data) * precision_bytes
     n = data.n_train + data.n_test

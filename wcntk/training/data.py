@@ -182,6 +182,17 @@ class Dataset:
     source: str
 
 
+def data_shapes(data: DataConfig) -> tuple[tuple[int, ...], int]:
+    """(input shape without the batch dim, number of outputs) the dataset will have."""
+    if data.name == "synthetic":
+        return (data.input_dim,), data.n_classes
+    classes = len(data.classes) if data.classes is not None else NATIVE_CLASSES
+    shape = IMAGE_SHAPES[data.name]
+    if data.name == "cifar10" and data.grayscale:
+        shape = (1, *shape[1:])
+    return shape, classes
+
+
 def is_image_dataset(name: str) -> bool:
     """Whether ``name`` is an image dataset (usable by a CNN); synthetic is not."""
     if name not in list(DatasetName):

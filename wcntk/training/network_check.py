@@ -10,27 +10,16 @@ from ..core.init import ParamInit
 from ..core.models import ModelConfig
 from ..core.models_transformer import default_patch_size
 from ..core.networks import IMAGE_MODELS, build_network
-from .data import IMAGE_SHAPES, NATIVE_CLASSES, DataConfig
+from .data import DataConfig, data_shapes, is_image_dataset
 
 _checked: set[str] = set()  # custom settings whose factory already passed check_network
-
-
-def data_shapes(data: DataConfig) -> tuple[tuple[int, ...], int]:
-    """(input shape without the batch dim, number of outputs) the dataset will have."""
-    if data.name == "synthetic":
-        return (data.input_dim,), data.n_classes
-    classes = len(data.classes) if data.classes is not None else NATIVE_CLASSES
-    shape = IMAGE_SHAPES[data.name]
-    if data.name == "cifar10" and data.grayscale:
-        shape = (1, *shape[1:])
-    return shape, classes
 
 
 def check_network(model: ModelConfig, data: DataConfig) -> None:
     """What ModelConfig.validate cannot check alone: an image dataset for the image networks,
     patches that tile the image, and a custom factory that builds a fitting module (built once
     on the CPU per setting). ValueError with one line."""
-    if model.kind in IMAGE_MODELS and data.name not in IMAGE_SHAPES:
+    if model.kind in IMAGE_MODELS and not is_image_dataset(data.name):
         raise ValueError(f"model={model.kind} needs an image dataset, got dataset={data.name}")
     shape, classes = data_shapes(data)
     if model.kind == "transformer":

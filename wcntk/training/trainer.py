@@ -179,7 +179,7 @@ class Trainer:
         with CUDA graphs (cfg.graphs_wanted()) the replayed step that `graph_step` chose at the
         first call (its one line goes to stderr when it keeps the eager step)."""
         if self._step is None:
-            choice = self.graph_step(self.capture)
+            choice = self.graph_step()
             self._step, self.step_mode = choice.step, "graph" if choice.graphed else "eager"
             if choice.note:
                 print(f"wcntk: {choice.note}", file=sys.stderr, flush=True)
@@ -189,7 +189,7 @@ class Trainer:
         self.sampler.advance()
         self.step_body()
 
-    def graph_step(self, capture: Capture = cuda_graph_capture) -> StepChoice:
+    def graph_step(self) -> StepChoice:
         """wcntk.training.step_graph.choose_step for this trainer, called before its first step: the state
         is both models' parameters and optimizer state; rewinding restores the parameters,
         zeroes optimizer state created since (a zero moment/momentum buffer steps exactly as a
@@ -217,7 +217,7 @@ class Trainer:
                             v.zero_()
             self.sampler.rewind()
 
-        return choose_step(self.sampler.advance, self.step_body, state, rewind, capture)
+        return choose_step(self.sampler.advance, self.step_body, state, rewind, self.capture)
 
     def step_body(self) -> None:
         """The device work of one step (what a CUDA graph captures): minibatch indices from the
