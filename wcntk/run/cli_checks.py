@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from .config import RunConfig, config_keys, one_line, run_config, schema, unknown_key_message, validate_config
 from .provenance import LAUNCH_ENV
 from .record import BOOKKEEPING_KEYS, Status, effective_status, read_summary
-from .rundir import lock_is_held
+from .rundir import finished_run_message, lock_is_held
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -222,6 +222,4 @@ def check_run_dir(run_dir: str, overwrite: bool) -> None:
         raise ConfigError(f"{run_dir} is being written by another process (running elsewhere)")
     summary = read_summary(run_dir)
     if summary is not None and not overwrite and effective_status(summary, held) != Status.STALE:
-        raise ConfigError(f"{run_dir} already holds a finished run (status {summary['status']}); choose "
-                          f"another hydra.run.dir, or add overwrite=true to move its record to "
-                          f"{Path(run_dir) / 'superseded'}/")
+        raise ConfigError(finished_run_message(run_dir, summary["status"]))

@@ -120,11 +120,12 @@ class RunConfig:
     overwrite: bool = False            # hydra.run.dir holding a finished record: move it to superseded/
 
     def model_config(self) -> ModelConfig:
-        m = self.model
-        return ModelConfig(kind=m.kind, width=self.width, depth=self.depth,
-                           activation=self.activation, parameterization=self.parameterization,
-                           w_std=m.w_std, b_std=m.b_std, heads=m.heads, patch_size=m.patch_size,
-                           attention_logits=m.attention_logits, target=m.target, kwargs=dict(m.kwargs))
+        """Each ModelConfig field from model.* (ModelGroup) or, for width, depth, activation and
+        parameterization, from the top level."""
+        group = {f.name for f in fields(ModelGroup)}
+        values = {f.name: getattr(self.model if f.name in group else self, f.name)
+                  for f in fields(ModelConfig)}
+        return ModelConfig(**values | {"kwargs": dict(self.model.kwargs)})
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(**{f.name: getattr(self, f.name) for f in fields(TrainConfig)})

@@ -29,7 +29,7 @@ from .config import one_line, run_config, validate_config
 from .job import FinishedRecord, prepare_run_dir, run_job
 from .lifecycle import Interrupted, exit_code, interruptible
 from .outcome import closing_line, metrics_text
-from .record import Status, read_summary
+from .record import SUMMARY_FILE, Status, read_summary
 from .rundir import LOCK_FILE, RunningElsewhere, supersede, writer_lock
 from .tracking import write_invalid_setting_record
 
@@ -98,7 +98,7 @@ def run_locked(cfg: DictConfig, run_dir: Path, multirun: bool, job: str | None,
     except (OmegaConfBaseException, ValueError) as err:
         if multirun:  # the job fails alone: recorded, so the sweep's table and the report list it
             old = read_summary(run_dir)
-            if (run_dir / "summary.json").exists() and (old or {}).get("config_validated") is not False:
+            if (run_dir / SUMMARY_FILE).exists() and (old or {}).get("config_validated") is not False:
                 supersede(run_dir)  # a record with results (or an unreadable one) is kept aside
             write_invalid_setting_record(run_dir, raw_config(cfg), f"invalid setting: {one_line(err)}")
             say(f"error: {one_line(err)}", job or run_dir.name)

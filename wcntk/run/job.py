@@ -12,8 +12,8 @@ from ..training.progress import say
 from ..training.trainer import Trainer
 from .config import RunConfig, validate_config
 from .lifecycle import interruptible
-from .record import Status, effective_status, read_summary
-from .rundir import config_changes, supersede, writer_lock
+from .record import SUMMARY_FILE, Status, effective_status, read_summary
+from .rundir import config_changes, finished_run_message, supersede, writer_lock
 from .tracking import RunRecorder
 
 
@@ -28,7 +28,7 @@ def prepare_run_dir(run_dir: str | Path, cfg: dict[str, Any], resume: bool = Fal
     running (resume only), or None: run, in a dir that now holds no finished record.
 
     - no summary.json: run.
-    - summary.json that is not a record (wcntk.run.record.is_record): moved aside, run (one line).
+    - summary.json that is not a record (wcntk.run.record.not_a_record): moved aside, run (one line).
     - a single run on a finished record (any status but a stale `running`: we hold the lock, so
       its writer is gone): FinishedRecord, unless `overwrite`, which moves the record aside.
     - a record of another config (wcntk.run.rundir.config_changes; bookkeeping keys never count):
@@ -38,7 +38,7 @@ def prepare_run_dir(run_dir: str | Path, cfg: dict[str, Any], resume: bool = Fal
     - a stale record of the same config runs again in place.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "summary.json").exists():
+    if not (run_dir / SUMMARY_FILE).exists():
         return None
     old = read_summary(run_dir)
     if old is None:
@@ -49,9 +49,7 @@ def prepare_run_dir(run_dir: str | Path, cfg: dict[str, Any], resume: bool = Fal
     status = effective_status(old, lock_held=False)
     finished = status != Status.STALE
     if not resume and finished and not overwrite:
-        raise FinishedRecord(f"{run_dir} already holds a finished run (status {status}); choose another "
-                             f"hydra.run.dir, or add overwrite=true to move its record to "
-                             f"{run_dir / 'superseded'}/")
+        raise FinishedRecord(finished_run_message(run_dir, status))
     changes = config_changes(old.get("config") or {}, cfg)
     if changes or (not resume and finished):
         moved = supersede(run_dir)

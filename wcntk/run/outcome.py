@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from ..core.metric_registry import HEADLINE_METRICS
 from .provenance import LAUNCH_ENV, git_state
-from .record import Status, effective_status, read_summary
+from .record import SUMMARY_FILE, Status, effective_status, read_summary
 from .rundir import SUPERSEDED_DIR, config_changes, lock_is_held
 
 # Statuses that make a sweep exit 1 (with diverged): the job did not produce its result.
@@ -102,11 +102,12 @@ class SweepSummary:
         self.sweep_dir: Path | None = None
         self.launch: str | None = None
         self.before: dict[Path, tuple[int | None, int | None, set[str]]] = {}
+        self.summaries: dict[Path, dict[str, Any] | None] = {}   # what row() read, per job
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         self.launch = OmegaConf.select(config, f"hydra.job.env_set.{LAUNCH_ENV}")
-        self.before = {d: (_mtime(d / ".hydra" / "overrides.yaml"), _mtime(d / "summary.json"),
+        self.before = {d: (_mtime(d / ".hydra" / "overrides.yaml"), _mtime(d / SUMMARY_FILE),
                            _superseded(d)) for d in _job_dirs(self.sweep_dir)}
 
     # Hydra calls every callback method on every callback: the others do nothing here.
@@ -125,17 +126,17 @@ class SweepSummary:
     def row(self, job: Path) -> tuple[str, str, dict[str, tuple[Any, Any]]]:
         """(status, detail, config changes that made it re-run) of a job this multirun launched."""
         _, summary_time, superseded = self.before.get(job, (None, None, set()))
-        summary = read_summary(job)
+        summary = self.summaries[job] = read_summary(job)
         held = lock_is_held(job)
         if summary is None:
             if held:
                 return "elsewhere", "running elsewhere (no record yet)", {}
-            unreadable = (job / "summary.json").exists()
+            unreadable = (job / SUMMARY_FILE).exists()
             return (Status.FAILED, "summary.json is not a readable record", {}) if unreadable \
                 else ("no summary", "", {})
         status = effective_status(summary, held)
         prov = summary.get("provenance") or {}
-        untouched = _mtime(job / "summary.json") == summary_time
+        untouched = _mtime(job / SUMMARY_FILE) == summary_time
         if status == "ok" and untouched:
             return "skipped", metrics_text(summary), {}
         # Without a launch id (a callback used outside run.py): a record written since the start.
@@ -174,7 +175,7 @@ class SweepSummary:
             lines.append(f"  {len(changed)} jobs re-ran because their config changed ({', '.join(keys)}); "
                          f"their previous records are in <job dir>/{SUPERSEDED_DIR}/")
         commit = git_state()[0]
-        recorded = {job: ((read_summary(job) or {}).get("provenance") or {}).get("git_commit")
+        recorded = {job: ((self.summaries.get(job) or {}).get("provenance") or {}).get("git_commit")
                     for job, status, *_ in rows if status == "skipped"}
         other_code = [job for job, made_by in recorded.items() if made_by not in (None, commit)]
         if commit is not None and other_code:

@@ -139,10 +139,10 @@ class Record:
 
     @classmethod
     def from_dict(cls, data: Any) -> Record:
-        """The Record of parsed JSON; UnreadableRecord (why) when it is not one (is_record).
+        """The Record of parsed JSON; UnreadableRecord (why) when it is not one (not_a_record).
         Keys a record of an older version lacks take their defaults; unknown keys are dropped."""
-        if not is_record(data):
-            raise UnreadableRecord(f"not a record ({_why_not(data)})")
+        if (why := not_a_record(data)) is not None:
+            raise UnreadableRecord(f"not a record ({why})")
         names = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in names})
 
@@ -150,7 +150,10 @@ class Record:
         return asdict(self)
 
 
-def _why_not(data: Any) -> str:
+def not_a_record(data: Any) -> str | None:
+    """Why parsed JSON lacks summary.json's layout where readers rely on it (None when it has it):
+    an object with a known `status`, `config`/`initial`/`final` objects (when present), and an
+    integer width and seed in a validated config."""
     if not isinstance(data, dict):
         return f"a JSON {type(data).__name__}, not an object"
     if data.get("status") not in STATUSES:
@@ -158,25 +161,16 @@ def _why_not(data: Any) -> str:
     for key in ("config", "initial", "final"):
         if not isinstance(data.get(key, {}), dict):
             return f"{key} is not an object"
-    return "a non-integer width or seed in its config"
-
-
-def is_record(data: Any) -> bool:
-    """Whether parsed JSON has summary.json's layout where readers rely on it: an object with a
-    known `status`, `config`/`initial`/`final` objects (when present), and an integer width and
-    seed in a validated config."""
-    if not isinstance(data, dict) or data.get("status") not in STATUSES:
-        return False
-    if not all(isinstance(data.get(key, {}), dict) for key in ("config", "initial", "final")):
-        return False
     config = data.get("config", {})
-    return data.get("config_validated") is False or not config or all(
-        type(config.get(key)) is int for key in ("width", "seed"))
+    if data.get("config_validated") is not False and config and not all(
+            type(config.get(key)) is int for key in ("width", "seed")):
+        return "a non-integer width or seed in its config"
+    return None
 
 
 def load_record(path: str | Path) -> Record:
     """The record in the file `path` (a summary.json); UnreadableRecord saying why it is none:
-    it cannot be read, is not JSON, or is not a record (is_record). The reader of the run
+    it cannot be read, is not JSON, or is not a record (not_a_record). The reader of the run
     layer (resume, the sweep's table) and of the analysis (report, dashboard)."""
     try:
         data = json.loads(Path(path).read_text())

@@ -22,12 +22,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .record import flatten, is_bookkeeping
+from .record import SUMMARY_FILE, flatten, is_bookkeeping
 
 LOCK_FILE = ".lock"
 SUPERSEDED_DIR = "superseded"
 # What a run writes into its dir (besides Hydra's .hydra/ and job log): moved aside together.
-RECORD_FILES = ("summary.json", "metrics.csv", "traceback.txt", "wandb_run_id", "wandb")
+RECORD_FILES = (SUMMARY_FILE, "metrics.csv", "traceback.txt", "wandb_run_id", "wandb")
 
 
 class RunningElsewhere(RuntimeError):
@@ -100,6 +100,12 @@ def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, 
     before, after = dict(flatten(old)), dict(flatten(new))
     return {key: (before.get(key), after.get(key)) for key in sorted(before)
             if not is_bookkeeping(key) and before.get(key) != after.get(key)}
+
+
+def finished_run_message(run_dir: str | Path, status: str) -> str:
+    """The one line refusing a run dir that holds a finished record (overwrite=true not given)."""
+    return (f"{run_dir} already holds a finished run (status {status}); choose another "
+            f"hydra.run.dir, or add overwrite=true to move its record to {Path(run_dir) / SUPERSEDED_DIR}/")
 
 
 def supersede(run_dir: str | Path) -> Path | None:

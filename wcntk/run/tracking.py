@@ -18,7 +18,7 @@ from typing import Any
 
 from ..training.progress import say
 from .lifecycle import Interrupted, deferred_signals, ended_status, exit_code
-from .record import INITIAL_PREFIX, Record, Status, write_summary
+from .record import INITIAL_PREFIX, SUMMARY_FILE, Record, Status, write_summary
 
 WANDB_ID_FILE = "wandb_run_id"
 
@@ -183,7 +183,7 @@ class RunRecorder:
 
     @property
     def path(self) -> Path:
-        return self.run_dir / "summary.json"
+        return self.run_dir / SUMMARY_FILE
 
     def write_summary(self) -> None:
         write_summary(self.run_dir, self.summary)

@@ -22,7 +22,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...run.record import UnreadableRecord, effective_status, flatten, is_bookkeeping, load_record
+from ...run.record import (
+    SUMMARY_FILE,
+    UnreadableRecord,
+    effective_status,
+    flatten,
+    is_bookkeeping,
+    load_record,
+)
 from ...run.rundir import SUPERSEDED_DIR
 
 JOB_COLUMNS = ("job_dir", "status", "message", "diverged_step", "last_step", "config_validated",
@@ -110,7 +117,7 @@ def collect(sweep_dir) -> pd.DataFrame:
     wall_time_s, initial/<metric>, final/<metric>. Unparsable summary.json files become rows with
     status "unreadable"."""
     root = Path(sweep_dir)
-    paths = sorted((p for p in root.rglob("summary.json") if SUPERSEDED_DIR not in p.relative_to(root).parts),
+    paths = sorted((p for p in root.rglob(SUMMARY_FILE) if SUPERSEDED_DIR not in p.relative_to(root).parts),
                    key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.as_posix())])
     rows = [_read_summary(p, root) for p in paths]
     if not rows:
