@@ -31,6 +31,7 @@ import wandb_workspaces.reports.v2 as wr
 import wandb_workspaces.workspaces as ws
 
 from ..core.metric_registry import fitted_names
+from ..run.record import INITIAL_PREFIX
 
 INIT_METRICS = fitted_names(fit="initial")
 FINAL_METRICS = fitted_names(fit="final")
@@ -43,7 +44,7 @@ MAX_RUNS = 500
 
 def init_key(metric: str) -> str:
     """Run-summary key of a metric's value at step 0."""
-    return f"initial/{metric}"
+    return INITIAL_PREFIX + metric
 
 
 def slope_markdown(report_dir: Path | None) -> str:

@@ -11,8 +11,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import torch
-
 # The checkout wcntk was imported from (not the working directory: runs start from anywhere).
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -53,6 +51,8 @@ def provenance() -> dict[str, Any]:
     """git_commit, git_dirty, wcntk, torch, cuda (torch's CUDA build, null for CPU builds),
     python, host, pid, started_at (ISO 8601, UTC), launch (the sweep launch's id, $WCNTK_LAUNCH_ID;
     null for a single run)."""
+    import torch  # here, not at import: the record readers (report, .wandb reader) need no torch
+
     commit, dirty = git_state()
     return {"git_commit": commit, "git_dirty": dirty, "wcntk": wcntk_version(), "torch": torch.__version__,
             "cuda": torch.version.cuda, "python": platform.python_version(), "host": socket.gethostname(),

@@ -32,70 +32,25 @@ The package: :mod:`.collect` (records → the runs table, settings, job status),
 from ..theory import expected
 from .cli import main
 from .collect import (
-    JOB_COLUMNS,
-    check_curve_width,
-    check_metrics,
     collect,
-    config_columns,
     failures,
     is_setting_key,
     metric_column,
-    metrics_csv_problem,
-    record_problems,
     setting_columns,
     setting_config,
     setting_labels,
-    status_counts,
-    validated,
-    wandb_file_problem,
     with_settings,
 )
-from .fit import (
-    CORRELATIONS,
-    DEFAULT_METRICS,
-    DEVIATIONS,
-    FIT_COLUMNS,
-    ZERO_TOL,
-    fit_deviation_vs_correlation,
-    fit_slopes,
-    regime,
-)
-from .make import THEORY_DOC, make_report
-from .make import _theory_link as _theory_link
-from .plots import (
-    FADED,
-    curve_jobs,
-    draw_local_slopes,
-    draw_width_scaling,
-    plot_deviation_trajectories,
-    plot_deviation_vs_correlation,
-    plot_loss_curves,
-    save_figure,
-    tidy_log_axis,
-    width_figures,
-)
-from .tables import (
-    DEVIATION_HEADER,
-    LOCAL_HEADER,
-    SLOPES_HEADER,
-    deviation_markdown,
-    failures_markdown,
-    local_markdown,
-    markdown_table,
-    slopes_markdown,
-    theory_markdown,
-)
-from .wandb_upload import log_to_wandb, wandb_group
+from .fit import CORRELATIONS, DEFAULT_METRICS, DEVIATIONS, fit_deviation_vs_correlation, fit_slopes
+from .make import _theory_link as _theory_link  # the test of its repository-relative link
+from .make import make_report
+from .plots import FADED, curve_jobs, plot_deviation_trajectories, plot_loss_curves, width_figures
+from .tables import slopes_markdown
+from .wandb_upload import wandb_group
 
 __all__ = [
-    "CORRELATIONS", "DEFAULT_METRICS", "DEVIATIONS", "DEVIATION_HEADER", "FADED", "FIT_COLUMNS",
-    "JOB_COLUMNS", "LOCAL_HEADER", "SLOPES_HEADER", "THEORY_DOC", "ZERO_TOL", "check_curve_width",
-    "check_metrics", "collect", "config_columns", "curve_jobs", "deviation_markdown",
-    "draw_local_slopes", "draw_width_scaling", "expected", "failures", "failures_markdown",
-    "fit_deviation_vs_correlation", "fit_slopes", "is_setting_key", "local_markdown", "log_to_wandb",
-    "main", "make_report", "markdown_table", "metric_column", "metrics_csv_problem",
-    "plot_deviation_trajectories", "plot_deviation_vs_correlation", "plot_loss_curves",
-    "record_problems", "regime", "save_figure", "setting_columns", "setting_config", "setting_labels",
-    "slopes_markdown", "status_counts", "theory_markdown", "tidy_log_axis", "validated",
-    "wandb_file_problem", "wandb_group", "width_figures", "with_settings",
+    "CORRELATIONS", "DEFAULT_METRICS", "DEVIATIONS", "FADED", "collect", "curve_jobs", "expected",
+    "failures", "fit_deviation_vs_correlation", "fit_slopes", "is_setting_key", "main", "make_report",
+    "metric_column", "plot_deviation_trajectories", "plot_loss_curves", "setting_columns",
+    "setting_config", "setting_labels", "slopes_markdown", "wandb_group", "width_figures", "with_settings",
 ]

@@ -94,9 +94,6 @@ def _read_summary(path: Path, root: Path) -> dict:
     config = dict(flatten(s.get("config") or {}))
     for k, v in config.items():
         row[k] = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
-    for axis in ("width", "seed"):          # the record's top-level config keys
-        if axis in config:
-            row[axis] = config[axis]
     for k, v in (s.get("facts") or {}).items():
         row[f"facts.{k}"] = v
     row["wall_time_s"] = _number(s.get("wall_time_s"))

@@ -218,14 +218,9 @@ def fit_deviation_vs_correlation(runs: pd.DataFrame, deviations: Sequence[str] =
                     row["note"] = "not logged"
                 else:
                     (w, y), (_, x) = _metric_points(g, dev), _metric_points(g, corr)
-                    if min_width is not None:
-                        n_min, rule = float(min_width), "--min-width"
-                    else:
-                        (n_dev, r_dev), (n_corr, r_corr) = regime(w, y), regime(w, x)
-                        n_min = max(n_dev, n_corr)
-                        rule = r_dev if n_dev >= n_corr else r_corr
+                    (n_dev, r_dev), (n_corr, r_corr) = regime(w, y, min_width), regime(w, x, min_width)
+                    n_min = max(n_dev, n_corr)
+                    rule = r_dev if n_dev >= n_corr else r_corr
                     row = _judged_fit(x, y, w, row, n_min, rule, "values")
-                    if row["result"] == "fit" and row["n_points"] < 3:
-                        row["note"] = "; ".join(filter(None, ["2 points: no CI", row["note"]]))
                 rows.append({**row, **_theory_columns(expected_ratio(dev, corr, config), row)})
     return _finish(rows)

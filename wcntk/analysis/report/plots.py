@@ -109,9 +109,8 @@ def draw_width_scaling(ax, metric: str, slopes: pd.DataFrame, per_width: pd.Data
                             label=label if alpha == 1.0 else None)
         if r.result == "fit":
             tail = np.geomspace(r.n_min, w.max(), 50)
-            corr = 0.0 if pd.isna(getattr(r, "correction", 0.0)) else r.correction
-            ax.plot(tail, np.exp(r.intercept + corr * tail ** -CORRECTION_EXPONENT) * tail ** r.slope, "-",
-                    color=color, lw=1.6, alpha=0.8)
+            fitted = np.exp(r.intercept + r.correction * tail ** -CORRECTION_EXPONENT) * tail ** r.slope
+            ax.plot(tail, fitted, "-", color=color, lw=1.6, alpha=0.8)
         if r.theory_kind in ("prediction", "bound") and len(w) > 1:
             grid = np.geomspace(w.min(), w.max(), 50)
             style = "--" if r.theory_kind == "prediction" else "-."

@@ -57,13 +57,19 @@ def _range_text(r) -> str:
     return f"≥ {_fmt(r.n_min)} ({r.n_widths_fit} widths, {r.n_min_rule})"
 
 
+def _fit_cells(r) -> dict[str, str]:
+    """The cells every fit table shares: asymptotic fit (judged), its range and R², the
+    all-widths fit (shown), theory, verdict, note."""
+    return {"asymptotic slope ± 95% CI (t)": _slope_text(r), "widths fitted": _range_text(r),
+            "R²": f"{r.r2:.3f}" if r.result == "fit" else "",
+            "all widths (not judged)": _slope_text(r, "_all"), "theory": r.theory, "verdict": r.verdict,
+            "note": r.note}
+
+
 def slopes_markdown(slopes: pd.DataFrame) -> str:
     """The slope table as markdown (one row per setting × metric): asymptotic fit (judged) and
     all-widths fit (shown)."""
-    rows = [{"setting": r.setting, "metric": r.metric, "asymptotic slope ± 95% CI (t)": _slope_text(r),
-             "widths fitted": _range_text(r), "R²": f"{r.r2:.3f}" if r.result == "fit" else "",
-             "all widths (not judged)": _slope_text(r, "_all"), "theory": r.theory, "verdict": r.verdict,
-             "note": r.note}
+    rows = [{"setting": r.setting, "metric": r.metric, **_fit_cells(r)}
             for r in slopes.itertuples(index=False)]
     return markdown_table(pd.DataFrame(rows))
 
@@ -86,11 +92,7 @@ def local_markdown(local: pd.DataFrame) -> str:
 def deviation_markdown(dev: pd.DataFrame) -> str:
     """The deviation-vs-correlation table as markdown, with theory and verdict."""
     rows = [{"setting": r.setting, "deviation (final)": r.deviation.split("/", 1)[1],
-             "correlation (init)": r.correlation.split("/", 1)[1],
-             "asymptotic slope ± 95% CI (t)": _slope_text(r), "widths fitted": _range_text(r),
-             "R²": f"{r.r2:.3f}" if r.result == "fit" else "",
-             "all widths (not judged)": _slope_text(r, "_all"), "theory": r.theory, "verdict": r.verdict,
-             "note": r.note}
+             "correlation (init)": r.correlation.split("/", 1)[1], **_fit_cells(r)}
             for r in dev.itertuples(index=False)]
     return markdown_table(pd.DataFrame(rows))
 
