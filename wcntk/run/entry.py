@@ -1,7 +1,7 @@
 """What `python run.py` does: `cli` checks the command line before Hydra starts
 (wcntk.run.cli_checks) and maps how the process ended to one line and an exit code; `main` is
 the job Hydra starts: it holds its dir's writer lock (wcntk.run.rundir), settles the dir's old
-record, and hands the validated RunConfig to wcntk.run.job.run_job.
+record and trains (wcntk.run.job: prepare_run_dir, then train_and_record).
 
 Exit codes (wcntk.run.lifecycle.exit_code): 0 ok; 1 a bad setting or command line (one
 `wcntk: error: …` line), a run that failed or diverged, or a sweep with such a job; 128 + signal
@@ -26,7 +26,7 @@ from ..training.progress import say
 from . import cli_checks
 from .cli_checks import ConfigError, check_command_line
 from .config import one_line, run_config, validate_config
-from .job import FinishedRecord, prepare_run_dir, run_job
+from .job import FinishedRecord, prepare_run_dir, train_and_record
 from .lifecycle import Interrupted, exit_code, interruptible
 from .outcome import closing_line, metrics_text
 from .record import SUMMARY_FILE, Status, read_summary
@@ -109,16 +109,16 @@ def run_locked(cfg: DictConfig, run_dir: Path, multirun: bool, job: str | None,
     if threads is not None:
         torch.set_num_threads(threads)
     where = None if multirun else run_dir  # a sweep job's label names its dir
+    record = run.record()
     try:
-        done = prepare_run_dir(run_dir, run.record(), resume=multirun, overwrite=run.overwrite,
-                               label=job)
+        done = prepare_run_dir(run_dir, record, resume=multirun, overwrite=run.overwrite, label=job)
     except FinishedRecord as err:
         sys.exit(f"wcntk: error: {err}")
     if done is not None:
         print(f"wcntk: [{job}] skipped (already ok)  {metrics_text(done)}", flush=True)
         return
     try:
-        summary = run_job(run, run_dir, resume=multirun, label=job)
+        summary = train_and_record(run, run_dir, record, label=job)
     except Interrupted as err:
         say(closing_line(err.summary, where), job)
         raise

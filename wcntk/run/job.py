@@ -88,14 +88,21 @@ def run_job(cfg: RunConfig | Mapping[str, Any], run_dir: str | Path, resume: boo
     with writer_lock(run_dir):
         if (done := prepare_run_dir(run_dir, record, resume, overwrite, label)) is not None:
             return done
-        model, data, opt, train = run.library_configs()
-        w = run.wandb
-        with interruptible(), RunRecorder(run_dir, METRIC_NAMES, record, label=label) as recorder:
-            recorder.start_wandb(w.mode, project=w.project, group=w.group, tags=list(w.tags),
-                                 name=w.name or default_run_name(run), entity=w.entity,
-                                 init_timeout=w.init_timeout)
-            trainer = Trainer(model, data, opt, train, log=recorder.log, validated=True)
-            recorder.set_facts(trainer.facts())
-            result = trainer.run(label=label)
-            recorder.set_result(result.status, result.message, result.diverged_step)
+        return train_and_record(run, run_dir, record, label)
+
+
+def train_and_record(run: RunConfig, run_dir: Path, record: dict[str, Any],
+                     label: str | None = None) -> dict[str, Any]:
+    """The body of run_job, for a caller that holds run_dir's writer lock and has settled its old
+    record (prepare_run_dir): train network + twin, record metrics.csv, summary.json, W&B."""
+    model, data, opt, train = run.library_configs()
+    w = run.wandb
+    with interruptible(), RunRecorder(run_dir, METRIC_NAMES, record, label=label) as recorder:
+        recorder.start_wandb(w.mode, project=w.project, group=w.group, tags=list(w.tags),
+                             name=w.name or default_run_name(run), entity=w.entity,
+                             init_timeout=w.init_timeout)
+        trainer = Trainer(model, data, opt, train, log=recorder.log, validated=True)
+        recorder.set_facts(trainer.facts())
+        result = trainer.run(label=label)
+        recorder.set_result(result.status, result.message, result.diverged_step)
     return recorder.summary
