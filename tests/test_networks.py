@@ -302,7 +302,8 @@ BAD_TARGETS = {  # model.target=t -> its one-line message, after "model.target='
     "bad_nets.not_callable": "not callable (it is a int)",
     "bad_nets.returns_a_dict": "returned an object of type dict, not a torch.nn.Module",
     "bad_nets.no_parameters": "returned a module with no parameters (nothing to train)",
-    "bad_nets.wrong_shape": "the module maps an input of shape [1, 1, 8, 8] to [1, 11], expected [1, 10]",
+    "bad_nets.wrong_shape": "the module maps a batch of shape [3, 1, 8, 8] to [3, 11], expected [3, 10] "
+                            "(one row of 10 outputs per input)",
     "bad_nets.fails": "failed when called (RuntimeError: out of ideas)",
 }
 

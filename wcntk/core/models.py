@@ -252,9 +252,21 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: in
     return build_network(cfg, input_shape, out_features, init)
 
 
+def trainable_params(model: nn.Module) -> Params:
+    """θ: the module's parameters with requires_grad (live, no copy). A frozen parameter is a
+    constant of f: `functional(model)` takes it from the module, and θ, the twin, the NTK and the
+    correlations never see it."""
+    return {k: v for k, v in model.named_parameters() if v.requires_grad}
+
+
+def frozen_count(model: nn.Module) -> int:
+    """Entries of the parameters with requires_grad=False (constants of f)."""
+    return sum(v.numel() for v in model.parameters() if not v.requires_grad)
+
+
 def params_of(model: nn.Module) -> Params:
-    """θ as a dict of detached tensors (a copy)."""
-    return {k: v.detach().clone() for k, v in model.named_parameters()}
+    """θ (the trainable parameters) as a dict of detached tensors (a copy)."""
+    return {k: v.detach().clone() for k, v in trainable_params(model).items()}
 
 
 def detached(params: Mapping[str, Tensor]) -> Params:
@@ -272,7 +284,8 @@ def mlp_layers(model: MLP, params: Params | None = None) -> list[tuple[Tensor, T
 
 
 def functional(model: nn.Module) -> Callable[[Params, Tensor], Tensor]:
-    """The pure function f(params, x) -> [batch, k] of a module."""
+    """The pure function f(params, x) -> [batch, k] of a module; a parameter or buffer missing
+    from `params` (a frozen one) is taken from the module."""
 
     def f(params: Params, x: Tensor) -> Tensor:
         return functional_call(model, params, (x,))

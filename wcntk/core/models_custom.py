@@ -9,10 +9,12 @@ receives, among
     input_shape, out_features, width, depth, activation, parameterization,
     generator (a seeded torch.Generator), seed, dtype, device
 
-the keyword arguments its signature names (``**kwargs`` does not ask for them), plus every
-entry of ``model.kwargs`` unchanged. It is called under ``torch.manual_seed(seed)`` (the
-global generator restored afterwards), so a factory that draws with torch's default
-generator is seeded too; the module is then moved to the run's dtype and device.
+the keyword arguments its signature names (all of them if it takes ``**kwargs``), plus every
+entry of ``model.kwargs`` unchanged; the record keeps what it received (facts.factory_arguments).
+A factory that takes no ``width`` builds the same network at every width: a run that sets width
+says so in one line, a sweep over width is refused (wcntk.run.cli_checks). It is called under
+``torch.manual_seed(seed)`` (the global generator restored afterwards), so a factory that draws
+with torch's default generator is seeded too; the module is then moved to the run's dtype and device.
 """
 from __future__ import annotations
 
@@ -54,17 +56,29 @@ def resolve_target(target: str | None) -> Callable[..., Any]:
     return factory
 
 
-def factory_arguments(factory: Callable[..., Any], provided: Mapping[str, Any],
-                      kwargs: Mapping[str, Any], target: str) -> dict[str, Any]:
-    """The keyword arguments to call `factory` with: the `provided` ones its signature names,
-    and all of `kwargs` (which must not repeat a provided name, and must be accepted)."""
+def accepted_names(factory: Callable[..., Any]) -> tuple[set[str], bool]:
+    """(the parameter names of factory's signature, whether it takes any keyword: **kwargs or
+    no signature to read)."""
     try:
         signature = inspect.signature(factory)
     except (TypeError, ValueError):
-        signature = None
-    names = set(signature.parameters) if signature is not None else set()
-    open_kwargs = signature is None or any(p.kind is inspect.Parameter.VAR_KEYWORD
-                                           for p in signature.parameters.values())
+        return set(), True
+    open_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    return set(signature.parameters), open_kwargs
+
+
+def takes_width(factory: Callable[..., Any]) -> bool:
+    """Whether the factory receives `width` (names it, or takes **kwargs)."""
+    names, open_kwargs = accepted_names(factory)
+    return open_kwargs or "width" in names
+
+
+def factory_arguments(factory: Callable[..., Any], provided: Mapping[str, Any],
+                      kwargs: Mapping[str, Any], target: str) -> dict[str, Any]:
+    """The keyword arguments to call `factory` with: the `provided` ones its signature names (all
+    of them with **kwargs), and all of `kwargs` (which must not repeat a provided name, and must
+    be accepted)."""
+    names, open_kwargs = accepted_names(factory)
     for key in kwargs:
         if key in PROVIDED:
             raise ValueError(f"model.kwargs.{key}: {key} is passed by the runner; set it as a run "
@@ -72,13 +86,24 @@ def factory_arguments(factory: Callable[..., Any], provided: Mapping[str, Any],
         if key not in names and not open_kwargs:
             raise ValueError(f"model.kwargs.{key}: {target} takes no argument {key!r} "
                              f"(it takes {', '.join(sorted(names)) or 'none'})")
-    return {**{k: v for k, v in provided.items() if k in names}, **kwargs}
+    return {**{k: v for k, v in provided.items() if k in names or open_kwargs}, **kwargs}
+
+
+def recorded_value(value: Any) -> Any:
+    """A factory argument as a plain JSON value (a generator by its seed)."""
+    if isinstance(value, torch.Generator):
+        return f"torch.Generator(seed={value.initial_seed()})"
+    if isinstance(value, tuple | list):
+        return [recorded_value(v) for v in value]
+    if isinstance(value, str | int | float | bool | type(None) | dict):
+        return value
+    return str(value)
 
 
 def build_custom(target: str | None, kwargs: Mapping[str, Any], provided: Mapping[str, Any],
                  dtype: torch.dtype, device: torch.device) -> nn.Module:
-    """Call the factory (seeded by provided["seed"]) and check what it returns: an nn.Module
-    with parameters mapping one sample of `input_shape` to [1, out_features]."""
+    """Call the factory (seeded by provided["seed"]) and check that it returns an nn.Module with
+    parameters (what the module computes is checked by wcntk.training.module_check)."""
     factory = resolve_target(target)
     arguments = factory_arguments(factory, provided, dict(kwargs), target)
     with torch.random.fork_rng(devices=[]):
@@ -93,24 +118,4 @@ def build_custom(target: str | None, kwargs: Mapping[str, Any], provided: Mappin
                          f"not a torch.nn.Module")
     if not any(True for _ in model.parameters()):
         raise ValueError(f"model.target={target!r}: returned a module with no parameters (nothing to train)")
-    model = model.to(device=device, dtype=dtype)
-    check_output_shape(model, tuple(provided["input_shape"]), int(provided["out_features"]), target,
-                       dtype, device)
-    return model
-
-
-def check_output_shape(model: nn.Module, input_shape: tuple[int, ...], out_features: int, target: str,
-                       dtype: torch.dtype, device: torch.device) -> None:
-    """One seeded sample through `model` must give [1, out_features]."""
-    x = torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    try:
-        with torch.no_grad():
-            y = model(x.to(device=device, dtype=dtype))
-    except Exception as err:
-        raise ValueError(f"model.target={target!r}: the module fails on one input of shape "
-                         f"{[1, *input_shape]} ({type(err).__name__}: {err})") from None
-    shape = tuple(y.shape) if isinstance(y, torch.Tensor) else None
-    if shape != (1, out_features):
-        got = list(shape) if shape is not None else type(y).__name__
-        raise ValueError(f"model.target={target!r}: the module maps an input of shape {[1, *input_shape]} "
-                         f"to {got}, expected {[1, out_features]}")
+    return model.to(device=device, dtype=dtype)

@@ -9,6 +9,7 @@ import copy
 import os
 import re
 import secrets
+import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -20,6 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ..core.models_custom import resolve_target, takes_width
 from .config import RunConfig, config_keys, one_line, run_config, schema, unknown_key_message, validate_config
 from .provenance import LAUNCH_ENV
 from .record import BOOKKEEPING_KEYS, Status, effective_status, read_summary
@@ -106,6 +108,22 @@ def check_sweep_values(task: dict, override) -> None:
             raise ConfigError(f"{err} (in the sweep {override.input_line})") from None
 
 
+def check_width_reaches_factory(task: dict, set_keys: set[str], swept_keys: set[str]) -> None:
+    """A custom factory that takes no `width` (nor **kwargs) builds the same network at every
+    width: a sweep over width is refused, a run that sets width gets one warning line."""
+    model = task.get("model") or {}
+    if model.get("kind") != "custom" or "width" not in set_keys | swept_keys:
+        return
+    if takes_width(resolve_target(model.get("target"))):
+        return
+    what = f"model.target={model['target']} takes no width argument (nor **kwargs)"
+    if "width" in swept_keys:
+        raise ConfigError(f"{what}: every width of the sweep would build the same network; "
+                          f"add a width parameter to the factory")
+    print(f"wcntk: warning: {what}: width={task['width']} changes nothing (the record still says it)",
+          file=sys.stderr, flush=True)
+
+
 def sweep_file_params(cfg: DictConfig, given: set[str]) -> list:
     """The sweeps a sweep file sets (`hydra.sweeper.params`) for keys the command line leaves alone."""
     params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
@@ -175,6 +193,8 @@ def check_command_line(argv: list[str]) -> list[str]:
     for override in [*sweeps, *file_sweeps]:
         if override.key_or_group not in config_groups():
             check_sweep_values(task, override)
+    check_width_reaches_factory(task, {o.key_or_group for o in overrides},
+                                {o.key_or_group for o in [*sweeps, *file_sweeps]})
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     # Every job of a multirun records which launch ran it (the sweep's closing table reads it).
     launch = [f"++hydra.job.env_set.{LAUNCH_ENV}={secrets.token_hex(6)}"] if multirun else []

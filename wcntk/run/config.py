@@ -8,7 +8,8 @@ Its keys are the command line's:
     dataset.*                                          =  DataConfig
     optimizer.*                                        =  OptimizerConfig
     seed steps loss precision device log_every
-    corr_every probes progress cuda_graphs             -> TrainConfig
+    corr_every probes progress cuda_graphs
+    diverge_factor                                     -> TrainConfig
     threads                                            torch CPU threads per job (entry)
     overwrite                                          replace a finished run dir's record (entry)
     wandb.*                                            =  WandbConfig
@@ -116,6 +117,7 @@ class RunConfig:
     probes: int = TrainConfig.probes
     progress: bool = TrainConfig.progress
     cuda_graphs: CudaGraphs = TrainConfig.cuda_graphs
+    diverge_factor: float = TrainConfig.diverge_factor
     threads: int | None = None         # CPU threads per job (null: torch's default; joblib: cores/n_jobs)
     overwrite: bool = False            # hydra.run.dir holding a finished record: move it to superseded/
 

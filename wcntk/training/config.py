@@ -83,6 +83,7 @@ class TrainConfig:
     probes: int = 32
     progress: bool = True
     cuda_graphs: CudaGraphs = CudaGraphs.auto
+    diverge_factor: float = 1e6        # diverged: a training loss over this × its initial value
 
     def validate(self, n_train: int) -> None:
         get_loss(self.loss)
@@ -104,6 +105,8 @@ class TrainConfig:
             raise ValueError(f"corr_every must be >= 1 or null, got {self.corr_every}")
         if not 1 <= self.probes <= n_train:
             raise ValueError(f"probes must be in 1..n_train={n_train}, got {self.probes}")
+        if not (math.isfinite(self.diverge_factor) and self.diverge_factor > 1):
+            raise ValueError(f"diverge_factor must be finite and > 1, got {self.diverge_factor}")
         if self.cuda_graphs not in list(CudaGraphs):
             raise ValueError(f"cuda_graphs must be one of {', '.join(CudaGraphs)}, got {self.cuda_graphs!r}")
         if self.cuda_graphs == "on" and resolve_device(self.device).type != "cuda":
@@ -122,11 +125,11 @@ def validate_all(model: ModelConfig, data: DataConfig, opt: OptimizerConfig, tra
     data.validate()
     opt.validate(data.n_train)
     train.validate(data.n_train)
-    check_network(model, data)
     lr = effective_lr(opt, model)
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"the effective learning rate lr·(width/width_ref)^lr_width_exponent is {lr} "
                          f"at width {model.width}: lower optimizer.lr or optimizer.lr_width_exponent")
+    check_network(model, data, PRECISIONS[train.precision], lr)
 
 
 def resolve_device(name: str) -> torch.device:

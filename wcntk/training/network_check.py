@@ -1,5 +1,6 @@
 """The checks a network setting needs the dataset's shapes for, made from the dataset config
-before any data is loaded (wcntk.training.trainer runs them first)."""
+before any data is loaded (wcntk.training.config.validate_all runs them): for a custom network,
+the pre-flight check of wcntk.training.module_check on a module built on the CPU."""
 from __future__ import annotations
 
 import json
@@ -11,14 +12,17 @@ from ..core.models import ModelConfig
 from ..core.models_transformer import default_patch_size
 from ..core.networks import IMAGE_MODELS, build_network
 from .data import DataConfig, data_shapes, is_image_dataset
+from .module_check import ModuleRefused, check_module
 
-_checked: set[str] = set()  # custom settings whose factory already passed check_network
+_checked: set[str] = set()  # custom settings whose module already passed check_network
 
 
-def check_network(model: ModelConfig, data: DataConfig) -> None:
+def check_network(model: ModelConfig, data: DataConfig, dtype: torch.dtype = torch.float32,
+                  lr: float = 1.0) -> None:
     """What ModelConfig.validate cannot check alone: an image dataset for the image networks,
-    patches that tile the image, and a custom factory that builds a fitting module (built once
-    on the CPU per setting). ValueError with one line."""
+    patches that tile the image, and a custom factory whose module the run can measure (built
+    once on the CPU in `dtype` per setting, checked by module_check.check_module with the
+    effective lr). ValueError with one line."""
     if model.kind in IMAGE_MODELS and not is_image_dataset(data.name):
         raise ValueError(f"model={model.kind} needs an image dataset, got dataset={data.name}")
     shape, classes = data_shapes(data)
@@ -29,7 +33,12 @@ def check_network(model: ModelConfig, data: DataConfig) -> None:
                              f"choose a divisor of both")
     if model.kind == "custom":
         key = json.dumps([model.target, model.kwargs, model.width, model.depth, model.activation,
-                          model.parameterization, shape, classes], sort_keys=True, default=str)
+                          model.parameterization, shape, classes, str(dtype), lr],
+                         sort_keys=True, default=str)
         if key not in _checked:
-            build_network(model, shape, classes, ParamInit(0, torch.float32, torch.device("cpu")))
+            module = build_network(model, shape, classes, ParamInit(0, dtype, torch.device("cpu")))
+            try:
+                check_module(module, shape, classes, dtype, lr)
+            except ModuleRefused as err:
+                raise ValueError(f"model.target={model.target!r}: {err}") from None
             _checked.add(key)

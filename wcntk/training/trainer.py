@@ -25,10 +25,13 @@ from ..core.models import (
     ModelConfig,
     build_model,
     detached,
+    frozen_count,
     functional,
     num_params,
     params_of,
+    trainable_params,
 )
+from ..core.networks import custom_factory_arguments
 from ..core.tf32 import disable_tf32
 from .config import PRECISIONS, OptimizerConfig, TrainConfig, effective_lr, resolve_device, validate_all
 from .data import DataConfig, Dataset, load_dataset
@@ -119,8 +122,30 @@ def to_floats(row: dict[str, Tensor]) -> dict[str, float]:
     return dict(zip(row, stacked.tolist(), strict=True))
 
 
-def _is_bad(values: dict[str, float]) -> bool:
-    return any(not math.isfinite(values[k]) for k in ("net/train_loss", "twin/train_loss"))
+TRAIN_LOSSES = ("net/train_loss", "twin/train_loss")
+
+
+def divergence(values: dict[str, float], initial: dict[str, float], factor: float) -> str | None:
+    """Why a logged row means the run diverged, or None: a non-finite training loss, or one that
+    grew over `factor` × its initial value (a finite blow-up is no result either)."""
+    if any(not math.isfinite(values[k]) for k in TRAIN_LOSSES):
+        return (f"non-finite training loss (net {values['net/train_loss']}, "
+                f"twin {values['twin/train_loss']})")
+    for key in TRAIN_LOSSES:
+        start = initial.get(key)
+        if start is not None and values[key] > factor * max(start, torch.finfo(torch.float64).tiny):
+            return f"{key} {values[key]:.4g} is over {factor:g} × its initial {start:.4g}"
+    return None
+
+
+def gd_stable_lr(ntk: Tensor) -> float:
+    """2 / λ_max(Θ/m): the largest learning rate at which full-batch GD on the MSE loss
+    1/(2m) Σ‖f − y‖² is stable in the kernel regime (f ← f − η/m · Θ (f − y)), from the NTK
+    [m, k, m, k] of m training inputs (λ_max(Θ)/m estimates the full batch's: the top eigenvalue
+    of an NTK grows with the number of inputs)."""
+    m, k = ntk.shape[0], ntk.shape[1]
+    top = torch.linalg.eigvalsh(ntk.reshape(m * k, m * k).to(torch.float64)).max().item()
+    return 2 * m / top if top > 0 else math.inf
 
 
 class Trainer:
@@ -145,12 +170,13 @@ class Trainer:
                                  seed=train_cfg.seed, dtype=self.dtype, device=self.device)
         self.f = functional(self.model)
         self.impl = implementation_for(self.model)
-        self.params0 = params_of(self.model)
+        self.params0 = params_of(self.model)   # θ: the trainable parameters (frozen ones are constants)
         self.twin = LinearizedModel(self.f, self.params0)
         self.twin_params = {k: v.clone().requires_grad_(True) for k, v in self.params0.items()}
         self.lr = effective_lr(opt_cfg, model_cfg)
         graphs = train_cfg.graphs_wanted()
-        self.net_opt = make_optimizer(opt_cfg, self.model.parameters(), self.lr, capturable=graphs)
+        self.net_opt = make_optimizer(opt_cfg, trainable_params(self.model).values(), self.lr,
+                                      capturable=graphs)
         self.twin_opt = make_optimizer(opt_cfg, self.twin_params.values(), self.lr, capturable=graphs)
         self.capture = capture or cuda_graph_capture
         choose = graphs or capture is not None
@@ -195,7 +221,7 @@ class Trainer:
         zeroes optimizer state created since (a zero moment/momentum buffer steps exactly as a
         fresh one) and restarts the minibatch order."""
         opts = (self.net_opt, self.twin_opt)
-        params = [*self.model.parameters(), *self.twin_params.values()]
+        params = [*trainable_params(self.model).values(), *self.twin_params.values()]
         start = [p.detach().clone() for p in params]
         opt_start = {(i, id(p), k): v.clone() for i, o in enumerate(opts) for p, st in o.state.items()
                      for k, v in st.items() if isinstance(v, Tensor)}
@@ -242,7 +268,7 @@ class Trainer:
     def evaluate(self) -> dict[str, Tensor]:
         """Losses/accuracies of both models and the lin/* deviations on train and test."""
         d = self.data
-        params_t = detached(dict(self.model.named_parameters()))
+        params_t = detached(trainable_params(self.model))
         twin_params = detached(self.twin_params)
         out: dict[str, Tensor] = {}
         splits = [("train", d.x_train, d.y_train, self.twin_train)]
@@ -261,7 +287,7 @@ class Trainer:
 
     def correlations(self) -> dict[str, Tensor]:
         """corr/* at the current network parameters and lin/ntk_rel_change on the probes."""
-        params_t = detached(dict(self.model.named_parameters()))
+        params_t = detached(trainable_params(self.model))
         corr = self.impl.correlations(self.model, self.f, params_t, self.x_probe, self.lr)
         ntk = self.impl.ntk(self.model, self.f, params_t, self.x_probe)
         out: dict[str, Tensor] = {}
@@ -306,12 +332,14 @@ class Trainer:
                     bar.set_postfix(at_step=t, net=f"{values['net/train_loss']:.4g}",
                                     twin=f"{values['twin/train_loss']:.4g}",
                                     func_rmse=f"{values['lin/func_rmse_train']:.3g}", refresh=False)
-                    if _is_bad(values):
+                    why = divergence(values, initial, self.cfg.diverge_factor)
+                    if why is not None:
                         status, bad_step = "diverged", t
-                        message = (f"diverged at step {t}: non-finite training loss "
-                                   f"(net {values['net/train_loss']}, twin {values['twin/train_loss']}); "
-                                   f"lower optimizer.lr (effective lr {self.lr:g})")
+                        message = (f"diverged at step {t}: {why}; lower optimizer.lr "
+                                   f"(effective lr {self.lr:g})")
                         break
+                    if t == 0:
+                        self.warn_unstable_lr()
                 if t > 0:  # step t done and, at a log step, logged: the line shows its values
                     bar.update(1)
                 if t < steps:
@@ -320,8 +348,29 @@ class Trainer:
             bar.close()
         return RunResult(status, message, bad_step, initial, final)
 
+    def stable_lr(self) -> float | None:
+        """gd_stable_lr of the initial NTK on the probes, for MSE with GD/SGD (else None)."""
+        if self.cfg.loss != "mse" or self.opt_cfg.name not in ("gd", "sgd") or self.ntk0 is None:
+            return None
+        return gd_stable_lr(self.ntk0)
+
+    def warn_unstable_lr(self) -> None:
+        """One line on stderr when η exceeds the kernel regime's stable limit (a warning only)."""
+        limit = self.stable_lr()
+        if limit is not None and self.lr > limit:
+            print(f"wcntk: warning: effective lr {self.lr:g} is above 2/λ_max = {limit:.3g} of the initial "
+                  f"NTK on {len(self.x_probe)} training inputs (MSE, {self.opt_cfg.name}): the network "
+                  f"and its twin will likely diverge; lower optimizer.lr", file=sys.stderr, flush=True)
+
     def facts(self) -> dict[str, object]:
-        """What the run resolved from its config: parameter count, η, data source, device, the θ₀
-        scheme (wcntk.core.init.INIT_SCHEME)."""
-        return {"n_params": self.n_params, "effective_lr": self.lr,
-                "data_source": self.data.source, "device": str(self.device), "init_scheme": INIT_SCHEME}
+        """What the run resolved from its config: trainable and frozen parameter counts, η and its
+        stable limit, data source, device, the θ₀ scheme (wcntk.core.init.INIT_SCHEME), and for a
+        custom network the arguments its factory received."""
+        facts: dict[str, object] = {
+            "n_params": self.n_params, "n_frozen_params": frozen_count(self.model), "effective_lr": self.lr,
+            "stable_lr": self.stable_lr(), "data_source": self.data.source, "device": str(self.device),
+            "init_scheme": INIT_SCHEME}
+        if self.model_cfg.kind == "custom":
+            facts["factory_arguments"] = custom_factory_arguments(
+                self.model_cfg, self.data.input_shape, self.data.n_classes, self.cfg.seed)
+        return facts

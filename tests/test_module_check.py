@@ -1,0 +1,164 @@
+"""A user's own module (model=custom) is measured right or refused in one line before any work:
+the pre-flight check (wcntk.training.module_check), frozen parameters against an explicit
+computation with the frozen weight as a constant, the factory contract (**kwargs, width), a
+finite divergence, and the learning-rate sanity line against the closed-form GD limit."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, run_py
+from wcntk.core.models import ModelConfig
+from wcntk.training.config import OptimizerConfig, TrainConfig
+from wcntk.training.data import DataConfig
+from wcntk.training.module_check import coupling_tolerance
+from wcntk.training.network_check import check_network
+from wcntk.training.trainer import Trainer, divergence, gd_stable_lr
+
+DIGITS = DataConfig(name="digits", n_train=24, n_test=8)
+
+
+def custom(name: str, **changes) -> ModelConfig:
+    return ModelConfig(kind="custom", target=f"tests.odd_nets.{name}", **{"width": 16, **changes})
+
+
+REFUSED = {  # factory in tests/odd_nets.py -> what its one line says
+    "all_frozen": "every parameter has requires_grad=False: nothing to train",
+    "batch_centred": "samples are coupled: a batch's outputs differ from each input's alone by",
+    "one_row": "the module maps a batch of shape [3, 1, 8, 8] to [1, 10], expected [3, 10]",
+    "float64_output": "the module returns float64 outputs in a float32 run: keep every output in the "
+                      "run's precision (remove the cast in forward, or run with precision=float64)",
+    "half_inside": "the module fails on a batch of inputs of shape [3, 1, 8, 8] (RuntimeError:",
+    "detached_output": "no gradient reaches the output from the trainable parameters",
+    "dropout": "forward is random (two calls on the same input differ; Dropout?): call model.eval()",
+    "batchnorm_training": "forward changes the buffer '2.running_mean' (as BatchNorm in training mode",
+    "mutates_buffer": "forward changes the buffer 'calls'",
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_modules_the_run_cannot_measure_are_refused_in_one_line(name):
+    with pytest.raises(ValueError) as err:
+        check_network(custom(name), DIGITS)
+    message = str(err.value)
+    assert message.startswith(f"model.target='tests.odd_nets.{name}': {REFUSED[name]}"), message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("name", ["groupnorm", "layernorm", "batchnorm_eval", "frozen_first_layer",
+                                  "open_kwargs"])
+def test_per_sample_normalisations_and_frozen_weights_are_accepted(name):
+    check_network(custom(name), DIGITS)
+    check_network(custom(name), DIGITS, dtype=torch.float64)
+
+
+def test_coupling_tolerance_follows_the_dtype():
+    assert coupling_tolerance(torch.float32) == pytest.approx(3.45e-4, rel=0.01)
+    assert coupling_tolerance(torch.float64) == pytest.approx(1.49e-8, rel=0.01)
+
+
+def _trainer(model: ModelConfig, steps: int = 6, lr: float = 0.5, **train) -> Trainer:
+    return Trainer(model, DIGITS, OptimizerConfig(lr=lr),
+                   TrainConfig(steps=steps, log_every=2, probes=4, progress=False, device="cpu",
+                               precision="float64", **train))
+
+
+def test_a_frozen_weight_is_a_constant_everywhere():
+    """The network with W1 frozen against the same function with W1 a buffer (a constant the
+    measurement never sees): θ, the twin, the NTK, the correlations and every logged row agree."""
+    frozen, buffer = (_trainer(custom(name, width=12)) for name in ("frozen_first_layer",
+                                                                     "first_layer_as_buffer"))
+    assert set(frozen.params0) == set(buffer.params0) == {"w2", "b2"}
+    assert frozen.n_params == buffer.n_params == 10 * 12 + 10
+    assert frozen.facts()["n_frozen_params"] == 12 * 64 and buffer.facts()["n_frozen_params"] == 0
+    rows = {}
+    for name, trainer in (("frozen", frozen), ("buffer", buffer)):
+        rows[name] = []
+        trainer.log = lambda t, m, out=rows[name]: out.append((t, m))
+        assert trainer.run().status == "ok"
+    for (t, a), (s, b) in zip(rows["frozen"], rows["buffer"], strict=True):
+        assert t == s and a.keys() == b.keys()
+        for key in a:
+            assert a[key] == pytest.approx(b[key], rel=1e-10, abs=1e-14), key
+    w1 = frozen.model.w1
+    assert not w1.requires_grad and torch.equal(w1, buffer.model.w1)   # the network kept it frozen
+
+
+def test_a_kwargs_factory_receives_every_offered_argument_and_the_record_says_so():
+    narrow, wide = (_trainer(custom("open_kwargs", width=w), steps=0) for w in (16, 64))
+    assert narrow.n_params != wide.n_params
+    args = wide.facts()["factory_arguments"]
+    assert args["width"] == 64 and args["input_shape"] == [1, 8, 8] and args["out_features"] == 10
+    assert args["generator"] == "torch.Generator(seed=0)" and json.dumps(args)
+
+
+def test_a_loss_that_grows_finitely_by_the_factor_is_diverged():
+    assert divergence({"net/train_loss": 2e6, "twin/train_loss": 1.0},
+                      {"net/train_loss": 1.0, "twin/train_loss": 1.0}, 1e6).startswith("net/train_loss 2e+06")
+    assert divergence({"net/train_loss": 9e5, "twin/train_loss": 1.0},
+                      {"net/train_loss": 1.0, "twin/train_loss": 1.0}, 1e6) is None
+    assert "non-finite" in divergence({"net/train_loss": math.nan, "twin/train_loss": 1.0}, {}, 1e6)
+    result = _trainer(ModelConfig(width=16, activation="identity"), steps=40, lr=40.0,
+                      diverge_factor=100.0).run()
+    assert result.status == "diverged" and "× its initial" in result.message
+    assert math.isfinite(result.final["net/train_loss"])
+
+
+def test_stable_lr_is_the_closed_form_gd_limit_of_a_linear_model():
+    """f(x) = W x: Θ = X Xᵀ ⊗ I, and full-batch GD on 1/(2m)‖XWᵀ − Y‖² is stable iff
+    η < 2m / λ_max(X Xᵀ); on either side of the limit the loss shrinks or explodes."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(6, 4, generator=gen, dtype=torch.float64), torch.randn(6, 2, generator=gen,
+                                                                            dtype=torch.float64)
+    gram = x @ x.T
+    ntk = torch.einsum("ab,oq->aobq", gram, torch.eye(2, dtype=torch.float64))
+    limit = gd_stable_lr(ntk)
+    assert limit == pytest.approx(2 * 6 / torch.linalg.eigvalsh(gram).max().item(), rel=1e-12)
+    for factor, shrinks in ((0.95, True), (1.05, False)):
+        w = torch.zeros(2, 4, dtype=torch.float64)
+        for _ in range(400):
+            w = w - factor * limit * (x @ w.T - y).T @ x / 6
+        residual = (x @ w.T - y).norm().item()
+        assert (residual < y.norm().item()) == shrinks
+
+
+def test_an_lr_above_the_stable_limit_gets_one_warning_line(capsys):
+    trainer = _trainer(ModelConfig(width=16, activation="tanh"), steps=1, lr=1e3)
+    trainer.run()
+    lines = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(lines) == 1 and lines[0].startswith("wcntk: warning: effective lr 1000 is above 2/λ_max")
+    assert trainer.facts()["stable_lr"] < 1e3
+    _trainer(ModelConfig(width=16, activation="tanh"), steps=1, lr=0.1).run()
+    assert "warning" not in capsys.readouterr().err
+
+
+CLI = ["model=custom", "debug=default", "dataset=digits", "wandb.mode=disabled"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["dropout", "batchnorm_training", "mutates_buffer", "half_inside",
+                                  "all_frozen", "detached_output"])
+def test_cli_refuses_the_traceback_cases_in_one_line_before_any_run_dir(tmp_path, name):
+    proc = run_py(*CLI, f"model.target=tests.odd_nets.{name}", f"hydra.run.dir={tmp_path}/run", cwd=ROOT)
+    assert proc.returncode == 1 and not (tmp_path / "run").exists()
+    line = proc.stderr.strip()
+    assert line.startswith(f"wcntk: error: model.target='tests.odd_nets.{name}': {REFUSED[name]}"), line
+    assert "\n" not in line
+
+
+@pytest.mark.slow
+def test_cli_a_factory_without_width_warns_once_and_a_width_sweep_is_refused(tmp_path):
+    proc = run_py(*CLI, "model.target=tests.odd_nets.no_width", "width=64", "steps=1",
+                  f"hydra.run.dir={tmp_path}/run", cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert ("wcntk: warning: model.target=tests.odd_nets.no_width takes no width argument (nor **kwargs): "
+            "width=64 changes nothing") in proc.stderr
+    proc = run_py("--multirun", *CLI, "model.target=tests.odd_nets.no_width", "width=8,16",
+                  f"hydra.sweep.dir={tmp_path}/sweep", cwd=ROOT)
+    assert proc.returncode == 1 and not (tmp_path / "sweep").exists()
+    assert proc.stderr.strip() == ("wcntk: error: model.target=tests.odd_nets.no_width takes no width "
+                                   "argument (nor **kwargs): every width of the sweep would build the "
+                                   "same network; add a width parameter to the factory")

@@ -1,0 +1,149 @@
+"""The pre-flight check of a user's network (`model=custom`): before any data is loaded or any run
+dir is made, run on a few random inputs exactly what the run will do with the module, and turn the
+first thing that would give wrong numbers or a traceback into one line naming the cause and the fix.
+
+What a module must satisfy (README, "Any network"), checked in this order:
+
+1. at least one trainable parameter (frozen ones, ``requires_grad=False``, are constants of f);
+2. a batch of B inputs gives a tensor [B, k] in the run's precision that depends on the trainable
+   parameters (not detached, not cast to another dtype);
+3. ``forward`` leaves the module's buffers alone (BatchNorm in training mode updates its running
+   statistics: the twin and the NTK would see another function at every call);
+4. ``forward`` is deterministic (Dropout is not: the NTK of a random function is not defined);
+5. samples are independent: f(x[:B]) equals the per-sample outputs f(x_i) (what vmap over single
+   samples computes) to ``coupling_tolerance(dtype)`` · (1 + max|f|) (batch statistics break it);
+6. the run's transforms work: the per-sample NTK (vmap ∘ jacrev), the correlations (nested jvp),
+   and one twin step (a jvp at θ₀, then backward), with finite results.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.func import vmap
+
+from ..core.implementations import implementation_for
+from ..core.linearization import LinearizedModel
+from ..core.losses import mse
+from ..core.models import functional, trainable_params
+
+BATCH = 3          # inputs in the batch compared with the per-sample outputs
+TRANSFORM_SAMPLES = 2
+
+
+class ModuleRefused(ValueError):
+    """A user's module the run cannot measure right; its message is one line."""
+
+
+def coupling_tolerance(dtype: torch.dtype) -> float:
+    """√eps of the dtype (3.5e-4 for float32, 1.5e-8 for float64): far above the round-off of a
+    batched vs a per-sample product, far below any real coupling of samples."""
+    return torch.finfo(dtype).eps ** 0.5
+
+
+def _or_precision(dtype: torch.dtype) -> str:
+    name = str(dtype).removeprefix("torch.")
+    return f", or run with precision={name}" if dtype in (torch.float32, torch.float64) else ""
+
+
+def _buffers(model: nn.Module) -> dict[str, Tensor]:
+    return {name: b.detach().clone() for name, b in model.named_buffers()}
+
+
+def _cause(err: BaseException) -> str:
+    """The fix for a torch.func failure, recognised by its message; else the error's first line."""
+    text = str(err)
+    if "randomness" in text:
+        return "forward draws random numbers (Dropout?): call model.eval() in the factory or remove Dropout"
+    if "in-place" in text or "inplace" in text or "mutat" in text:
+        return ("forward changes a tensor in place (a buffer, e.g. BatchNorm's running statistics in "
+                "training mode): call model.eval() in the factory, or use GroupNorm or LayerNorm")
+    if "does not require grad" in text or "doesn't require grad" in text:
+        return "no gradient reaches the output (is it detached, or computed under torch.no_grad?)"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(err).__name__}: {first}"
+
+
+def check_module(model: nn.Module, input_shape: tuple[int, ...], out_features: int, dtype: torch.dtype,
+                 lr: float) -> None:
+    """Raise ModuleRefused (one line) if the run cannot measure `model` right (module docstring)."""
+    params = trainable_params(model)
+    if not params:
+        raise ModuleRefused("every parameter has requires_grad=False: nothing to train "
+                            "(leave at least one trainable)")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(BATCH, *input_shape, generator=gen, dtype=torch.float64).to(dtype)
+    before = _buffers(model)
+    try:
+        out = model(x)
+    except Exception as err:
+        raise ModuleRefused(f"the module fails on a batch of inputs of shape {[BATCH, *input_shape]} "
+                            f"({_cause(err)})") from None
+    shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
+    if shape != [BATCH, out_features]:
+        raise ModuleRefused(f"the module maps a batch of shape {[BATCH, *input_shape]} to {shape}, "
+                            f"expected {[BATCH, out_features]} (one row of {out_features} outputs per input)")
+    if out.dtype != dtype:
+        raise ModuleRefused(f"the module returns {str(out.dtype).removeprefix('torch.')} outputs in a "
+                            f"{str(dtype).removeprefix('torch.')} run: keep every output in the run's "
+                            f"precision (remove the cast in forward{_or_precision(out.dtype)})")
+    if not out.requires_grad:
+        raise ModuleRefused("no gradient reaches the output from the trainable parameters "
+                            "(is it detached, or computed under torch.no_grad?)")
+    changed = [name for name, b in model.named_buffers() if not torch.equal(b, before[name])]
+    if changed:
+        raise ModuleRefused(f"forward changes the buffer {changed[0]!r} (as BatchNorm in training mode "
+                            f"does with its running statistics): call model.eval() in the factory, "
+                            f"or use GroupNorm or LayerNorm")
+    with torch.no_grad():
+        again = model(x)
+    if not torch.equal(out.detach(), again):
+        raise ModuleRefused("forward is random (two calls on the same input differ; Dropout?): "
+                            "call model.eval() in the factory or remove Dropout")
+    check_independent_samples(model, params, x, out.detach())
+    check_transforms(model, params, x[:TRANSFORM_SAMPLES], lr)
+
+
+def check_independent_samples(model: nn.Module, params: dict[str, Tensor], x: Tensor,
+                              batched: Tensor) -> None:
+    """f(x[:B]) against vmap over single samples; the gap must be round-off."""
+    f = functional(model)
+    try:
+        single = vmap(lambda xi: f(params, xi.unsqueeze(0)).squeeze(0))(x).detach()
+    except Exception as err:
+        raise ModuleRefused(f"the module fails when vmapped over single samples ({_cause(err)})") from None
+    gap = (batched - single).abs().max().item()
+    tol = coupling_tolerance(x.dtype) * (1 + batched.abs().max().item())
+    if not gap <= tol:
+        raise ModuleRefused(f"samples are coupled: a batch's outputs differ from each input's alone by "
+                            f"{gap:.3g} (round-off allows {tol:.2g}); batch statistics (BatchNorm in "
+                            f"training mode, a batch mean) break the per-sample NTK: use eval mode, "
+                            f"GroupNorm or LayerNorm")
+
+
+def check_transforms(model: nn.Module, params: dict[str, Tensor], x: Tensor, lr: float) -> None:
+    """The run's own computations on a few samples: NTK, correlations, one twin step."""
+    f = functional(model)
+    impl = implementation_for(model)
+    detached = {k: v.detach() for k, v in params.items()}
+    steps = {
+        "the NTK (vmap of jacrev over samples)": lambda: impl.ntk(model, f, detached, x),
+        "the derivative correlations (nested jvp)": lambda: impl.correlations(model, f, detached, x, lr),
+        "the linearized twin's step (jvp at θ₀, then backward)": lambda: _twin_step(f, detached, x),
+    }
+    for what, compute in steps.items():
+        try:
+            result = compute()
+        except Exception as err:
+            raise ModuleRefused(f"the module fails in {what} ({_cause(err)})") from None
+        values = result.values() if isinstance(result, dict) else [result]
+        if not all(torch.isfinite(v).all() for v in values):
+            raise ModuleRefused(f"{what} is not finite on random inputs at θ₀")
+
+
+def _twin_step(f, params: dict[str, Tensor], x: Tensor) -> dict[str, Tensor]:
+    """The gradient of the twin's loss at θ₀ + 0 (what its first optimizer step uses)."""
+    twin = LinearizedModel(f, params)
+    moving = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    out = twin(moving, x)
+    mse(out, torch.zeros_like(out)).backward()
+    return {k: v.grad if v.grad is not None else torch.zeros_like(v) for k, v in moving.items()}
