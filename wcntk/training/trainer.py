@@ -188,7 +188,8 @@ class Trainer:
         self.twin_train = self.linearized_at(d.x_train)
         self.twin_test = self.linearized_at(d.x_test) if len(d.x_test) else None
         self.x_probe = d.x_train[:train_cfg.probes]
-        self.ntk0: Tensor | None = None
+        self.ntk0: Tensor | None = None     # Θ₀ on the probes (initial_ntk)
+        self.steps_taken = 0
 
     @property
     def n_params(self) -> int:
@@ -204,6 +205,7 @@ class Trainer:
         """One optimizer step of the network and of the twin on the same minibatch: eager, or
         with CUDA graphs (cfg.graphs_wanted()) the replayed step that `graph_step` chose at the
         first call (its one line goes to stderr when it keeps the eager step)."""
+        self.steps_taken += 1
         if self._step is None:
             choice = self.graph_step()
             self._step, self.step_mode = choice.step, "graph" if choice.graphed else "eager"
@@ -289,7 +291,8 @@ class Trainer:
         """corr/* at the current network parameters and lin/ntk_rel_change on the probes."""
         params_t = detached(trainable_params(self.model))
         corr = self.impl.correlations(self.model, self.f, params_t, self.x_probe, self.lr)
-        ntk = self.impl.ntk(self.model, self.f, params_t, self.x_probe)
+        ntk = (self.initial_ntk() if self.steps_taken == 0
+               else self.impl.ntk(self.model, self.f, params_t, self.x_probe))
         out: dict[str, Tensor] = {}
         for name, values in corr.items():
             out[f"corr/{name}"] = rms(values)
@@ -297,10 +300,14 @@ class Trainer:
         d = self.data
         u = gd_step_direction(self.f, params_t, d.x_train, d.y_train, self.loss_fn, self.lr)
         out.update({f"corr/{k}": v for k, v in step_ratios(self.f, params_t, self.x_probe, u).items()})
-        if self.ntk0 is None:
-            self.ntk0 = ntk
-        out["lin/ntk_rel_change"] = ntk_rel_change(self.ntk0, ntk)
+        out["lin/ntk_rel_change"] = ntk_rel_change(self.initial_ntk(), ntk)
         return out
+
+    def initial_ntk(self) -> Tensor:
+        """Θ₀ on the probes, computed once at θ₀."""
+        if self.ntk0 is None:
+            self.ntk0 = self.impl.ntk(self.model, self.f, self.params0, self.x_probe)
+        return self.ntk0
 
     # --- the loop -------------------------------------------------------------------------
     def is_corr_step(self, t: int) -> bool:
@@ -317,6 +324,7 @@ class Trainer:
         initial: dict[str, float] = {}
         final: dict[str, float] = {}
         status, message, bad_step = "ok", None, None
+        self.warn_unstable_lr()
         bar = progress_bar(steps, self.cfg.progress, label)
         try:
             for t in range(steps + 1):
@@ -338,8 +346,6 @@ class Trainer:
                         message = (f"diverged at step {t}: {why}; lower optimizer.lr "
                                    f"(effective lr {self.lr:g})")
                         break
-                    if t == 0:
-                        self.warn_unstable_lr()
                 if t > 0:  # step t done and, at a log step, logged: the line shows its values
                     bar.update(1)
                 if t < steps:
@@ -349,10 +355,12 @@ class Trainer:
         return RunResult(status, message, bad_step, initial, final)
 
     def stable_lr(self) -> float | None:
-        """gd_stable_lr of the initial NTK on the probes, for MSE with GD/SGD (else None)."""
-        if self.cfg.loss != "mse" or self.opt_cfg.name not in ("gd", "sgd") or self.ntk0 is None:
+        """gd_stable_lr of the initial NTK on the probes, for MSE with GD/SGD (else None, as for a
+        zero NTK)."""
+        if self.cfg.loss != "mse" or self.opt_cfg.name not in ("gd", "sgd"):
             return None
-        return gd_stable_lr(self.ntk0)
+        limit = gd_stable_lr(self.initial_ntk())
+        return limit if math.isfinite(limit) else None
 
     def warn_unstable_lr(self) -> None:
         """One line on stderr when η exceeds the kernel regime's stable limit (a warning only)."""
