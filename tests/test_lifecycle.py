@@ -218,8 +218,15 @@ def test_provenance_git_state(monkeypatch, tmp_path):
     commit, dirty = prov.git_state()
     if (Path(prov.__file__).resolve().parents[1] / ".git").exists():
         assert len(commit) == 40 and isinstance(dirty, bool)
-    monkeypatch.setattr(prov, "_REPO", tmp_path)            # wcntk outside any checkout of its own
-    assert prov.git_state() == (None, None)
+    package = tmp_path / "site-packages" / "wcntk"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    monkeypatch.setattr(prov, "_PACKAGE_DIR", package)      # wcntk outside any checkout of its own
+    assert prov.git_state() == (None, None) and prov.checkout_root() is None
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    assert prov.checkout_root() is None                      # inside another repository, untracked
+    subprocess.run(["git", "-C", str(tmp_path), "add", "."], check=True)
+    assert prov.checkout_root() == tmp_path                  # a checkout that tracks the package
     monkeypatch.setenv("PATH", str(tmp_path))                # no git at all
     assert prov.git_state() == (None, None) and prov.provenance()["git_commit"] is None
 

@@ -4,6 +4,7 @@ import only downwards."""
 import ast
 import importlib
 import importlib.metadata
+import json
 import os
 import re
 import subprocess
@@ -118,3 +119,51 @@ def test_installed_modules_run_from_any_directory(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "wcntk.analysis.wandb_records", str(tmp_path)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "no run-*.wandb file" in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+def test_a_built_wheel_runs_without_the_checkout(tmp_path):
+    """The wheel carries the configs (wcntk/conf): installed into a fresh venv and started from a
+    directory outside the checkout, `python -m wcntk` runs, and the record knows no checkout."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True, timeout=300)
+    (wheel,) = (tmp_path / "dist").glob("wcntk-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    python = str(tmp_path / "venv" / "bin" / "python")
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True,
+                   capture_output=True, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
+    (tmp_path / "elsewhere").mkdir()
+    proc = subprocess.run([python, "-m", "wcntk", "debug=default", "dataset=digits", "steps=2",
+                           f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path / "elsewhere", env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["provenance"]["git_commit"] is None
+    where = subprocess.run([python, "-c", "import wcntk; print(wcntk.__file__)"], cwd=tmp_path / "elsewhere",
+                           env=env, capture_output=True, text=True, check=True).stdout
+    assert where.startswith(str(tmp_path / "venv"))
+
+
+def test_the_public_api_resolves_every_name_lazily():
+    code = ("import sys, wcntk; assert 'torch' not in sys.modules; "
+            "missing = [n for n in wcntk.__all__ if getattr(wcntk, n, None) is None]; "
+            "assert not missing, missing; print(len(wcntk.__all__))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and int(proc.stdout) >= 20, proc.stderr
+    import wcntk
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
+        wcntk.no_such_name  # noqa: B018
+
+
+def test_the_readme_notebook_example_runs_through_the_public_api():
+    import torch
+
+    import wcntk
+    model = wcntk.build_model(wcntk.ModelConfig(width=16, activation="erf"), (6,), 3, seed=0)
+    f, theta0 = wcntk.functional(model), wcntk.params_of(model)
+    x = torch.randn(4, 6)
+    assert wcntk.empirical_ntk(f, theta0, x).shape == (4, 3, 4, 3)
+    assert set(wcntk.derivative_correlations(f, theta0, x, lr=1.0)) == {"C02", "C03", "C11"}
+    assert wcntk.LinearizedModel(f, theta0)(theta0, x).shape == (4, 3)

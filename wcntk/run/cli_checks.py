@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 import sys
+from importlib.resources import files
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -27,7 +28,7 @@ from .provenance import LAUNCH_ENV
 from .record import BOOKKEEPING_KEYS, Status, effective_status, read_summary
 from .rundir import finished_run_message, lock_is_held
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = Path(str(files("wcntk") / "conf"))   # the package's configs (wcntk/conf: the checkout's conf/)
 
 # The RunConfig that check_command_line validated for this process's single run: the job that
 # Hydra then starts in this process reuses it when its config is the same (validated once).

@@ -8,27 +8,38 @@ import socket
 import subprocess
 from datetime import UTC, datetime
 from importlib import metadata
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-# The checkout wcntk was imported from (not the working directory: runs start from anywhere).
-_REPO = Path(__file__).resolve().parents[2]
+# The package's own directory: git finds the checkout it lives in, if any (not the working
+# directory: runs start from anywhere).
+_PACKAGE_DIR = Path(str(files("wcntk")))
 
 
 def _git(*args: str) -> str | None:
     try:
-        proc = subprocess.run(["git", "-C", str(_REPO), *args], capture_output=True, text=True, timeout=10)
+        proc = subprocess.run(["git", "-C", str(_PACKAGE_DIR), *args], capture_output=True, text=True,
+                              timeout=10)
     except (OSError, subprocess.SubprocessError):  # no git, or it hangs
         return None
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def git_state() -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the checkout wcntk lives in; (None, None) when wcntk is not in a git
-    checkout of its own (installed package, exported tarball) or git is missing.
-    dirty: a tracked file differs from the commit (untracked files do not count)."""
+def checkout_root() -> Path | None:
+    """The git checkout wcntk is imported from: the work tree that tracks the package's own
+    files; None for an installed package (site-packages inside some other repository included),
+    an exported tarball, or no git."""
     top = _git("rev-parse", "--show-toplevel")
-    if top is None or Path(top).resolve() != _REPO:
+    if top is None or _git("ls-files", "--error-unmatch", "__init__.py") is None:
+        return None
+    return Path(top)
+
+
+def git_state() -> tuple[str | None, bool | None]:
+    """(commit, dirty) of checkout_root(); (None, None) outside one.
+    dirty: a tracked file differs from the commit (untracked files do not count)."""
+    if checkout_root() is None:
         return None, None
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")

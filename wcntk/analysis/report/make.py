@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from importlib.util import find_spec
 from pathlib import Path
 
+from ...run.provenance import checkout_root
 from .collect import (
     _fmt,
     check_curve_width,
@@ -39,15 +40,16 @@ from .tables import (
 )
 from .wandb_upload import log_to_wandb
 
-THEORY_DOC = Path(__file__).resolve().parents[3] / "docs" / "theory.md"
+THEORY_DOC = "docs/theory.md"
 
 
 def _theory_link(out: Path) -> str:
-    """docs/theory.md as a link relative to a report dir inside the repository, else plain text."""
-    repo = THEORY_DOC.parents[1]
-    if THEORY_DOC.is_file() and out.resolve().is_relative_to(repo):
-        return f"[docs/theory.md]({Path(os.path.relpath(THEORY_DOC, out.resolve())).as_posix()})"
-    return "docs/theory.md of the wcntk repository"
+    """docs/theory.md as a link relative to a report dir inside wcntk's checkout, else plain text."""
+    repo = checkout_root()
+    doc = repo / THEORY_DOC if repo is not None else None
+    if doc is not None and doc.is_file() and out.resolve().is_relative_to(repo.resolve()):
+        return f"[{THEORY_DOC}]({Path(os.path.relpath(doc, out.resolve())).as_posix()})"
+    return f"{THEORY_DOC} of the wcntk repository"
 
 
 def make_report(sweep_dir, out_dir=None, metrics: Sequence[str] | None = None,
