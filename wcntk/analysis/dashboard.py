@@ -30,21 +30,18 @@ from pathlib import Path
 import wandb_workspaces.reports.v2 as wr
 import wandb_workspaces.workspaces as ws
 
-from ..core.metric_registry import fitted_names
-from ..run.record import INITIAL_PREFIX
+from ..core.metric_registry import INITIAL, TRAJECTORIES, fitted_names
 
 INIT_METRICS = fitted_names(fit="initial")
 FINAL_METRICS = fitted_names(fit="final")
 DEVIATIONS = fitted_names(family="deviation", compared=True)
 CORRELATIONS = fitted_names(family="correlation", compared=True)
-TRAJECTORIES = ("lin/func_rmse_test", "lin/loss_gap_test", "lin/taylor_rmse_test", "lin/param_rel_change",
-                "lin/ntk_rel_change")
 MAX_RUNS = 500
 
 
 def init_key(metric: str) -> str:
     """Run-summary key of a metric's value at step 0."""
-    return INITIAL_PREFIX + metric
+    return INITIAL + metric
 
 
 def slope_markdown(report_dir: Path | None) -> str:

@@ -51,7 +51,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.metric_registry import fitted_names
+from ..core.metric_registry import FINAL, INITIAL, correlation, deviation, fitted_names
 
 SLOPE_TOL = 1e-9   # added to every CI half-width in a verdict: floating-point rounding of exact data
 
@@ -59,6 +59,8 @@ PIECEWISE_LINEAR = ("relu", "leaky_relu", "identity")
 SMOOTH = ("erf", "tanh", "sigmoid", "gelu")
 GRADIENT_DESCENT = ("gd", "sgd", "momentum")
 DERIVED_KINDS = ("mlp", "cnn")
+TRAINING_DEVIATIONS = tuple(map(deviation, ("func_rmse", "func_mse", "taylor_rmse", "ntk_rel_change",
+                                            "param_rel_change")))   # the lin/* entries (_training)
 RESNET_METRICS = fitted_names(family="correlation")   # the corr/* entries hold for the resnet too
 
 
@@ -120,7 +122,7 @@ def optimizer_name(config: Mapping[str, Any]) -> str:
 def base_metric(metric: str) -> str:
     """'final/lin/func_rmse_test' → 'lin/func_rmse', 'initial/corr/C02_max' → 'corr/C02';
     step_ratio_<d> keeps its order."""
-    name = re.sub(r"^(initial|final)/", "", metric)
+    name = metric.removeprefix(INITIAL).removeprefix(FINAL)
     name = re.sub(r"_(train|test)$", "", name)
     return re.sub(r"_max$", "", name)
 
@@ -152,19 +154,19 @@ def expected(metric: str, config: Mapping[str, Any]) -> Expectation:
     activation = str(lookup(config, "activation", ""))
     depth = int(_number(lookup(config, "depth", 1), 1)) if kind != "resnet" else 2
     pl = activation in PIECEWISE_LINEAR
-    if not pl and activation not in SMOOTH and name in ("corr/C03", "corr/step_ratio_3"):
+    if not pl and activation not in SMOOTH and name in (correlation("C03"), correlation("step_ratio_3")):
         return Expectation("none", reason=f"activation {activation!r} not classified")
-    if name == "corr/C02":
+    if name == correlation("C02"):
         return Expectation("prediction", -1 + 2 * alpha,
                            "C02 = η²/2·D²f[g,g]; D²f[g,g] = O(1/n), η² ∝ n^{2α}")
-    if name == "corr/C11":
+    if name == correlation("C11"):
         return Expectation("prediction", -0.5 + 1.5 * alpha,
                            "C11 = η^{3/2}‖∇²f g‖; ‖∇²f g‖ = O(1/√n), η^{3/2} ∝ n^{3α/2}")
     third = _third_order(pl, depth)
-    if name == "corr/C03":
+    if name == correlation("C03"):
         return third if third.kind == "exact 0" else Expectation(
             "prediction", third.slope + 3 * alpha, third.reason + "; η³ ∝ n^{3α}")
-    step = re.fullmatch(r"corr/step_ratio_(\d+)", name)
+    step = re.fullmatch(re.escape(correlation("step_ratio_")) + r"(\d+)", name)
     if step:
         d = int(step.group(1))
         if d == 2:
@@ -189,8 +191,7 @@ def _third_order(piecewise_linear: bool, depth: int) -> Expectation:
 
 def _training(name: str, config: Mapping[str, Any], alpha: float, depth: int) -> Expectation:
     """lin/* after training: bounds (and one prediction) for gradient descent on the MSE."""
-    if name not in ("lin/func_rmse", "lin/func_mse", "lin/taylor_rmse", "lin/ntk_rel_change",
-                    "lin/param_rel_change"):
+    if name not in TRAINING_DEVIATIONS:
         return NONE
     opt, loss = optimizer_name(config), str(lookup(config, "loss", "mse"))
     if opt not in GRADIENT_DESCENT:
@@ -199,11 +200,11 @@ def _training(name: str, config: Mapping[str, Any], alpha: float, depth: int) ->
         return Expectation("none", reason=f"{loss}: no convergence, outputs keep growing")
     if alpha > 0:
         return Expectation("none", reason="α > 0: the learning rate outgrows the lazy regime")
-    if name == "lin/param_rel_change":
+    if name == deviation("param_rel_change"):
         if depth == 1 and alpha == 0:
             return Expectation("prediction", -0.5, "‖θ_t − θ₀‖ → O(1) at fixed ηt; ‖θ₀‖ ∝ √P ∝ √n")
         return Expectation("bound", -0.5, "‖θ_t − θ₀‖ does not grow for α ≤ 0; ‖θ₀‖ grows ≥ √n")
-    if name == "lin/func_mse":
+    if name == deviation("func_mse"):
         return Expectation("bound", -1.0, "square of func_rmse")
     return Expectation("bound", -0.5, "O(1/√n) deviation from linear dynamics (α ≤ 0)")
 

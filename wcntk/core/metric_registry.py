@@ -1,7 +1,8 @@
 """Every metric a run logs, defined once: its name, family and split, when the trainer measures
-it, and what the analysis does with it. The trainer logs :data:`METRIC_NAMES` (the columns of
-metrics.csv, in this order); the report, the dashboard, the run's closing line and the theory
-take their lists from here.
+it, and what the analysis does with it. The trainer names what it logs with the builders here
+(model_metric, deviation, correlation) and logs :data:`METRIC_NAMES` (the columns of metrics.csv,
+in this order); the report, the dashboard, the run's closing line and the theory take their
+names, prefixes and lists from here.
 
     family    loss | accuracy | deviation (network against its linearized twin) | correlation
               (derivative correlations at the current parameters; docs/theory.md §2)
@@ -20,6 +21,38 @@ from dataclasses import dataclass
 FAMILIES = ("loss", "accuracy", "deviation", "correlation")
 SPLITS = ("train", "test", "none")
 
+# Name prefixes: the network's and the twin's losses and accuracies, the deviations between them
+# (lin/), the derivative correlations (corr/); a record's value at θ₀ and at the last logged step.
+NET, TWIN, LIN, CORR = "net/", "twin/", "lin/", "corr/"
+INITIAL, FINAL = "initial/", "final/"
+
+
+def model_metric(model: str, split: str, kind: str) -> str:
+    """`net/train_loss`: a loss or accuracy (kind "loss" | "acc") of NET or TWIN on a split."""
+    return f"{model}{split}_{kind}"
+
+
+def deviation(name: str, split: str | None = None) -> str:
+    """`lin/func_rmse_test` (a deviation on a split) or `lin/param_rel_change` (split None)."""
+    return LIN + name + (f"_{split}" if split else "")
+
+
+def correlation(name: str, stat: str | None = None) -> str:
+    """`corr/C02` (RMS over probes and outputs) or `corr/C02_max` (stat "max")."""
+    return CORR + name + (f"_{stat}" if stat else "")
+
+
+def is_correlation(name: str) -> bool:
+    return name.startswith(CORR)
+
+
+def stage_column(spec: str) -> str:
+    """A report column: 'final/…' or 'initial/…' as given; a bare name → initial/ for a
+    correlation (the headline correlations are at θ₀), else final/."""
+    if spec.startswith((FINAL, INITIAL)):
+        return spec
+    return (INITIAL if is_correlation(spec) else FINAL) + spec
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -31,6 +64,7 @@ class Metric:
     rank: int | None = None
     compared: bool = False
     headline: bool = False
+    trajectory: bool = False    # drawn against the step on the dashboard
 
     @property
     def column(self) -> str:
@@ -39,34 +73,42 @@ class Metric:
 
 
 def _split_pair(model: str) -> list[Metric]:
-    return [Metric(f"{model}/{split}_{kind}", {"loss": "loss", "acc": "accuracy"}[kind], split)
+    return [Metric(model_metric(model, split, kind), {"loss": "loss", "acc": "accuracy"}[kind], split)
             for split in ("train", "test") for kind in ("loss", "acc")]
 
 
 METRICS: tuple[Metric, ...] = (
-    *_split_pair("net"),
-    *_split_pair("twin"),
-    Metric("lin/func_rmse_train", "deviation", "train"),
-    Metric("lin/func_rmse_test", "deviation", "test", fit="final", rank=0, compared=True, headline=True),
-    Metric("lin/func_mse_train", "deviation", "train"),
-    Metric("lin/func_mse_test", "deviation", "test", fit="final", rank=1),
-    Metric("lin/taylor_rmse_train", "deviation", "train"),
-    Metric("lin/taylor_rmse_test", "deviation", "test", fit="final", rank=2),
-    Metric("lin/loss_gap_train", "deviation", "train"),
-    Metric("lin/loss_gap_test", "deviation", "test", fit="final", rank=5, compared=True),
-    Metric("lin/param_rel_change", "deviation", fit="final", rank=3),
-    Metric("lin/ntk_rel_change", "deviation", cadence="corr", fit="final", rank=4),
-    Metric("corr/C02", "correlation", cadence="corr", fit="initial", rank=6, compared=True, headline=True),
-    Metric("corr/C02_max", "correlation", cadence="corr"),
-    Metric("corr/C03", "correlation", cadence="corr", fit="initial", rank=7),
-    Metric("corr/C03_max", "correlation", cadence="corr"),
-    Metric("corr/C11", "correlation", cadence="corr", fit="initial", rank=8, compared=True),
-    Metric("corr/C11_max", "correlation", cadence="corr"),
-    Metric("corr/step_ratio_2", "correlation", cadence="corr", fit="initial", rank=9),
-    Metric("corr/step_ratio_3", "correlation", cadence="corr", fit="initial", rank=10),
+    *_split_pair(NET),
+    *_split_pair(TWIN),
+    Metric(deviation("func_rmse", "train"), "deviation", "train"),
+    Metric(deviation("func_rmse", "test"), "deviation", "test", fit="final", rank=0, compared=True,
+           headline=True, trajectory=True),
+    Metric(deviation("func_mse", "train"), "deviation", "train"),
+    Metric(deviation("func_mse", "test"), "deviation", "test", fit="final", rank=1),
+    Metric(deviation("taylor_rmse", "train"), "deviation", "train"),
+    Metric(deviation("taylor_rmse", "test"), "deviation", "test", fit="final", rank=2, trajectory=True),
+    Metric(deviation("loss_gap", "train"), "deviation", "train"),
+    Metric(deviation("loss_gap", "test"), "deviation", "test", fit="final", rank=5, compared=True,
+           trajectory=True),
+    Metric(deviation("param_rel_change"), "deviation", fit="final", rank=3, trajectory=True),
+    Metric(deviation("ntk_rel_change"), "deviation", cadence="corr", fit="final", rank=4, trajectory=True),
+    Metric(correlation("C02"), "correlation", cadence="corr", fit="initial", rank=6, compared=True,
+           headline=True),
+    Metric(correlation("C02", "max"), "correlation", cadence="corr"),
+    Metric(correlation("C03"), "correlation", cadence="corr", fit="initial", rank=7),
+    Metric(correlation("C03", "max"), "correlation", cadence="corr"),
+    Metric(correlation("C11"), "correlation", cadence="corr", fit="initial", rank=8, compared=True),
+    Metric(correlation("C11", "max"), "correlation", cadence="corr"),
+    Metric(correlation("step_ratio_2"), "correlation", cadence="corr", fit="initial", rank=9),
+    Metric(correlation("step_ratio_3"), "correlation", cadence="corr", fit="initial", rank=10),
 )
 
 METRIC_NAMES: list[str] = [m.name for m in METRICS]
+TRAIN_LOSSES: tuple[str, ...] = (model_metric(NET, "train", "loss"), model_metric(TWIN, "train", "loss"))
+LOSS_CURVES: tuple[tuple[str, str, str], ...] = tuple(  # (split, network's loss, twin's loss)
+    (split, model_metric(NET, split, "loss"), model_metric(TWIN, split, "loss"))
+    for split in ("train", "test"))
+TRAJECTORIES: tuple[str, ...] = tuple(m.name for m in METRICS if m.trajectory)
 FITTED: tuple[Metric, ...] = tuple(sorted((m for m in METRICS if m.fit), key=lambda m: m.rank))
 REPORT_METRICS: tuple[str, ...] = tuple(m.column for m in FITTED)
 DEVIATIONS: tuple[str, ...] = tuple(m.column for m in FITTED if m.compared and m.family == "deviation")

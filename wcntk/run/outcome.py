@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ..core.metric_registry import HEADLINE_METRICS
+from ..core.metric_registry import HEADLINE_METRICS, is_correlation
 from .provenance import LAUNCH_ENV, git_state
 from .record import SUMMARY_FILE, Status, effective_status, read_summary
 from .rundir import SUPERSEDED_DIR, config_changes, lock_is_held
@@ -43,7 +43,7 @@ def metrics_text(summary: dict[str, Any]) -> str:
     texts = []
     for key in HEADLINE_METRICS:
         text = f"{key} {_number(final.get(key))}"
-        step = corr_step(summary) if key.startswith("corr/") else None
+        step = corr_step(summary) if is_correlation(key) else None
         texts.append(text + (f" (step {step})" if step is not None and not text.endswith("n/a") else ""))
     return "  ".join(texts)
 

@@ -39,6 +39,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from ..core.metric_registry import INITIAL
 from .provenance import provenance
 
 
@@ -60,7 +61,7 @@ class Status(StrEnum):
 
 
 STATUSES: tuple[str, ...] = tuple(Status.written())   # what summary.json's `status` may say
-INITIAL_PREFIX = "initial/"   # initial (step 0) values next to the final ones (W&B's run summary)
+INITIAL_PREFIX = INITIAL   # initial (step 0) values next to the final ones (W&B's run summary)
 SUMMARY_FILE = "summary.json"
 
 BOOKKEEPING_KEYS: tuple[str, ...] = (

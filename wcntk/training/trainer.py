@@ -20,6 +20,7 @@ from ..core.implementations import implementation_for
 from ..core.init import INIT_SCHEME
 from ..core.linearization import LinearizedModel
 from ..core.losses import accuracy, get_loss
+from ..core.metric_registry import NET, TRAIN_LOSSES, TWIN, correlation, deviation, model_metric
 from ..core.metrics import deviation_from_outputs, ntk_rel_change, param_rel_change, rms
 from ..core.models import (
     ModelConfig,
@@ -122,15 +123,12 @@ def to_floats(row: dict[str, Tensor]) -> dict[str, float]:
     return dict(zip(row, stacked.tolist(), strict=True))
 
 
-TRAIN_LOSSES = ("net/train_loss", "twin/train_loss")
-
-
 def divergence(values: dict[str, float], initial: dict[str, float], factor: float) -> str | None:
     """Why a logged row means the run diverged, or None: a non-finite training loss, or one that
     grew over `factor` × its initial value (a finite blow-up is no result either)."""
     if any(not math.isfinite(values[k]) for k in TRAIN_LOSSES):
-        return (f"non-finite training loss (net {values['net/train_loss']}, "
-                f"twin {values['twin/train_loss']})")
+        net, twin = (values[k] for k in TRAIN_LOSSES)
+        return f"non-finite training loss (net {net}, twin {twin})"
     for key in TRAIN_LOSSES:
         start = initial.get(key)
         if start is not None and values[key] > factor * max(start, torch.finfo(torch.float64).tiny):
@@ -278,13 +276,12 @@ class Trainer:
             splits.append(("test", d.x_test, d.y_test, self.twin_test))
         for split, x, y, twin_fn in splits:
             net, twin, taylor = self.model(x), twin_fn(twin_params), twin_fn(params_t)
-            out[f"net/{split}_loss"] = self.loss_fn(net, y)
-            out[f"net/{split}_acc"] = accuracy(net, y)
-            out[f"twin/{split}_loss"] = self.loss_fn(twin, y)
-            out[f"twin/{split}_acc"] = accuracy(twin, y)
+            for model, outputs in ((NET, net), (TWIN, twin)):
+                out[model_metric(model, split, "loss")] = self.loss_fn(outputs, y)
+                out[model_metric(model, split, "acc")] = accuracy(outputs, y)
             for name, value in deviation_from_outputs(net, twin, taylor, y, self.loss_fn).items():
-                out[f"lin/{name}_{split}"] = value
-        out["lin/param_rel_change"] = param_rel_change(self.params0, params_t)
+                out[deviation(name, split)] = value
+        out[deviation("param_rel_change")] = param_rel_change(self.params0, params_t)
         return out
 
     def correlations(self) -> dict[str, Tensor]:
@@ -295,12 +292,12 @@ class Trainer:
                else self.impl.ntk(self.model, self.f, params_t, self.x_probe))
         out: dict[str, Tensor] = {}
         for name, values in corr.items():
-            out[f"corr/{name}"] = rms(values)
-            out[f"corr/{name}_max"] = values.abs().max()
+            out[correlation(name)] = rms(values)
+            out[correlation(name, "max")] = values.abs().max()
         d = self.data
         u = gd_step_direction(self.f, params_t, d.x_train, d.y_train, self.loss_fn, self.lr)
-        out.update({f"corr/{k}": v for k, v in step_ratios(self.f, params_t, self.x_probe, u).items()})
-        out["lin/ntk_rel_change"] = ntk_rel_change(self.initial_ntk(), ntk)
+        out.update({correlation(k): v for k, v in step_ratios(self.f, params_t, self.x_probe, u).items()})
+        out[deviation("ntk_rel_change")] = ntk_rel_change(self.initial_ntk(), ntk)
         return out
 
     def initial_ntk(self) -> Tensor:
@@ -337,9 +334,9 @@ class Trainer:
                     if t == 0:
                         initial = dict(values)
                     final.update(values)
-                    bar.set_postfix(at_step=t, net=f"{values['net/train_loss']:.4g}",
-                                    twin=f"{values['twin/train_loss']:.4g}",
-                                    func_rmse=f"{values['lin/func_rmse_train']:.3g}", refresh=False)
+                    net, twin = (values[k] for k in TRAIN_LOSSES)
+                    bar.set_postfix(at_step=t, net=f"{net:.4g}", twin=f"{twin:.4g}",
+                                    func_rmse=f"{values[deviation('func_rmse', 'train')]:.3g}", refresh=False)
                     why = divergence(values, initial, self.cfg.diverge_factor)
                     if why is not None:
                         status, bad_step = "diverged", t

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ...core.metric_registry import stage_column as metric_column  # a bare name → initial/ or final/
 from ...run.record import (
     SUMMARY_FILE,
     UnreadableRecord,
@@ -216,11 +217,6 @@ def _missing(v) -> bool:
     return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
 
 
-def metric_column(spec: str) -> str:
-    """'final/…' or 'initial/…' as given; a bare name → initial/ for corr/*, else final/."""
-    if spec.startswith(("final/", "initial/")):
-        return spec
-    return ("initial/" if spec.startswith("corr/") else "final/") + spec
 
 
 def failures(runs: pd.DataFrame) -> pd.DataFrame:

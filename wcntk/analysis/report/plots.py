@@ -11,13 +11,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ...core.metric_registry import DEVIATIONS
+from ...core.metric_registry import DEVIATIONS, LOSS_CURVES
 from ..powerlaw import CORRECTION_EXPONENT
 from .collect import _fmt, metric_column
 from .fit import ZERO_TOL
 from .tables import _slope_text
 
-LOSS_CURVES = (("train", "net/train_loss", "twin/train_loss"), ("test", "net/test_loss", "twin/test_loss"))
 FADED = 0.3   # alpha of the widths left out of the asymptotic fit
 
 
