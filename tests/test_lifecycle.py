@@ -180,7 +180,7 @@ def test_summary_holds_the_full_config_facts_and_provenance(tmp_path):
     assert summary["status"] in STATUSES and summary["last_step"] == 12
     assert summary["config"] == cfg and dict(flatten(summary["config"]))["dataset.n_train"] == 48
     assert summary["facts"] == {"n_params": 64 * 8 + 8 + 8 * 10 + 10, "effective_lr": 0.5,
-                                "data_source": "sklearn-digits", "device": "cpu", "init_scheme": "chunked-v1"}
+                                "data_source": "sklearn-digits", "device": "cpu", "init_scheme": "chunked-v2"}
     p = summary["provenance"]
     assert set(p) == {"git_commit", "git_dirty", "wcntk", "torch", "cuda", "python", "host", "pid",
                       "started_at", "launch"}
