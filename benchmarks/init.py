@@ -1,4 +1,4 @@
-"""θ₀ set-up time: `build_model` (scheme chunked-v1, chunks drawn by several threads) against
+"""θ₀ set-up time: `build_model` (scheme chunked-v2, chunks drawn by several threads) against
 the previous scheme (one CPU generator per model, every parameter drawn in float64 in order on
 one thread, then cast), measured interleaved (`_common.compare`).
 

@@ -114,3 +114,6 @@ def test_per_seed_fit_exact_and_degenerate():
     # 2 widths per seed cannot carry 3 parameters: pooled plain slope, no CI
     few = fit_power_law_by_seed([8.0, 8, 16, 16], [1.0, 1.1, 0.7, 0.75], [0, 1, 0, 1])
     assert few["n_seeds"] == 0 and math.isnan(few["ci_half"]) and few["slope"] < 0
+    # nor can 3 (3 parameters through 3 points, no residual): a seed needs 4 widths for the correction
+    three = fit_power_law_by_seed(w[w < 1024], v[w < 1024], s[w < 1024])
+    assert three["n_seeds"] == 0 and math.isnan(three["ci_half"]) and three["correction"] == 0.0

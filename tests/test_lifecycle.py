@@ -182,7 +182,7 @@ def test_summary_holds_the_full_config_facts_and_provenance(tmp_path):
     facts = dict(summary["facts"])
     assert 0 < facts.pop("stable_lr") < 100
     assert facts == {"n_params": 64 * 8 + 8 + 8 * 10 + 10, "n_frozen_params": 0, "effective_lr": 0.5,
-                     "data_source": "sklearn-digits", "device": "cpu", "init_scheme": "chunked-v1"}
+                     "data_source": "sklearn-digits", "device": "cpu", "init_scheme": "chunked-v2"}
     p = summary["provenance"]
     assert set(p) == {"git_commit", "git_dirty", "wcntk", "torch", "cuda", "python", "host", "pid",
                       "started_at", "launch"}

@@ -45,13 +45,14 @@ def multipliers(parameterization, fan_in, w_std, b_std, readout):
     return w_std / math.sqrt(fan_in), b_std
 
 
-def scheme_normals(seed, name, shape, chunk=1 << 20):
-    """The standard normals of parameter `name` under the documented scheme chunked-v1, written
+def scheme_normals(seed, name, shape, signature, chunk=1 << 20):
+    """The standard normals of parameter `name` under the documented scheme chunked-v2, written
     out from its text: chunk c of the flattened tensor from its own generator seeded with
-    BLAKE2b-64("chunked-v1|seed|name|d1x…xdr|c") (little-endian, mod 2^63), concatenated."""
+    BLAKE2b-64("chunked-v2|seed|signature|name|d1x…xdr|c") (little-endian, mod 2^63), concatenated;
+    `signature` the model's, e.g. "mlp|width=6|depth=2|in=3|out=2"."""
     n, parts = math.prod(shape), []
     for c in range(math.ceil(n / chunk)):
-        key = f"chunked-v1|{seed}|{name}|{'x'.join(map(str, shape))}|{c}".encode()
+        key = f"chunked-v2|{seed}|{signature}|{name}|{'x'.join(map(str, shape))}|{c}".encode()
         s = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") % 2 ** 63
         parts.append(torch.randn(min(chunk, n - c * chunk), generator=torch.Generator().manual_seed(s),
                                  dtype=DT))
@@ -61,7 +62,9 @@ def scheme_normals(seed, name, shape, chunk=1 << 20):
 def init_draws(sizes, seed):
     """The standard normals build_model must draw for an MLP, (W, b) layer by layer."""
     names = [f"hidden.{i}" for i in range(len(sizes) - 2)] + ["readout"]
-    return [(scheme_normals(seed, f"{n}.weight", (fo, fi)), scheme_normals(seed, f"{n}.bias", (fo,)))
+    sig = f"mlp|width={sizes[1]}|depth={len(sizes) - 2}|in={sizes[0]}|out={sizes[-1]}"
+    return [(scheme_normals(seed, f"{n}.weight", (fo, fi), sig),
+             scheme_normals(seed, f"{n}.bias", (fo,), sig))
             for n, fi, fo in zip(names, sizes[:-1], sizes[1:], strict=True)]
 
 
@@ -140,9 +143,10 @@ def test_cnn_standard_init_scale():
     cfg = ModelConfig(kind="cnn", width=4, depth=2, activation="tanh", parameterization="standard",
                       w_std=1.3, b_std=0.4)
     params = params_of(_build(cfg, seed=15, shape=(2, 4, 4)))
+    sig = "cnn|width=4|depth=2|in=2x4x4|out=2"
     for name, c_in in (("hidden.0", 2), ("hidden.1", 4)):
-        zw = scheme_normals(15, f"{name}.weight", (4, c_in, 3, 3))
-        zb = scheme_normals(15, f"{name}.bias", (4,))
+        zw = scheme_normals(15, f"{name}.weight", (4, c_in, 3, 3), sig)
+        zb = scheme_normals(15, f"{name}.bias", (4,), sig)
         torch.testing.assert_close(params[f"{name}.weight"], zw * 1.3 / math.sqrt(c_in * 9),
                                    rtol=1e-15, atol=0)
         torch.testing.assert_close(params[f"{name}.bias"], zb * 0.4, rtol=1e-15, atol=0)
@@ -201,14 +205,32 @@ def test_init_chunks_independent_of_threads(monkeypatch, threads):
     p64 = params_of(build_model(cfg, (9,), K, seed=3, dtype=torch.float64, threads=threads))
     p32 = params_of(build_model(cfg, (9,), K, seed=3, dtype=torch.float32, threads=threads))
     again = params_of(build_model(cfg, (9,), K, seed=3, dtype=torch.float64, threads=threads))
-    ref = scheme_normals(3, "hidden.0.weight", (6, 9), chunk=7) * (1.3 / math.sqrt(9))
+    ref = scheme_normals(3, "hidden.0.weight", (6, 9), "mlp|width=6|depth=2|in=9|out=2", chunk=7) * (
+        1.3 / math.sqrt(9))
     assert torch.equal(p64["hidden.0.weight"], ref)
     for k in p64:
         assert torch.equal(p32[k], p64[k].to(torch.float32)) and torch.equal(again[k], p64[k])
 
 
 def test_init_scheme_is_named():
-    assert init.INIT_SCHEME == "chunked-v1"
+    assert init.INIT_SCHEME == "chunked-v2"
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "resnet", "transformer"])
+def test_every_tensor_is_drawn_anew_at_every_width(kind):
+    """θ₀ of width 8 and 16 at one seed share no tensor, not even the width-free readout bias
+    (shape (k,); chunked-v1 drew it the same at every width); the same width and seed give the
+    same θ₀ again."""
+    def theta(width):
+        return params_of(build_model(ModelConfig(kind=kind, width=width, depth=1), (1, 8, 8), 3, seed=5,
+                                     dtype=DT))
+    narrow, wide, again = theta(8), theta(16), theta(8)
+    assert narrow["readout.bias"].shape == wide["readout.bias"].shape == (3,)
+    assert not torch.equal(narrow["readout.bias"], wide["readout.bias"])
+    for name in narrow:
+        assert torch.equal(narrow[name], again[name])
+        n = min(narrow[name].numel(), wide[name].numel())
+        assert not torch.equal(narrow[name].flatten()[:n], wide[name].flatten()[:n]), name
 
 
 def test_params_of_is_a_copy_and_functional_uses_given_params():

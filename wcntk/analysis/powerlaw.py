@@ -10,8 +10,8 @@ points are treated as independent)::
 N = 2 gives the slope without a CI (SE and CI half-width nan).
 
 The report judges width exponents with :func:`fit_power_law_by_seed` instead (per seed, with
-an n^{-1/2} correction term, t interval across seeds; docs/theory.md §8); the pooled fit
-above serves the deviation vs correlation table.
+an n^{-1/2} correction term when the tail has enough widths, t interval across seeds;
+docs/theory.md §8); the pooled fit above serves the deviation vs correlation table.
 """
 from __future__ import annotations
 
@@ -44,18 +44,19 @@ def fit_power_law_by_seed(x: Sequence[float], y: Sequence[float], seeds: Sequenc
                           confidence: float = CONFIDENCE) -> dict[str, float]:
     """The judged width fit (docs/theory.md §8): per seed s, OLS of ln y on ln x (and, with
     `corrections`, on x^{-1/2}: ln y = a_s + b_s ln x + c_s x^{-1/2}); slope = mean of the b_s,
-    95 % CI  b̄ ± t_{0.975, S−1} · sd(b_s)/√S  over the S seeds that have at least as many
-    distinct widths as parameters. intercept, correction: means of a_s, c_s (0 without
-    corrections); r2 of that mean curve on every point; n_points, n_seeds. One usable seed:
-    its slope without a CI. No usable seed: the pooled OLS (:func:`fit_power_law`) of the
-    plain power law, without a CI."""
+    95 % CI  b̄ ± t_{0.975, S−1} · sd(b_s)/√S  over the S usable seeds: with `corrections`,
+    those with more distinct widths than the 3 parameters (a seed's fit keeps a residual
+    degree of freedom, never 3 parameters through 3 points), plain, those with at least 2.
+    intercept, correction: means of a_s, c_s (0 without corrections); r2 of that mean curve on
+    every point; n_points, n_seeds. One usable seed: its slope without a CI. No usable seed: the
+    pooled OLS (:func:`fit_power_law`) of the plain power law, without a CI (n_seeds 0)."""
     u, v = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
     s = np.asarray(seeds)
-    n_par = 3 if corrections else 2
+    min_widths = 4 if corrections else 2
     coefs = []
     for seed in dict.fromkeys(s.tolist()):
         q = s == seed
-        if len(np.unique(u[q])) < n_par:
+        if len(np.unique(u[q])) < min_widths:
             continue
         cols = [np.ones(int(q.sum())), u[q]] + ([np.exp(-CORRECTION_EXPONENT * u[q])] if corrections else [])
         coefs.append(np.linalg.lstsq(np.column_stack(cols), v[q], rcond=None)[0])

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .init import ParamInit
+from .init import ParamInit, shape_signature
 from .models_custom import resolve_target
 
 Params = dict[str, Tensor]
@@ -234,17 +234,29 @@ class CNN(nn.Module):
         return self.readout(a.mean(dim=(2, 3)))
 
 
+def model_signature(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: int) -> str:
+    """The θ₀ key of a model's shapes (wcntk.core.init.shape_signature): kind, width, depth, the
+    transformer's patch_size, input shape and output count."""
+    sizes: dict[str, object] = {"width": cfg.width, "depth": cfg.depth}
+    if cfg.kind == "transformer":
+        sizes["patch_size"] = cfg.patch_size
+    return shape_signature(str(cfg.kind), sizes, tuple(input_shape), out_features)
+
+
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: int, seed: int,
                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
                 threads: int | None = None) -> nn.Module:
     """Seeded network for inputs of shape `input_shape` (without batch dim).
 
     Initial values follow wcntk.core.init's scheme (INIT_SCHEME): drawn in float64 on the CPU, per
-    (seed, parameter name, chunk), by `threads` threads (None: torch.get_num_threads()), then
-    cast; the same seed gives the same θ₀ on every device, dtype and thread count.
+    (seed, the model's shape signature, parameter name, chunk), by `threads` threads (None:
+    torch.get_num_threads()), then cast; the same seed gives the same θ₀ on every device, dtype
+    and thread count, and another width (depth, input or output size) independent draws of
+    every tensor.
     """
     cfg.validate()
-    init = ParamInit(seed, dtype, torch.device(device), threads)
+    init = ParamInit(seed, dtype, torch.device(device), threads,
+                     signature=model_signature(cfg, input_shape, out_features))
     if cfg.kind == "mlp":
         return MLP(math.prod(input_shape), out_features, cfg, init)
     # imported here: the image and custom networks are built from this module's layers

@@ -48,8 +48,9 @@ class SampleCost:
     itemsize: int
 
 
-def sample_cost(f: Fn, params: Params, x: Tensor) -> SampleCost:
-    """Run f on x[:1] with the autograd saved-tensor hooks counting the activation elements."""
+def sample_cost(f: Fn, params: Params, x: Tensor, batch: int = 1) -> SampleCost:
+    """Run f on x[:batch] (one sample by default) with the autograd saved-tensor hooks counting
+    the activation elements (the parameters a layer saves for its backward included)."""
     saved = 0
 
     def pack(t: Tensor) -> Tensor:
@@ -59,7 +60,7 @@ def sample_cost(f: Fn, params: Params, x: Tensor) -> SampleCost:
 
     p = {k: v.detach().requires_grad_(True) for k, v in params.items()}
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = f(p, x[:1])
+        out = f(p, x[:batch])
     itemsize = next(iter(params.values())).element_size()
     return SampleCost(out.shape[-1], sum(v.numel() for v in params.values()), saved, itemsize)
 

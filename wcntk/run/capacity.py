@@ -5,18 +5,36 @@ Memory estimate, in bytes of the run's precision (4 for float32, 8 for float64):
 
     parameters   8 · P: the network's θ, the twin's θ_lin, θ₀, two gradients, up to two
                  optimizer states (adam) and one P-sized tangent in flight
-    activations  4 · n · width · depth · S: n = n_train + n_test inputs evaluated at once by the
-                 network, the twin (primal and tangent) and the Taylor twin; S = H·W per channel
-                 for a CNN (same-padding convs keep the image size), 1 for an MLP
+    activations  4 · N · A: N = n_train + n_test inputs evaluated at once by the network, the
+                 twin (primal and tangent) and the Taylor twin; A the activation elements one
+                 input keeps in the network's forward pass
 
-with P the parameter count (a dense layer: fan_in·fan_out + fan_out; a 3×3 conv:
-9·c_in·c_out + c_out; the readout dense from width to the class count). It is compared with
-the device's free memory (CUDA: torch.cuda.mem_get_info; CPU: MemAvailable in /proc/meminfo).
-It counts the least a run holds, so a run above it cannot work; one below it may still need
-more (the correlations' probes), which is why it only refuses, never promises.
+P and A of each network (`network_sizes`), with n = width, L = depth, k outputs, an input of d
+entries or an image C×H×W (same-padding 3×3 convs keep the image size), and for the transformer
+T = (H/p)(W/p) tokens of p×p patches and h heads (wcntk.core.models, models_resnet,
+models_transformer):
+
+    mlp          P = d·n + n + (L−1)(n² + n) + n·k + k        A = n·L
+    cnn          P = 9Cn + n + (L−1)(9n² + n) + n·k + k       A = n·L·H·W              (one map per conv)
+    resnet       P = 9Cn + n + 2L(9n² + n) + n·k + k          A = n·(2L + 1)·H·W       (stem, 2 convs a block)
+    transformer  P = Cp²n + n + T·n + 6L(n² + n) + n·k + k    A = T·n·(6L + 1) + L·h·T²
+                 (embedding and per-token bias; per block q, k, v, out and the MLP's 2 layers,
+                 and the attention weights, T² per head)
+    custom       measured: the factory is called on the meta device (shapes without memory or
+                 values, wcntk.core.networks.build_network), P is the module's parameter count and
+                 A the elements autograd saves for its backward per input (wcntk.core.ntk.sample_cost
+                 on 2 inputs minus on 1, so the saved parameters cancel); a factory that cannot be
+                 built or run on the meta device gets no estimate (the network check reports its own
+                 failures)
+
+It is compared with the device's free memory (CUDA: torch.cuda.mem_get_info; CPU: MemAvailable in
+/proc/meminfo). It counts the least a run holds, so a run above it cannot work; one below it may
+still need more (the correlations' probes, a conv's workspace), which is why it only refuses,
+never promises.
 """
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import replace
@@ -24,12 +42,17 @@ from typing import Any
 
 import torch
 
-from ..core.models import ModelConfig
+from ..core.init import ParamInit
+from ..core.models import ModelConfig, functional
+from ..core.models_transformer import default_patch_size
+from ..core.networks import build_network
+from ..core.ntk import sample_cost
 from ..training.data import DataConfig, data_shapes
 from .record import flatten
 
 INT64_MAX = 2 ** 63 - 1
 PRECISION_BYTES = {"float32": 4, "float64": 8}
+DTYPES = {4: torch.float32, 8: torch.float64}
 PARAMETER_COPIES = 8
 ACTIVATION_COPIES = 4
 
@@ -42,24 +65,62 @@ def check_integers(config: Mapping[str, Any]) -> None:
             raise ValueError(f"{key}={value} is too large: integers must be below 2^63")
 
 
-def n_parameters(model: ModelConfig, data: DataConfig) -> int:
-    """P of the network `model` builds for `data` (wcntk.core.models.MLP / CNN)."""
-    (shape, k), width = data_shapes(data), model.width
+def builtin_sizes(model: ModelConfig, shape: tuple[int, ...], k: int) -> tuple[int, int]:
+    """(P, A) of a built-in network by the module docstring's formulas."""
+    n, depth, readout = model.width, model.depth, model.width * k + k
+    if model.kind == "mlp":
+        return math.prod(shape) * n + n + (depth - 1) * (n * n + n) + readout, n * depth
+    c, h, w = shape if len(shape) == 3 else (math.prod(shape), 1, 1)   # a flat input: 1×1 pixels
     if model.kind == "cnn":
-        first = 9 * shape[0] * width + width
-        return first + (model.depth - 1) * (9 * width * width + width) + width * k + k
-    first = math.prod(shape) * width + width
-    return first + (model.depth - 1) * (width * width + width) + width * k + k
+        return 9 * c * n + n + (depth - 1) * (9 * n * n + n) + readout, n * depth * h * w
+    if model.kind == "resnet":
+        return 9 * c * n + n + 2 * depth * (9 * n * n + n) + readout, n * (2 * depth + 1) * h * w
+    p = max(1, model.patch_size or default_patch_size(h))
+    tokens = (h // p) * (w // p)
+    params = c * p * p * n + n + tokens * n + 6 * depth * (n * n + n) + readout
+    return params, tokens * n * (6 * depth + 1) + depth * model.heads * tokens ** 2
 
 
-def memory_needed(model: ModelConfig, data: DataConfig, precision_bytes: int) -> tuple[int, int]:
-    """(parameter bytes, activation bytes) of the module docstring's estimate."""
-    shape, _ = data_shapes(data)
-    per_channel = math.prod(shape[1:]) if model.kind == "cnn" else 1
-    params = PARAMETER_COPIES * n_parameters(model, data) * precision_bytes
+_MEASURED: dict[str, tuple[int, int] | None] = {}   # custom settings measured in this process
+
+
+def measured_sizes(model: ModelConfig, shape: tuple[int, ...], k: int, dtype: torch.dtype
+                   ) -> tuple[int, int] | None:
+    """(P, A) of a custom network measured on the meta device (module docstring); None when it
+    cannot be built or run there."""
+    key = json.dumps([model.target, model.kwargs, model.width, model.depth, model.activation,
+                      model.parameterization, shape, k, str(dtype)], sort_keys=True, default=str)
+    if key not in _MEASURED:
+        meta = torch.device("meta")
+        try:
+            with meta:
+                net = build_network(model, shape, k, ParamInit(0, dtype, meta))
+                params = dict(net.named_parameters())
+                x = torch.empty(2, *shape, dtype=dtype)
+                one, two = (sample_cost(functional(net), params, x, batch) for batch in (1, 2))
+            _MEASURED[key] = one.n_params, max(0, two.saved - one.saved)
+        except Exception:   # any failure on meta: no estimate (the network check reports the factory's)
+            _MEASURED[key] = None
+    return _MEASURED[key]
+
+
+def network_sizes(model: ModelConfig, data: DataConfig, precision_bytes: int) -> tuple[int, int] | None:
+    """(P, A) of the network `model` builds for `data` (module docstring); None: not estimated."""
+    shape, k = data_shapes(data)
+    if model.kind == "custom":
+        return measured_sizes(model, tuple(shape), k, DTYPES[precision_bytes])
+    return builtin_sizes(model, tuple(shape), k)
+
+
+def memory_needed(model: ModelConfig, data: DataConfig, precision_bytes: int) -> tuple[int, int] | None:
+    """(parameter bytes, activation bytes) of the module docstring's estimate; None: not estimated."""
+    sizes = network_sizes(model, data, precision_bytes)
+    if sizes is None:
+        return None
+    params, per_input = sizes
     n = data.n_train + data.n_test
-    activations = ACTIVATION_COPIES * n * model.width * model.depth * per_channel * precision_bytes
-    return params, activations
+    return (PARAMETER_COPIES * params * precision_bytes,
+            ACTIVATION_COPIES * n * per_input * precision_bytes)
 
 
 def free_memory(device: str) -> tuple[str, int | None]:
@@ -93,17 +154,24 @@ def check_memory(model: ModelConfig, data: DataConfig, precision_bytes: int, dev
     """ValueError (one line) when the estimate exceeds the device's free memory, naming the
     largest width that fits with everything else unchanged."""
     what, free = free_memory(device)
-    params, activations = memory_needed(model, data, precision_bytes)
-    if free is None or params + activations <= free:
+    needed = memory_needed(model, data, precision_bytes) if free is not None else None
+    if needed is None or sum(needed) <= free:
         return
+    params, activations = needed
+
+    def fits(width: int) -> bool:
+        est = memory_needed(replace(model, width=width), data, precision_bytes)
+        return est is not None and sum(est) <= free
+
     low, high = 0, model.width                    # largest width whose estimate fits: bisection
     while low < high:
         mid = (low + high + 1) // 2
-        if sum(memory_needed(replace(model, width=mid), data, precision_bytes)) <= free:
+        if fits(mid):
             low = mid
         else:
             high = mid - 1
-    fits = f"width <= {low} fits" if low else "no width fits (reduce dataset.n_train / n_test or depth)"
-    raise ValueError(f"width={model.width} needs about {_size(params + activations)} "
+    fits_text = (f"width <= {low} fits" if low
+                 else "no width fits (reduce dataset.n_train / n_test or depth)")
+    raise ValueError(f"width={model.width} needs about {_size(params + activations)} for model={model.kind} "
                      f"({_size(params)} parameters and optimizer state, {_size(activations)} activations) "
-                     f"but {what} has {_size(free)} free: {fits} (estimate: wcntk.run.capacity)")
+                     f"but {what} has {_size(free)} free: {fits_text} (estimate: wcntk.run.capacity)")

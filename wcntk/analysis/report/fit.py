@@ -12,8 +12,13 @@ Slopes: :func:`wcntk.analysis.powerlaw.fit_power_law_by_seed` of M against n, pe
 95 % Student-t CI across the seeds' slopes (t on S − 1 dof; docs/theory.md §8). Two fits:
 
     asymptotic   widths ≥ n_min (:func:`wcntk.analysis.asymptotic.choose_n_min`, the lack-of-fit rule of
-                 docs/theory.md §7, or --min-width), ln M = a + b ln n + c n^{-1/2} per seed:
-                 columns slope, ci_half, intercept, correction (mean c), …; the verdict
+                 docs/theory.md §7, or --min-width), ln M = a + b ln n + c n^{-1/2} per seed
+                 when at least MIN_CORRECTION_WIDTHS = 5 widths are ≥ n_min (fit_form
+                 "corrected"), else the plain ln M = a + b ln n per seed (fit_form "plain": on
+                 3 or 4 widths the correction would leave a seed's fit with no or one residual
+                 degree of freedom, and its slope would be whatever 3 points dictate):
+                 columns slope, ci_half, intercept, correction (mean c; 0 when plain), …; the
+                 verdict. One seed: its slope without CI, and no verdict
     all widths   every width, plain ln M = a + b ln n per seed: columns slope_all,
                  ci_half_all, …; shown, never judged
 
@@ -51,6 +56,7 @@ from ..theory import Expectation, expected, expected_ratio
 from .collect import _fmt, _setting_rows, _settings, metric_column, setting_columns, setting_config
 
 ZERO_TOL = 1e-30
+MIN_CORRECTION_WIDTHS = 5   # the n^{-1/2} term is fitted on tails of at least this many widths
 DEFAULT_METRICS = REPORT_METRICS
 FIT_COLUMNS = ("slope", "intercept", "stderr", "ci_half", "r2")
 
@@ -95,8 +101,10 @@ def _judged_fit(x: np.ndarray, v: np.ndarray, w: np.ndarray, row: dict, n_min: f
     """All-points fit (columns *_all) and the asymptotic fit over points with width ≥ n_min
     (the plain columns, and the result the verdict reads). Fewer than MIN_TAIL_WIDTHS widths
     ≥ n_min: result "n/a", no verdict. With `seeds` (width fits): the asymptotic fit is the
-    per-seed corrections-to-scaling fit, the all-widths fit a plain power law with the same
-    per-seed interval (docs/theory.md §8); without (deviation vs correlation): pooled OLS."""
+    per-seed corrections-to-scaling fit on a tail of at least MIN_CORRECTION_WIDTHS widths, the
+    plain per-seed power law on a shorter one (fit_form "corrected" / "plain", and the note says
+    why), the all-widths fit a plain power law with the same per-seed interval (docs/theory.md
+    §8); without (deviation vs correlation): pooled OLS (fit_form "pooled")."""
     everything = _fit_row(x, v, row, x_name, seeds)
     out = {**row, **{f"{k}_all": everything.get(k, math.nan) for k in FIT_COLUMNS},
            "result_all": everything["result"], "n_points_all": everything.get("n_points", 0),
@@ -113,11 +121,20 @@ def _judged_fit(x: np.ndarray, v: np.ndarray, w: np.ndarray, row: dict, n_min: f
                 "note": "; ".join(filter(None, [f"no asymptotic fit ({why}; it needs "
                                                 f"{MIN_TAIL_WIDTHS}): all-widths fit not judged",
                                                 out["note"]]))}
-    fit = _fit_row(x[tail], v[tail], row, x_name, None if seeds is None else seeds[tail], corrections=True)
+    corrections = seeds is not None and n_tail >= MIN_CORRECTION_WIDTHS
+    fit = _fit_row(x[tail], v[tail], row, x_name, None if seeds is None else seeds[tail], corrections)
     fit.setdefault("correction", 0.0)
+    notes = [out["note"], rule if rule.startswith("auto (") else ""]
+    if seeds is not None and not corrections:
+        notes.append(f"plain power law: {n_tail} widths ≥ n_min, the n^-1/2 correction needs "
+                     f"{MIN_CORRECTION_WIDTHS}")
+    if seeds is not None and fit.get("n_seeds") == 1:
+        notes.append("one seed: slope without interval, no verdict")
+    elif seeds is not None and fit.get("n_seeds") == 0:
+        notes.append("no seed spans enough widths: pooled fit without interval, no verdict")
     return {**out, **{k: fit[k] for k in (*FIT_COLUMNS, "correction", "result", "n_points", f"n_{x_name}")},
-            "n_widths_fit": n_tail,
-            "note": "; ".join(filter(None, [out["note"], rule if rule.startswith("auto (") else ""]))}
+            "n_widths_fit": n_tail, "note": "; ".join(filter(None, notes)),
+            "fit_form": "pooled" if seeds is None else "corrected" if corrections else "plain"}
 
 
 def _theory_columns(e: Expectation, row: dict) -> dict:
@@ -132,7 +149,7 @@ def _finish(rows: list[dict]) -> pd.DataFrame:
             df[c] = math.nan
     if "n_widths_fit" not in df:
         df["n_widths_fit"] = 0
-    for c in ("n_min_rule", "result_all"):
+    for c in ("n_min_rule", "result_all", "fit_form"):
         if c not in df:
             df[c] = ""
     df["ci_low"] = df["slope"] - df["ci_half"]

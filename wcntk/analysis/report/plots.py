@@ -181,9 +181,9 @@ def width_figures(runs: pd.DataFrame, slopes: pd.DataFrame, per_width: pd.DataFr
     ncols = min(3, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
     for name, title, draw, data in (
-            ("width_all", "width scaling (mean ± s.e. over seeds; solid: asymptotic fit with its n^-1/2 "
-             "correction, over its widths; faded: widths below n_min; dashed: predicted slope; "
-             "dash-dot: bound)", draw_width_scaling, per_width),
+            ("width_all", "width scaling (mean ± s.e. over seeds; solid: asymptotic fit (with its n^-1/2 "
+             "correction on 5 or more widths), over its widths; faded: widths below n_min; dashed: "
+             "predicted slope; dash-dot: bound)", draw_width_scaling, per_width),
             ("local_slopes_all", "local slopes between adjacent widths (± 95 % across seeds; faded: below "
              "n_min; horizontal: theory)", draw_local_slopes, local)):
         grid = Figure(figsize=(5.4 * ncols, 4.0 * nrows), layout="constrained")
