@@ -30,8 +30,8 @@ import copy
 import _common as bench  # first: sets OMP_WAIT_POLICY before torch is imported
 import torch
 
+from wcntk.core.layers import ModelConfig
 from wcntk.core.losses import mse
-from wcntk.core.models import ModelConfig
 from wcntk.training.data import DataConfig
 from wcntk.training.trainer import OptimizerConfig, TrainConfig, Trainer
 

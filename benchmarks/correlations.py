@@ -52,7 +52,9 @@ from torch.func import functional_call, jacfwd, jvp
 
 from wcntk.core.correlations import derivative_correlations
 from wcntk.core.correlations_mlp import mlp_derivative_correlations
-from wcntk.core.models import MLP, ModelConfig, build_model, functional, params_of
+from wcntk.core.mlp import MLP
+from wcntk.core.layers import ModelConfig, functional, params_of
+from wcntk.core.models import build_model
 
 QUANTITIES = ("C02", "C03", "C11")
 

@@ -25,7 +25,8 @@ import _common  # noqa: F401
 import torch
 
 from wcntk.training.data import DataConfig
-from wcntk.core.models import ModelConfig, build_model, functional, params_of
+from wcntk.core.layers import ModelConfig, functional, params_of
+from wcntk.core.models import build_model
 from wcntk.core.ntk import empirical_ntk
 from wcntk.training.trainer import OptimizerConfig, TrainConfig, Trainer
 

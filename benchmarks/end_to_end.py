@@ -195,7 +195,7 @@ def warm_wandb_cost(tmp: Path) -> float:
 
 def phase_costs(width: int, steps: int = 20) -> dict[str, float]:
     """Per-width costs of one default run's phases (current thread setting)."""
-    from wcntk.core.models import ModelConfig
+    from wcntk.core.layers import ModelConfig
     from wcntk.training.data import DataConfig
     from wcntk.training.trainer import OptimizerConfig, TrainConfig, Trainer
     t = time.perf_counter()

@@ -45,7 +45,7 @@ from cnn_step import step_flops as cnn_step_flops
 
 from wcntk.training.data import DataConfig
 from wcntk.core.losses import mse
-from wcntk.core.models import ModelConfig
+from wcntk.core.layers import ModelConfig
 import wcntk.training.trainer
 from wcntk.training.config import CudaGraphs
 from wcntk.training.trainer import OptimizerConfig, TrainConfig, Trainer

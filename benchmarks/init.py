@@ -16,7 +16,8 @@ from _common import compare, env_info, print_env, print_table, write_results
 
 import torch
 
-from wcntk.core.models import ModelConfig, build_model, layer_scales
+from wcntk.core.layers import ModelConfig, layer_scales
+from wcntk.core.models import build_model
 
 
 def sequential_init(cfg: ModelConfig, d_in: int, k: int, seed: int,

@@ -34,9 +34,10 @@ import torch
 from ntk import probes, tutorial_jacobian_contraction
 
 from wcntk.core.implementations import implementation_for
+from wcntk.core.layers import ModelConfig, functional, params_of
 from wcntk.core.linearization import LinearizedModel
 from wcntk.core.losses import mse
-from wcntk.core.models import ModelConfig, build_model, functional, params_of
+from wcntk.core.models import build_model
 from wcntk.core.ntk import choose_method, empirical_ntk, sample_cost
 
 

@@ -30,7 +30,8 @@ import torch
 from torch.func import jacrev, jvp, vjp, vmap
 
 from wcntk.core.correlations import derivative_correlations
-from wcntk.core.models import ModelConfig, build_model, functional, params_of
+from wcntk.core.layers import ModelConfig, functional, params_of
+from wcntk.core.models import build_model
 from wcntk.core.ntk import choose_method, empirical_ntk, mlp_ntk, per_sample_jacobian, sample_cost
 from wcntk.training.data import DataConfig, load_dataset
 

@@ -52,7 +52,8 @@ from torch import Tensor, nn
 from wcntk.training.data import DataConfig
 from wcntk.core.linearization import LinearizedModel
 from wcntk.core.losses import mse
-from wcntk.core.models import MLP, ModelConfig, functional, params_of
+from wcntk.core.mlp import MLP
+from wcntk.core.layers import ModelConfig, functional, params_of
 from wcntk.training.trainer import OptimizerConfig, TrainConfig, Trainer
 
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from wcntk.core.models import ModelConfig, build_model, functional, params_of
+from wcntk.core.layers import ModelConfig, functional, params_of
+from wcntk.core.models import build_model
 from wcntk.run.cli_checks import register_configs
 
 ROOT = Path(__file__).resolve().parents[1]

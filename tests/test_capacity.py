@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import run_py
-from wcntk.core.models import ModelConfig, build_model, num_params, params_of
+from wcntk.core.layers import ModelConfig, num_params, params_of
+from wcntk.core.models import build_model
 from wcntk.run import capacity
 from wcntk.training.data import DataConfig, data_shapes
 

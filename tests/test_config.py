@@ -17,7 +17,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
 from tests.conftest import CONF, ROOT, run_py, start_run_py
-from wcntk.core.models import ModelConfig
+from wcntk.core.layers import ModelConfig
 from wcntk.run import cli_checks, entry
 from wcntk.run.config import RunConfig, config_keys, library_configs, run_config, validate_config
 from wcntk.run.record import BOOKKEEPING_KEYS

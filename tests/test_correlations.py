@@ -21,7 +21,7 @@ from wcntk.core.correlations import (
     gd_step_direction,
     step_ratios,
 )
-from wcntk.core.models import ModelConfig
+from wcntk.core.layers import ModelConfig
 
 LR = 0.7           # a non-unit η, so the η^{…}/d! prefactors are checked too
 M, K, D_IN = 3, 2, 3

@@ -4,7 +4,8 @@ import torch
 
 from wcntk.core.correlations import derivative_correlations
 from wcntk.core.correlations_mlp import mlp_derivative_correlations
-from wcntk.core.models import ModelConfig, build_model, functional, params_of
+from wcntk.core.layers import ModelConfig, functional, params_of
+from wcntk.core.models import build_model
 
 KEYS = ("C02", "C03", "C11")
 

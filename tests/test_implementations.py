@@ -7,9 +7,12 @@ import torch
 
 from tests._refs import DT, seeded
 from wcntk.core import implementations as impls
+from wcntk.core.cnn import CNN
 from wcntk.core.implementations import GENERIC, MLP_FAST, Implementation, implementation_for, register
+from wcntk.core.layers import ModelConfig, functional, params_of
 from wcntk.core.linearization import LinearizedModel
-from wcntk.core.models import CNN, MLP, ModelConfig, build_model, functional, params_of
+from wcntk.core.mlp import MLP
+from wcntk.core.models import build_model
 
 
 def _model(kind: str, shape=(4,)):

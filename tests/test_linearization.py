@@ -11,9 +11,10 @@ import torch
 
 from tests._refs import DT, flat, flat_ntk, gd_mse_kernel_dynamics, jacobian, rel_err, seeded, train_sgd
 from wcntk.core import losses
+from wcntk.core.layers import ACTIVATIONS, ModelConfig, functional, params_of
 from wcntk.core.linearization import LinearizedModel, linearized_mlp
 from wcntk.core.metrics import deviation_from_outputs
-from wcntk.core.models import ACTIVATIONS, ModelConfig, build_model, functional, params_of
+from wcntk.core.models import build_model
 from wcntk.core.ntk import empirical_ntk
 
 D_IN, K, N_TRAIN, N_TEST = 3, 2, 5, 4

@@ -7,6 +7,7 @@ import torch
 
 from tests._refs import DT, flat, jacobian, seeded
 from wcntk.core import losses
+from wcntk.core.layers import ModelConfig, functional, params_of
 from wcntk.core.linearization import LinearizedModel
 from wcntk.core.metrics import (
     deviation_from_outputs,
@@ -14,7 +15,7 @@ from wcntk.core.metrics import (
     param_rel_change,
     rms,
 )
-from wcntk.core.models import ModelConfig, build_model, functional, params_of
+from wcntk.core.models import build_model
 
 
 def test_rms_by_hand():

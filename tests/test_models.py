@@ -10,10 +10,9 @@ import torch.nn.functional as F
 
 from tests._refs import DT, seeded
 from wcntk.core import init
-from wcntk.core.models import (
+from wcntk.core.layers import (
     ACTIVATIONS,
     ModelConfig,
-    build_model,
     functional,
     get_activation,
     layer_scales,
@@ -21,6 +20,7 @@ from wcntk.core.models import (
     num_params,
     params_of,
 )
+from wcntk.core.models import build_model
 
 D_IN, K = 3, 2
 

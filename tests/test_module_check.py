@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, run_py
-from wcntk.core.models import ModelConfig
+from wcntk.core.layers import ModelConfig
 from wcntk.training.config import OptimizerConfig, TrainConfig
 from wcntk.training.data import DataConfig
 from wcntk.training.module_check import coupling_tolerance

@@ -24,10 +24,11 @@ from wcntk.analysis.powerlaw import fit_power_law
 from wcntk.analysis.theory import expected
 from wcntk.core.correlations import derivative_correlations
 from wcntk.core.implementations import GENERIC, implementation_for
+from wcntk.core.layers import ModelConfig, functional, params_of
 from wcntk.core.linearization import LinearizedModel
-from wcntk.core.models import ModelConfig, build_model, functional, params_of
-from wcntk.core.models_transformer import patches
+from wcntk.core.models import build_model
 from wcntk.core.ntk import empirical_ntk
+from wcntk.core.transformer import patches
 from wcntk.training.data import DataConfig
 from wcntk.training.network_check import check_network
 

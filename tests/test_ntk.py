@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from tests._refs import DT, flat_ntk, jacobian, seeded
-from wcntk.core.models import ModelConfig, build_model, functional, params_of
+from wcntk.core.layers import ModelConfig, functional, params_of
+from wcntk.core.models import build_model
 from wcntk.core.ntk import choose_method, empirical_ntk, mlp_ntk, sample_cost
 
 K = 3

@@ -167,3 +167,44 @@ def test_the_readme_notebook_example_runs_through_the_public_api():
     assert wcntk.empirical_ntk(f, theta0, x).shape == (4, 3, 4, 3)
     assert set(wcntk.derivative_correlations(f, theta0, x, lr=1.0)) == {"C02", "C03", "C11"}
     assert wcntk.LinearizedModel(f, theta0)(theta0, x).shape == (4, 3)
+
+
+def module_imports(path: Path) -> set[str]:
+    """The wcntk modules a module imports (dotted, relative imports resolved, lazy ones too)."""
+    own = ["wcntk", *path.relative_to(ROOT / "wcntk").with_suffix("").parts]
+    package = own[:-1] if own[-1] != "__init__" else own[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            for alias in node.names:
+                found.add(f"{module}.{alias.name}" if f"{module}.{alias.name}" in MODULES else module)
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+    return {m for m in found if m in MODULES}
+
+
+MODULES = {".".join(["wcntk", *p.relative_to(ROOT / "wcntk").with_suffix("").parts]).removesuffix(".__init__")
+           for p in (ROOT / "wcntk").rglob("*.py")}
+
+
+def test_no_import_circle_in_the_package():
+    """Module-level imports between wcntk's modules form no cycle (a package imports its
+    __init__, which counts)."""
+    graph = {".".join(["wcntk", *p.relative_to(ROOT / "wcntk").with_suffix("").parts]).removesuffix(
+        ".__init__"): module_imports(p) for p in (ROOT / "wcntk").rglob("*.py")}
+    assert "wcntk.core.resnet" in graph["wcntk.core.models"]
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph.get(node, ()):
+            assert state.get(nxt) != 1, " → ".join([*path, node, nxt])
+            if nxt not in state:
+                visit(nxt, [*path, node])
+        state[node] = 2
+
+    for node in graph:
+        if node not in state:
+            visit(node, [])

@@ -18,9 +18,9 @@ from tests._refs import gd_mse_kernel_dynamics
 from tests._wandb_files import exit_codes
 from tests.conftest import CONF, ENV, ROOT, run_py, start_run_py, tiny_config
 from wcntk.analysis.wandb_records import config_values, history_rows, summary_values
+from wcntk.core.layers import ModelConfig
 from wcntk.core.losses import mse
 from wcntk.core.metric_registry import METRIC_NAMES
-from wcntk.core.models import ModelConfig
 from wcntk.core.ntk import empirical_ntk
 from wcntk.run.job import run_job
 from wcntk.run.record import flatten

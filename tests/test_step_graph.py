@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wcntk.core.models import ModelConfig
+from wcntk.core.layers import ModelConfig
 from wcntk.training.data import DataConfig
 from wcntk.training.step_graph import choose_step, max_rel_diff
 from wcntk.training.trainer import OptimizerConfig, TrainConfig, Trainer, to_floats

@@ -9,7 +9,8 @@ import torch
 from wcntk.analysis.powerlaw import fit_power_law
 from wcntk.analysis.theory import Expectation, base_metric, expected, expected_ratio, lookup
 from wcntk.core.correlations_mlp import mlp_derivative_correlations
-from wcntk.core.models import ModelConfig, build_model
+from wcntk.core.layers import ModelConfig
+from wcntk.core.models import build_model
 
 
 def cfg(alpha=0.0, activation="relu", depth=2, parameterization="ntk", optimizer="gd", loss="mse"):

@@ -24,8 +24,8 @@ warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
 # public name -> the module that defines it
 _EXPORTS = {
     # networks and θ₀
-    "ModelConfig": "wcntk.core.models", "build_model": "wcntk.core.models",
-    "functional": "wcntk.core.models", "params_of": "wcntk.core.models",
+    "ModelConfig": "wcntk.core.layers", "build_model": "wcntk.core.models",
+    "functional": "wcntk.core.layers", "params_of": "wcntk.core.layers",
     # the measurements
     "LinearizedModel": "wcntk.core.linearization", "empirical_ntk": "wcntk.core.ntk",
     "derivative_correlations": "wcntk.core.correlations", "implementation_for": "wcntk.core.implementations",

@@ -33,8 +33,8 @@ import torch
 from torch import Tensor
 from torch.func import grad, jvp, vmap
 
+from .layers import Fn, Params, detached
 from .linearization import tree_norm
-from .models import Fn, Params, detached
 from .ntk import DEFAULT_BUDGET, sample_cost
 from .tf32 import no_tf32
 

@@ -45,7 +45,8 @@ import torch
 from torch import Tensor
 from torch.func import jvp
 
-from .models import MLP, Params, mlp_layers
+from .layers import Params
+from .mlp import MLP, mlp_layers
 from .ntk import DEFAULT_BUDGET
 from .tf32 import no_tf32
 

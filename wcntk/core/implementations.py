@@ -23,10 +23,11 @@ from torch import Tensor, nn
 
 from .correlations import derivative_correlations
 from .correlations_mlp import mlp_derivative_correlations
+from .layers import Fn, Params
 from .linearization import LinearizedModel, linearized_mlp
-from .models import MLP, Fn, Params
-from .models_transformer import VisionTransformer
+from .mlp import MLP
 from .ntk import empirical_ntk, mlp_ntk
+from .transformer import VisionTransformer
 
 Twin = Callable[[Params], Tensor]
 

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 from torch.func import jvp, linearize
 
-from .models import MLP, Fn, Params, mlp_layers
+from .layers import Fn, Params
+from .mlp import MLP, mlp_layers
 
 
 def tree_sub(a: Params, b: Params) -> Params:

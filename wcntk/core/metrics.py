@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .layers import Params
 from .linearization import tree_norm, tree_sub
 from .losses import LossFn
-from .models import Params
 
 
 def rms(a: Tensor) -> Tensor:

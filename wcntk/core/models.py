@@ -1,237 +1,39 @@
-"""Networks with an explicit parameterization, as modules and as pure functions.
-
-Every layer computes  h = c_w · W a + c_b · b  where the stored parameters
-(W, b) and the multipliers (c_w, c_b) depend on the parameterization
-(docs/theory.md §3), with fan_in the layer's input size (in_channels·k² for a conv):
-
-=============  ======================  ===========  =====================  ======
-name           W stored                c_w          b stored               c_b
-=============  ======================  ===========  =====================  ======
-ntk            N(0, 1)                 σ_w/√fan_in  N(0, 1)                σ_b
-standard       N(0, σ_w²/fan_in)       1            N(0, σ_b²)             1
-mean_field     hidden layers as ntk; readout c_w = σ_w/fan_in, c_b = σ_b/√fan_in (μP-like)
-=============  ======================  ===========  =====================  ======
-
-ntk and standard compute the same function at θ₀ for the same seed (the same
-standard normals are drawn and scaled); their gradients differ by c_w.
-mean_field's whole readout (weight and bias) is smaller by 1/√fan_in than ntk's, so
-every NTK contribution is 1/width of ntk's and the learning rate is scaled up by the width
-(:func:`lr_width_multiplier`) to train at O(1) speed. (An unscaled readout bias would keep
-its O(1) kernel term and make η·width diverge.)
-"""
+"""Building any network: `build_model` knows every kind (mlp, cnn, resnet, transformer, custom),
+each in a module of its own, all made of wcntk.core.layers (ModelConfig, the scaled layers)."""
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import torch
-from torch import Tensor, nn
-from torch.func import functional_call
+from torch import nn
 
+from .cnn import CNN
+from .custom import build_custom, factory_arguments, recorded_value, resolve_target
 from .init import ParamInit, shape_signature
-from .models_custom import resolve_target
+from .layers import ModelConfig
+from .mlp import MLP
+from .resnet import ResNet
+from .transformer import VisionTransformer
 
-Params = dict[str, Tensor]
-Fn = Callable[[Params, Tensor], Tensor]   # f(params, x): a network in functional form
-
-
-
-class ModelKind(StrEnum):
-    """`model.kind`: which network."""
-
-    mlp = "mlp"
-    cnn = "cnn"
-    resnet = "resnet"
-    transformer = "transformer"
-    custom = "custom"
+IMAGE_MODELS = ("cnn", "resnet", "transformer")
 
 
-class Parameterization(StrEnum):
-    """`parameterization`: how width enters the init and the forward pass."""
-
-    ntk = "ntk"
-    standard = "standard"
-    mean_field = "mean_field"
-
-
-class AttentionLogits(StrEnum):
-    """`model.attention_logits`: the transformer's logit scale, 1/d or 1/√d."""
-
-    inv_d = "inv_d"
-    inv_sqrt_d = "inv_sqrt_d"
+def custom_provided(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: int,
+                    init: ParamInit) -> dict[str, Any]:
+    """What the runner offers a custom factory (wcntk.core.custom.PROVIDED)."""
+    return dict(input_shape=tuple(input_shape), out_features=out_features, width=cfg.width, depth=cfg.depth,
+                activation=cfg.activation, parameterization=cfg.parameterization,
+                generator=torch.Generator().manual_seed(init.seed), seed=init.seed, dtype=init.dtype,
+                device=init.device)
 
 
-def _erf(x: Tensor) -> Tensor:
-    return torch.erf(x)
-
-
-ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "relu": torch.relu,
-    "erf": _erf,
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "gelu": nn.functional.gelu,
-    "leaky_relu": lambda x: nn.functional.leaky_relu(x, 0.1),
-    "identity": lambda x: x,
-}
-
-
-def get_activation(name: str) -> Callable[[Tensor], Tensor]:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name]
-
-
-def layer_scales(parameterization: str, fan_in: int, w_std: float, b_std: float,
-                 readout: bool) -> tuple[float, float, float, float]:
-    """Return (init std of W, c_w, init std of b, c_b) for one layer."""
-    if parameterization == "ntk":
-        return 1.0, w_std / math.sqrt(fan_in), 1.0, b_std
-    if parameterization == "standard":
-        return w_std / math.sqrt(fan_in), 1.0, b_std, 1.0
-    if parameterization == "mean_field":
-        if readout:
-            return 1.0, w_std / fan_in, 1.0, b_std / math.sqrt(fan_in)
-        return 1.0, w_std / math.sqrt(fan_in), 1.0, b_std
-    raise ValueError(f"unknown parameterization {parameterization!r}; "
-                     f"choose one of {', '.join(Parameterization)}")
-
-
-def lr_width_multiplier(parameterization: str, width: int) -> float:
-    """Factor the base learning rate is multiplied by: width for mean_field
-    (so the 1/width readout still trains at O(1) speed), 1 otherwise."""
-    return float(width) if parameterization == "mean_field" else 1.0
-
-
-class ScaledLinear(nn.Module):
-    """h = c_w · a Wᵀ + c_b · b (scalars applied to the product, not to W: no weight-sized
-    copy per forward and multiply per backward, 0.73x the step time at width 16384).
-    `name` is the layer's path in its model (`hidden.0`): with the parameter's own name it keys
-    the θ₀ streams (wcntk.core.init)."""
-
-    def __init__(self, fan_in: int, fan_out: int, parameterization: str, w_std: float,
-                 b_std: float, readout: bool, init: ParamInit, name: str):
-        super().__init__()
-        sw, self.c_w, sb, self.c_b = layer_scales(parameterization, fan_in, w_std, b_std, readout)
-        self.weight = nn.Parameter(init.normal(f"{name}.weight", (fan_out, fan_in), sw))
-        self.bias = nn.Parameter(init.normal(f"{name}.bias", (fan_out,), sb))
-
-    def forward(self, a: Tensor) -> Tensor:
-        return self.c_w * nn.functional.linear(a, self.weight) + self.c_b * self.bias
-
-
-class ScaledConv2d(nn.Module):
-    """h = c_w · conv3x3(a, W) + c_b · b, same padding, fan_in = in_channels·9; `name` as for
-    ScaledLinear."""
-
-    def __init__(self, in_channels: int, out_channels: int, parameterization: str, w_std: float,
-                 b_std: float, init: ParamInit, name: str, kernel_size: int = 3):
-        super().__init__()
-        fan_in = in_channels * kernel_size * kernel_size
-        sw, self.c_w, sb, self.c_b = layer_scales(parameterization, fan_in, w_std, b_std, False)
-        shape = (out_channels, in_channels, kernel_size, kernel_size)
-        self.weight = nn.Parameter(init.normal(f"{name}.weight", shape, sw))
-        self.bias = nn.Parameter(init.normal(f"{name}.bias", (out_channels,), sb))
-        self.padding = kernel_size // 2
-
-    def forward(self, a: Tensor) -> Tensor:
-        h = nn.functional.conv2d(a, self.weight, padding=self.padding)
-        return self.c_w * h + (self.c_b * self.bias)[:, None, None]
-
-
-@dataclass
-class ModelConfig:
-    """Everything that defines a network and its initialization."""
-
-    kind: ModelKind = ModelKind.mlp
-    width: int = 1024
-    depth: int = 1
-    activation: str = "relu"
-    parameterization: Parameterization = Parameterization.ntk
-    w_std: float = 1.0
-    b_std: float = 0.05
-    heads: int = 2                    # transformer: attention heads (divides width)
-    patch_size: int | None = None     # transformer: p×p patches (None: a 4×4 grid)
-    attention_logits: AttentionLogits = AttentionLogits.inv_d  # transformer (wcntk.core.models_transformer)
-    target: str | None = None         # custom: dotted path of the factory (wcntk.core.models_custom)
-    kwargs: dict[str, Any] = field(default_factory=dict)  # custom: extra factory arguments
-
-    def validate(self) -> None:
-        if self.kind not in list(ModelKind):
-            raise ValueError(f"unknown model {self.kind!r}; choose one of {', '.join(ModelKind)}")
-        if not isinstance(self.width, int) or self.width <= 0:
-            raise ValueError(f"width must be a positive integer, got {self.width!r}")
-        if not isinstance(self.depth, int) or self.depth < 1:
-            raise ValueError(f"depth must be an integer >= 1, got {self.depth!r}")
-        get_activation(self.activation)
-        if self.parameterization not in list(Parameterization):
-            raise ValueError(f"unknown parameterization {self.parameterization!r}; "
-                             f"choose one of {', '.join(Parameterization)}")
-        if not (math.isfinite(self.w_std) and self.w_std > 0):
-            raise ValueError(f"model.w_std must be finite and > 0, got {self.w_std}")
-        if not (math.isfinite(self.b_std) and self.b_std >= 0):
-            raise ValueError(f"model.b_std must be finite and >= 0, got {self.b_std}")
-        if self.kind == "transformer":
-            if not isinstance(self.heads, int) or self.heads < 1 or self.width % self.heads:
-                raise ValueError(f"model.heads must be a positive divisor of width={self.width}, "
-                                 f"got {self.heads!r}")
-            if self.patch_size is not None and (not isinstance(self.patch_size, int) or self.patch_size < 1):
-                raise ValueError(f"model.patch_size must be a positive integer or null, "
-                                 f"got {self.patch_size!r}")
-            if self.attention_logits not in list(AttentionLogits):
-                raise ValueError(f"model.attention_logits must be one of {', '.join(AttentionLogits)}, "
-                                 f"got {self.attention_logits!r}")
-        if self.kind == "custom":
-            resolve_target(self.target)
-        elif self.target is not None or self.kwargs:
-            raise ValueError(f"model.target and model.kwargs are for model=custom, not model={self.kind}")
-
-
-class MLP(nn.Module):
-    """x ∈ ℝ^d → `depth` hidden layers of `width` units → ℝ^k; flattens its input."""
-
-    def __init__(self, in_features: int, out_features: int, cfg: ModelConfig, init: ParamInit):
-        super().__init__()
-        self.act = get_activation(cfg.activation)
-        sizes = [in_features] + [cfg.width] * cfg.depth
-        common = dict(parameterization=cfg.parameterization, w_std=cfg.w_std, b_std=cfg.b_std, init=init)
-        self.hidden = nn.ModuleList(ScaledLinear(i, o, readout=False, name=f"hidden.{n}", **common)
-                                    for n, (i, o) in enumerate(itertools.pairwise(sizes)))
-        self.readout = ScaledLinear(cfg.width, out_features, readout=True, name="readout", **common)
-
-    def forward(self, x: Tensor) -> Tensor:
-        a = x.flatten(1)
-        for layer in self.hidden:
-            a = self.act(layer(a))
-        return self.readout(a)
-
-
-class CNN(nn.Module):
-    """x ∈ ℝ^{C×H×W} → `depth` 3×3 same-padding convs of `width` channels →
-    global average pool → dense readout to ℝ^k.
-
-    Global average pooling (not flatten) keeps the readout at width·k parameters
-    whatever the image size, and has a well-defined infinite-width limit.
-    """
-
-    def __init__(self, in_channels: int, out_features: int, cfg: ModelConfig, init: ParamInit):
-        super().__init__()
-        self.act = get_activation(cfg.activation)
-        common = dict(parameterization=cfg.parameterization, w_std=cfg.w_std, b_std=cfg.b_std, init=init)
-        chans = [in_channels] + [cfg.width] * cfg.depth
-        self.hidden = nn.ModuleList(ScaledConv2d(i, o, name=f"hidden.{n}", **common)
-                                    for n, (i, o) in enumerate(itertools.pairwise(chans)))
-        self.readout = ScaledLinear(cfg.width, out_features, readout=True, name="readout", **common)
-
-    def forward(self, x: Tensor) -> Tensor:
-        a = x
-        for layer in self.hidden:
-            a = self.act(layer(a))
-        return self.readout(a.mean(dim=(2, 3)))
+def custom_factory_arguments(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: int,
+                             seed: int) -> dict[str, Any]:
+    """The arguments a custom factory receives, as plain values for the run's record."""
+    provided = custom_provided(cfg, input_shape, out_features, ParamInit(seed, torch.float32, "cpu"))
+    arguments = factory_arguments(resolve_target(cfg.target), provided, dict(cfg.kwargs), cfg.target)
+    return {k: recorded_value(v) for k, v in arguments.items() if k not in ("dtype", "device")}
 
 
 def model_signature(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: int) -> str:
@@ -259,51 +61,13 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: in
                      signature=model_signature(cfg, input_shape, out_features))
     if cfg.kind == "mlp":
         return MLP(math.prod(input_shape), out_features, cfg, init)
-    # imported here: the image and custom networks are built from this module's layers
-    from .networks import build_network
-    return build_network(cfg, input_shape, out_features, init)
-
-
-def trainable_params(model: nn.Module) -> Params:
-    """θ: the module's parameters with requires_grad (live, no copy). A frozen parameter is a
-    constant of f: `functional(model)` takes it from the module, and θ, the twin, the NTK and the
-    correlations never see it."""
-    return {k: v for k, v in model.named_parameters() if v.requires_grad}
-
-
-def frozen_count(model: nn.Module) -> int:
-    """Entries of the parameters with requires_grad=False (constants of f)."""
-    return sum(v.numel() for v in model.parameters() if not v.requires_grad)
-
-
-def params_of(model: nn.Module) -> Params:
-    """θ (the trainable parameters) as a dict of detached tensors (a copy)."""
-    return {k: v.detach().clone() for k, v in trainable_params(model).items()}
-
-
-def detached(params: Mapping[str, Tensor]) -> Params:
-    """θ as a dict of detached views (no copy): a fixed point to differentiate at."""
-    return {k: v.detach() for k, v in params.items()}
-
-
-def mlp_layers(model: MLP, params: Params | None = None) -> list[tuple[Tensor, Tensor, float, float]]:
-    """(W, b, c_w, c_b) of every dense layer of an :class:`MLP`, the readout last, taking W
-    and b from `params` (names as in `params_of`; default: the module's own parameters)."""
-    params = dict(model.named_parameters()) if params is None else params
-    names = [f"hidden.{i}" for i in range(len(model.hidden))] + ["readout"]
-    return [(params[f"{n}.weight"], params[f"{n}.bias"], float(layer.c_w), float(layer.c_b))
-            for n, layer in zip(names, [*model.hidden, model.readout], strict=True)]
-
-
-def functional(model: nn.Module) -> Callable[[Params, Tensor], Tensor]:
-    """The pure function f(params, x) -> [batch, k] of a module; a parameter or buffer missing
-    from `params` (a frozen one) is taken from the module."""
-
-    def f(params: Params, x: Tensor) -> Tensor:
-        return functional_call(model, params, (x,))
-
-    return f
-
-
-def num_params(params: Params) -> int:
-    return sum(p.numel() for p in params.values())
+    if cfg.kind == "custom":
+        provided = custom_provided(cfg, input_shape, out_features, init)
+        return build_custom(cfg.target, cfg.kwargs, provided, init.dtype, init.device)
+    if len(input_shape) != 3:
+        raise ValueError(f"model={cfg.kind} needs image inputs [C, H, W], got shape {tuple(input_shape)}")
+    if cfg.kind == "cnn":
+        return CNN(input_shape[0], out_features, cfg, init)
+    if cfg.kind == "resnet":
+        return ResNet(input_shape[0], out_features, cfg, init)
+    return VisionTransformer(tuple(input_shape), out_features, cfg, init)

@@ -28,7 +28,8 @@ import torch
 from torch import Tensor
 from torch.func import jacrev, jvp, vjp, vmap
 
-from .models import MLP, Fn, Params, mlp_layers
+from .layers import Fn, Params
+from .mlp import MLP, mlp_layers
 from .tf32 import no_tf32
 
 NTK_METHODS = ("auto", "jacobian", "ntvp")

@@ -11,8 +11,8 @@ Memory estimate, in bytes of the run's precision (4 for float32, 8 for float64):
 
 P and A of each network (`network_sizes`), with n = width, L = depth, k outputs, an input of d
 entries or an image C×H×W (same-padding 3×3 convs keep the image size), and for the transformer
-T = (H/p)(W/p) tokens of p×p patches and h heads (wcntk.core.models, models_resnet,
-models_transformer):
+T = (H/p)(W/p) tokens of p×p patches and h heads (wcntk.core.models, resnet,
+transformer):
 
     mlp          P = d·n + n + (L−1)(n² + n) + n·k + k        A = n·L
     cnn          P = 9Cn + n + (L−1)(9n² + n) + n·k + k       A = n·L·H·W              (one map per conv)
@@ -21,7 +21,7 @@ models_transformer):
                  (embedding and per-token bias; per block q, k, v, out and the MLP's 2 layers,
                  and the attention weights, T² per head)
     custom       measured: the factory is called on the meta device (shapes without memory or
-                 values, wcntk.core.networks.build_network), P is the module's parameter count and
+                 values, wcntk.core.models.build_model), P is the module's parameter count and
                  A the elements autograd saves for its backward per input (wcntk.core.ntk.sample_cost
                  on 2 inputs minus on 1, so the saved parameters cancel); a factory that cannot be
                  built or run on the meta device gets no estimate (the network check reports its own
@@ -42,11 +42,10 @@ from typing import Any
 
 import torch
 
-from ..core.init import ParamInit
-from ..core.models import ModelConfig, functional
-from ..core.models_transformer import default_patch_size
-from ..core.networks import build_network
+from ..core.layers import ModelConfig, functional
+from ..core.models import build_model
 from ..core.ntk import sample_cost
+from ..core.transformer import default_patch_size
 from ..training.data import DataConfig, data_shapes
 from .record import flatten
 
@@ -94,7 +93,7 @@ def measured_sizes(model: ModelConfig, shape: tuple[int, ...], k: int, dtype: to
         meta = torch.device("meta")
         try:
             with meta:
-                net = build_network(model, shape, k, ParamInit(0, dtype, meta))
+                net = build_model(model, shape, k, seed=0, dtype=dtype, device=meta)
                 params = dict(net.named_parameters())
                 x = torch.empty(2, *shape, dtype=dtype)
                 one, two = (sample_cost(functional(net), params, x, batch) for batch in (1, 2))

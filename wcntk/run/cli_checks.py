@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ..core.models_custom import resolve_target, takes_width
+from ..core.custom import resolve_target, takes_width
 from .config import RunConfig, config_keys, one_line, run_config, schema, unknown_key_message, validate_config
 from .provenance import LAUNCH_ENV
 from .record import BOOKKEEPING_KEYS, Status, effective_status, read_summary

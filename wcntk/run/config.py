@@ -36,7 +36,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from ..core.models import AttentionLogits, ModelConfig, ModelKind, Parameterization
+from ..core.layers import AttentionLogits, ModelConfig, ModelKind, Parameterization
 from ..training.config import CudaGraphs, OptimizerConfig, Precision, TrainConfig, validate_all
 from ..training.data import DataConfig
 from .capacity import PRECISION_BYTES, check_integers, check_memory

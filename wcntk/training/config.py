@@ -10,8 +10,8 @@ from enum import StrEnum
 
 import torch
 
+from ..core.layers import ModelConfig, lr_width_multiplier
 from ..core.losses import get_loss
-from ..core.models import ModelConfig, lr_width_multiplier
 from .data import DataConfig
 from .network_check import check_network
 

@@ -22,9 +22,9 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from ..core.implementations import implementation_for
+from ..core.layers import functional, trainable_params
 from ..core.linearization import LinearizedModel
 from ..core.losses import mse
-from ..core.models import functional, trainable_params
 
 BATCH = 3          # inputs in the batch compared with the per-sample outputs
 TRANSFORM_SAMPLES = 2

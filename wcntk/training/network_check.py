@@ -7,10 +7,9 @@ import json
 
 import torch
 
-from ..core.init import ParamInit
-from ..core.models import ModelConfig
-from ..core.models_transformer import default_patch_size
-from ..core.networks import IMAGE_MODELS, build_network
+from ..core.layers import ModelConfig
+from ..core.models import IMAGE_MODELS, build_model
+from ..core.transformer import default_patch_size
 from .data import DataConfig, data_shapes, is_image_dataset
 from .module_check import ModuleRefused, check_module
 
@@ -36,7 +35,7 @@ def check_network(model: ModelConfig, data: DataConfig, dtype: torch.dtype = tor
                           model.parameterization, shape, classes, str(dtype), lr],
                          sort_keys=True, default=str)
         if key not in _checked:
-            module = build_network(model, shape, classes, ParamInit(0, dtype, torch.device("cpu")))
+            module = build_model(model, shape, classes, seed=0, dtype=dtype)
             try:
                 check_module(module, shape, classes, dtype, lr)
             except ModuleRefused as err:

@@ -18,13 +18,8 @@ from torch import Tensor
 from ..core.correlations import gd_step_direction, step_ratios
 from ..core.implementations import implementation_for
 from ..core.init import INIT_SCHEME
-from ..core.linearization import LinearizedModel
-from ..core.losses import accuracy, get_loss
-from ..core.metric_registry import NET, TRAIN_LOSSES, TWIN, correlation, deviation, model_metric
-from ..core.metrics import deviation_from_outputs, ntk_rel_change, param_rel_change, rms
-from ..core.models import (
+from ..core.layers import (
     ModelConfig,
-    build_model,
     detached,
     frozen_count,
     functional,
@@ -32,7 +27,11 @@ from ..core.models import (
     params_of,
     trainable_params,
 )
-from ..core.networks import custom_factory_arguments
+from ..core.linearization import LinearizedModel
+from ..core.losses import accuracy, get_loss
+from ..core.metric_registry import NET, TRAIN_LOSSES, TWIN, correlation, deviation, model_metric
+from ..core.metrics import deviation_from_outputs, ntk_rel_change, param_rel_change, rms
+from ..core.models import build_model, custom_factory_arguments
 from ..core.tf32 import disable_tf32
 from .config import PRECISIONS, OptimizerConfig, TrainConfig, effective_lr, resolve_device, validate_all
 from .data import DataConfig, Dataset, load_dataset

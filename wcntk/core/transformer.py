@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from .init import ParamInit
-from .models import ModelConfig, ScaledLinear, get_activation, layer_scales
+from .layers import ModelConfig, ScaledLinear, get_activation, layer_scales
 
 LOGIT_POWER = {"inv_d": 1.0, "inv_sqrt_d": 0.5}  # s = d^(−power), keys as models.AttentionLogits
 LAYER_NORM_EPS = 1e-6

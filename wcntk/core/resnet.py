@@ -21,7 +21,7 @@ import math
 from torch import Tensor, nn
 
 from .init import ParamInit
-from .models import ModelConfig, ScaledConv2d, ScaledLinear, get_activation
+from .layers import ModelConfig, ScaledConv2d, ScaledLinear, get_activation
 
 
 class ResNet(nn.Module):
