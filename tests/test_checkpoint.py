@@ -4,12 +4,20 @@ run, bad or foreign checkpoints are set aside, and the checkpoint goes once the 
 from __future__ import annotations
 
 import io
+import json
+import os
+import signal
+from pathlib import Path
 
 import pytest
 import torch
 
 from tests.conftest import tiny_config
+from wcntk.run.checkpoint import read_header
 from wcntk.run.config import run_config
+from wcntk.run.job import run_job
+from wcntk.run.lifecycle import Interrupted
+from wcntk.run.tracking import RunRecorder
 from wcntk.training.trainer import MinibatchSampler, Trainer
 
 
@@ -57,3 +65,51 @@ def test_trainer_state_round_trip_continues_bit_for_bit():
     assert [t for t, _ in rows_b] == [t for t, _ in rows_a if t > 5]
     assert rows_b == [(t, m) for t, m in rows_a if t > 5]
     assert result_b.initial == result_a.initial and result_b.final == result_a.final
+
+
+# ----------------------------------------------------------------------------- in-process runs
+
+def signal_at_step(monkeypatch, step: int, signum: int) -> None:
+    """Deliver `signum` to this process while step `step` is logged (inside the step's work)."""
+    log = RunRecorder.log
+
+    def log_then_signal(self, t, metrics):
+        if t == step:
+            os.kill(os.getpid(), signum)
+        log(self, t, metrics)
+    monkeypatch.setattr(RunRecorder, "log", log_then_signal)
+
+
+def numbers(run_dir: Path) -> tuple[bytes, dict]:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return ((run_dir / "metrics.csv").read_bytes(),
+            {k: summary[k] for k in ("status", "last_step", "initial", "final", "diverged_step")})
+
+
+CHANGES = {"optimizer.name": "momentum", "optimizer.batch_size": 16, "corr_every": 6}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[bytes, dict]:
+    run_dir = tmp_path_factory.mktemp("whole")
+    run_job(tiny_config(**CHANGES), run_dir)
+    return numbers(run_dir)
+
+
+@pytest.mark.slow
+def test_a_signalled_run_checkpoints_and_continues_to_the_same_numbers(tmp_path, monkeypatch, uninterrupted,
+                                                                        capsys):
+    with monkeypatch.context() as m:
+        signal_at_step(m, 6, signal.SIGTERM)
+        with pytest.raises(Interrupted):
+            run_job(tiny_config(**CHANGES), tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["checkpoint_step"] == 6
+    assert read_header(tmp_path / "checkpoint.pt")["step"] == 6
+    capsys.readouterr()
+    run_job(tiny_config(**CHANGES), tmp_path, resume=True)
+    assert capsys.readouterr().err.splitlines() == ["wcntk: resumed from step 6"]
+    assert numbers(tmp_path) == uninterrupted
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["resumed_from"] == [6] and summary["checkpoint_step"] is None
+    assert not (tmp_path / "checkpoint.pt").exists()
