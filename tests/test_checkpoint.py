@@ -7,12 +7,14 @@ import io
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import tiny_config
+from tests.conftest import ENV, ROOT, run_py, tiny_config
 from wcntk.run.checkpoint import read_header
 from wcntk.run.config import run_config
 from wcntk.run.job import run_job
@@ -113,3 +115,47 @@ def test_a_signalled_run_checkpoints_and_continues_to_the_same_numbers(tmp_path,
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["resumed_from"] == [6] and summary["checkpoint_step"] is None
     assert not (tmp_path / "checkpoint.pt").exists()
+
+
+# ----------------------------------------------------------------------------- run.py, killed
+
+CLI = ["debug=default", "dataset=digits", "steps=40", "optimizer=adam", "optimizer.lr=0.01",
+       "optimizer.batch_size=16", "corr_every=10"]
+
+
+def signalled_run(run_dir: Path, signum: int, at: int, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "tests" / "_signal_run.py"), str(signum), str(at),
+                           f"hydra.run.dir={run_dir}", *CLI, *overrides], env=ENV, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def cli_reference(tmp_path_factory) -> tuple[bytes, dict]:
+    run_dir = tmp_path_factory.mktemp("cli") / "whole"
+    proc = run_py(f"hydra.run.dir={run_dir}", *CLI)
+    assert proc.returncode == 0, proc.stderr
+    return numbers(run_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, at, resumed", [(signal.SIGTERM, 23, 23), (signal.SIGINT, 23, 23),
+                                                 (signal.SIGKILL, 27, 20)])
+def test_a_killed_run_py_continues_from_its_checkpoint_to_the_same_numbers(tmp_path, cli_reference, signum,
+                                                                           at, resumed):
+    """A signal inside step 23 (between the network's update and the twin's) checkpoints after that
+    step; kill -9 inside step 27 leaves the periodic checkpoint of step 20 (rows 25 dropped)."""
+    run_dir = tmp_path / "run"
+    first = signalled_run(run_dir, signum, at, "checkpoint_every=10")
+    assert first.returncode == (-9 if signum == signal.SIGKILL else 128 + signum), first.stderr
+    if signum != signal.SIGKILL:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["status"] == "interrupted" and summary["checkpoint_step"] == resumed
+        assert first.stderr.splitlines()[-1].startswith(
+            f"wcntk: interrupted by {signum.name} (last step 20, checkpoint at step {resumed})")
+    assert read_header(run_dir / "checkpoint.pt")["step"] == resumed
+    second = run_py(f"hydra.run.dir={run_dir}", *CLI, "checkpoint_every=10")
+    assert second.returncode == 0, second.stderr
+    assert second.stderr.splitlines() == [f"wcntk: resumed from step {resumed}"]
+    assert numbers(run_dir) == cli_reference
+    assert json.loads((run_dir / "summary.json").read_text())["resumed_from"] == [resumed]
+    assert not (run_dir / "checkpoint.pt").exists()
