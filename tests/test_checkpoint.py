@@ -17,7 +17,7 @@ import torch
 from tests.conftest import ENV, ROOT, run_py, tiny_config
 from wcntk.run.checkpoint import read_header
 from wcntk.run.config import run_config
-from wcntk.run.job import run_job
+from wcntk.run.job import FinishedRecord, run_job
 from wcntk.run.lifecycle import Interrupted
 from wcntk.run.tracking import RunRecorder
 from wcntk.training.trainer import MinibatchSampler, Trainer
@@ -159,3 +159,75 @@ def test_a_killed_run_py_continues_from_its_checkpoint_to_the_same_numbers(tmp_p
     assert numbers(run_dir) == cli_reference
     assert json.loads((run_dir / "summary.json").read_text())["resumed_from"] == [resumed]
     assert not (run_dir / "checkpoint.pt").exists()
+
+
+# ----------------------------------------------------------------------------- bad checkpoints
+
+@pytest.fixture
+def interrupted(tmp_path, monkeypatch) -> Path:
+    """A run dir whose run SIGTERM stopped at step 6, with its checkpoint."""
+    with monkeypatch.context() as m:
+        signal_at_step(m, 6, signal.SIGTERM)
+        with pytest.raises(Interrupted):
+            run_job(tiny_config(**CHANGES), tmp_path)
+    return tmp_path
+
+
+def rerun_from_zero(run_dir: Path, capsys, uninterrupted) -> str:
+    capsys.readouterr()
+    summary = run_job(tiny_config(**CHANGES), run_dir, resume=True)
+    (line,) = capsys.readouterr().err.splitlines()
+    assert summary["resumed_from"] == [] and numbers(run_dir) == uninterrupted
+    (moved,) = (run_dir / "superseded").glob("*/checkpoint.pt")
+    assert not (run_dir / "checkpoint.pt").exists()
+    return line.replace(str(moved.parent), "<dir>")
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_is_set_aside_and_the_run_starts_from_zero(interrupted, capsys, uninterrupted):
+    path = interrupted / "checkpoint.pt"
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert rerun_from_zero(interrupted, capsys, uninterrupted) == (
+        "wcntk: checkpoint.pt fails its checksum (truncated or damaged): moved to <dir>; "
+        "the run starts from step 0")
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_another_config_is_set_aside_and_the_run_starts_from_zero(interrupted, capsys,
+                                                                                   uninterrupted):
+    path = interrupted / "checkpoint.pt"
+    magic, header, payload = path.read_bytes().split(b"\n", 2)
+    header = json.loads(header)
+    header["config"]["optimizer"]["lr"] = 0.25
+    path.write_bytes(magic + b"\n" + json.dumps(header).encode() + b"\n" + payload)
+    assert rerun_from_zero(interrupted, capsys, uninterrupted) == (
+        "wcntk: checkpoint.pt is of another config (optimizer.lr 0.25 -> 0.5): moved to <dir>; "
+        "the run starts from step 0")
+
+
+@pytest.mark.slow
+def test_a_changed_experiment_moves_the_checkpoint_aside_with_its_record(interrupted, capsys):
+    capsys.readouterr()
+    summary = run_job(tiny_config(**{**CHANGES, "optimizer.lr": 0.25}), interrupted, resume=True)
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("wcntk: config changed: optimizer.lr 0.5 -> 0.25; the previous record was moved")
+    (moved,) = (interrupted / "superseded").glob("*/checkpoint.pt")
+    assert (moved.parent / "summary.json").is_file() and summary["resumed_from"] == []
+
+
+@pytest.mark.slow
+def test_keep_checkpoint_keeps_it_after_ok_and_overwrite_starts_over(interrupted, capsys, uninterrupted):
+    cfg = tiny_config(**CHANGES, keep_checkpoint=True)
+    with pytest.raises(FinishedRecord):  # a single run continues an interrupted dir of its own config only
+        run_job(tiny_config(**{**CHANGES, "optimizer.lr": 0.25}), interrupted)
+    summary = run_job(cfg, interrupted)
+    assert summary["status"] == "ok" and summary["resumed_from"] == [6]
+    assert read_header(interrupted / "checkpoint.pt")["step"] == 6 and summary["checkpoint_step"] == 6
+    with pytest.raises(FinishedRecord):
+        run_job(cfg, interrupted)
+    capsys.readouterr()
+    summary = run_job(cfg, interrupted, overwrite=True)  # the record and its checkpoint move aside
+    assert summary["resumed_from"] == [] and numbers(interrupted) == uninterrupted
+    assert capsys.readouterr().err.startswith("wcntk: overwrite=true; the previous record was moved")
