@@ -268,3 +268,27 @@ def test_a_sweep_continues_only_its_interrupted_job_from_its_checkpoint(tmp_path
     finally:
         torch.set_num_threads(threads)
     assert numbers(sweep_dir / job) == numbers(tmp_path / "whole")
+
+
+@pytest.mark.slow
+def test_slurm_warning_signal_checkpoints_before_submitit_requeues(tmp_path, monkeypatch, uninterrupted):
+    """SIGUSR2 with submitit's handler in place (here a stand-in: it checks what it would requeue
+    and exits as submitit does): the checkpoint and the `interrupted` record exist before it runs;
+    the requeued job (the same job function again) continues from the checkpoint."""
+    seen = []
+
+    def submitit_requeue(signum, frame):
+        summary = json.loads((tmp_path / "summary.json").read_text())
+        seen.append((summary["status"], read_header(tmp_path / "checkpoint.pt")["step"]))
+        raise SystemExit(-1)
+    previous = signal.signal(signal.SIGUSR2, submitit_requeue)
+    try:
+        with monkeypatch.context() as m:
+            signal_at_step(m, 9, signal.SIGUSR2)
+            with pytest.raises(SystemExit):
+                run_job(tiny_config(**CHANGES), tmp_path, resume=True)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert seen == [("interrupted", 9)]
+    summary = run_job(tiny_config(**CHANGES), tmp_path, resume=True)
+    assert summary["resumed_from"] == [9] and numbers(tmp_path) == uninterrupted
