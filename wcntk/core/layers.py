@@ -155,8 +155,8 @@ class ModelConfig:
     b_std: float = 0.05
     heads: int = 2                    # transformer: attention heads (divides width)
     patch_size: int | None = None     # transformer: p×p patches (None: a 4×4 grid)
-    attention_logits: AttentionLogits = AttentionLogits.inv_d  # transformer (wcntk.core.models_transformer)
-    target: str | None = None         # custom: dotted path of the factory (wcntk.core.models_custom)
+    attention_logits: AttentionLogits = AttentionLogits.inv_d  # transformer (wcntk.core.transformer)
+    target: str | None = None         # custom: dotted path of the factory (wcntk.core.custom)
     kwargs: dict[str, Any] = field(default_factory=dict)  # custom: extra factory arguments
 
     def validate(self) -> None:
