@@ -23,16 +23,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..core.custom import resolve_target, takes_width
-from .config import RunConfig, config_keys, one_line, run_config, schema, unknown_key_message, validate_config
+from .config import config_keys, one_line, run_config, schema, unknown_key_message, validate_config
 from .provenance import LAUNCH_ENV
 from .record import BOOKKEEPING_KEYS, CHECKPOINT_FILE, Status, effective_status, read_summary
 from .rundir import finished_run_message, lock_is_held
 
 CONF = Path(str(files("wcntk") / "conf"))   # the package's configs (wcntk/conf: the checkout's conf/)
-
-# The RunConfig that check_command_line validated for this process's single run: the job that
-# Hydra then starts in this process reuses it when its config is the same (validated once).
-checked: RunConfig | None = None
 
 
 def register_configs() -> None:
@@ -157,8 +153,6 @@ def check_command_line(argv: list[str]) -> list[str]:
     Under multirun, keys, types (a closed choice's value included) and interpolations are checked
     here (the base config, and each value a sweep on the command line or in a sweep file gives a
     key); the settings of each job when it starts, so that a bad job fails alone."""
-    global checked
-    checked = None
     args = get_args_parser().parse_args(argv)
     if args.help or args.hydra_help or args.shell_completion:
         return argv
@@ -187,7 +181,7 @@ def check_command_line(argv: list[str]) -> list[str]:
         task = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]),
                                       resolve=True)
         if not multirun:
-            checked = validate_config(task)
+            validate_config(task)
     except (OmegaConfBaseException, ValueError) as err:
         raise ConfigError(one_line(err)) from None
     file_sweeps = sweep_file_params(cfg, {o.key_or_group for o in overrides}) if multirun else []
@@ -237,7 +231,8 @@ def check_writable(path: str, key: str) -> None:
 def check_run_dir(run_dir: str, overwrite: bool) -> None:
     """A run dir given on the command line that another process is writing, or (without
     overwrite=true) that holds a finished run's record, is refused here with one line, before
-    Hydra writes anything into it (run_job checks again, holding the dir's lock)."""
+    Hydra writes anything into it (the job settles the dir again, holding its lock:
+    wcntk.run.job.prepare_run_dir)."""
     held = lock_is_held(run_dir)
     if held:
         raise ConfigError(f"{run_dir} is being written by another process (running elsewhere)")

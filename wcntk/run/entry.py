@@ -23,7 +23,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ..training.data import DatasetUnavailable
 from ..training.progress import say
-from . import cli_checks
 from .cli_checks import ConfigError, check_command_line
 from .config import one_line, run_config, validate_config
 from .job import FinishedRecord, prepare_run_dir, train_and_record
@@ -91,10 +90,7 @@ def run_locked(cfg: DictConfig, run_dir: Path, multirun: bool, job: str | None,
                hydra_cfg: DictConfig) -> None:
     """One run (or sweep job) in run_dir, whose writer lock this process holds."""
     try:
-        run = run_config(cfg)
-        if run == cli_checks.checked:  # this single run's config, validated before Hydra started
-            run = cli_checks.checked
-        run = validate_config(run)
+        run = validate_config(run_config(cfg))
     except (OmegaConfBaseException, ValueError) as err:
         if multirun:  # the job fails alone: recorded, so the sweep's table and the report list it
             old = read_summary(run_dir)

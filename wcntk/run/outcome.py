@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from ..core.metric_registry import HEADLINE_METRICS, is_correlation
@@ -91,7 +92,7 @@ def _superseded(job: Path) -> set[str]:
     return {p.name for p in (job / SUPERSEDED_DIR).glob("*")}
 
 
-class SweepSummary:
+class SweepSummary(Callback):
     """Hydra callback (`hydra.callbacks.<name>._target_: wcntk.run.outcome.SweepSummary`): when a
     multirun ends, one line per job it launched: skipped (already ok), ok, diverged, failed,
     interrupted, elsewhere (another process holds the job dir, or left it unfinished: wcntk.run.rundir;
@@ -108,6 +109,7 @@ class SweepSummary:
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self.sweep_dir: Path | None = None
         self.launch: str | None = None
         self.before: dict[Path, tuple[int | None, int | None, set[str]]] = {}
@@ -118,19 +120,6 @@ class SweepSummary:
         self.launch = OmegaConf.select(config, f"hydra.job.env_set.{LAUNCH_ENV}")
         self.before = {d: (_mtime(d / ".hydra" / "overrides.yaml"), _mtime(d / SUMMARY_FILE),
                            _superseded(d)) for d in _job_dirs(self.sweep_dir)}
-
-    # Hydra calls every callback method on every callback: the others do nothing here.
-    def on_run_start(self, config: Any, **kwargs: Any) -> None:
-        pass
-
-    def on_run_end(self, config: Any, **kwargs: Any) -> None:
-        pass
-
-    def on_job_start(self, config: Any, **kwargs: Any) -> None:
-        pass
-
-    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
-        pass
 
     def row(self, job: Path) -> tuple[str, str, dict[str, tuple[Any, Any]]]:
         """(status, detail, config changes that made it re-run) of a job this multirun launched."""
