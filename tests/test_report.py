@@ -479,7 +479,8 @@ def _wandb_run_file(path: Path, exit_record: bool = True, cut: int = 0) -> None:
 def test_malformed_and_damaged_records(tmp_path):
     make_sweep(tmp_path, widths=(8, 16, 32), activations=("relu",), extra_jobs=False)
     for name, text in (("list", "[]"), ("width", json.dumps({"status": "ok", "config": {"width": "wide"}})),
-                       ("section", json.dumps({"status": "ok", "final": [1, 2]}))):
+                       ("section", json.dumps({"status": "ok", "final": [1, 2]})),
+                       ("bare", json.dumps({"status": "ok"}))):                # a status without its config
         (tmp_path / name).mkdir()
         (tmp_path / name / "summary.json").write_text(text)
     csv = (tmp_path / "0" / "metrics.csv").read_text()
@@ -498,6 +499,7 @@ def test_malformed_and_damaged_records(tmp_path):
     assert fails.loc["list", "message"] == "not a record (a JSON list, not an object)"
     assert fails.loc["width", "message"] == "not a record (a non-integer width or seed in its config)"
     assert fails.loc["section", "message"] == "not a record (final is not an object)"
+    assert fails.loc["bare", "message"] == "not a record (no config)"
     assert set(fails["status"]) == {"unreadable"}
     problems = res["problems"].set_index("job_dir")["record_problems"].to_dict()
     assert problems["0"] == "metrics.csv truncated (last line incomplete)"

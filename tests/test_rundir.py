@@ -117,7 +117,7 @@ def test_resume_skips_only_the_same_config_and_keeps_a_changed_ones_record(tmp_p
 
 
 @pytest.mark.parametrize("content", ["[]", '{"status": "ok", "config": {"width": "wide", "seed": 0}}',
-                                     "{not json"])
+                                     "{not json", '{"status": "ok"}'])
 def test_resume_moves_a_malformed_summary_aside_with_one_line(tmp_path, capsys, content):
     (tmp_path / "summary.json").write_text(content)
     assert read_summary(tmp_path) is None
@@ -423,6 +423,7 @@ def test_an_unreadable_record_says_why(tmp_path):
     for text, why in [("{", "JSONDecodeError"), ("[]", "a JSON list"),
                       ('{"status": "done"}', "status 'done'"),
                       ('{"status": "ok", "final": 3}', "final is not an object"),
+                      ('{"status": "ok"}', "no config"), ('{"status": "ok", "config": {}}', "no config"),
                       ('{"status": "ok", "config": {"width": "8", "seed": 0}}', "non-integer width")]:
         (tmp_path / "summary.json").write_text(text)
         with pytest.raises(UnreadableRecord, match=why):
