@@ -163,7 +163,7 @@ def sweep_config(sweep: Path, launch: str):
 def record(job: Path, status: str, launch: str | None, **extra) -> None:
     final = {"lin/func_rmse_test": 0.5, "corr/C02": 0.25}
     (job / "summary.json").write_text(json.dumps({
-        "status": status, "message": None, "last_step": 3, "final": final,
+        "status": status, "message": extra.get("message"), "last_step": 3, "final": final,
         "config": {"width": 8, "seed": 0, "steps": 3, "model": {"b_std": extra.get("b_std", 0.05)}},
         "provenance": {"launch": launch, "pid": 4242, "host": "node7", "git_commit": extra.get("commit")}}))
 
@@ -202,6 +202,26 @@ def test_sweep_table_reports_elsewhere_changed_configs_and_other_commits(tmp_pat
     assert out[4] == ("  1 jobs re-ran because their config changed (model.b_std); their previous records "
                       "are in <job dir>/superseded/")
     assert out[5].startswith("  warning: 1 skipped jobs were recorded by another git commit than " + "c" * 12)
+
+
+def test_a_job_another_sweep_left_interrupted_is_interrupted_not_elsewhere(tmp_path, capsys):
+    """Sweep B found the job's dir held by sweep A, which was then stopped by SIGTERM: B's table
+    lists the job as interrupted (A's record, lock free), and B exits 1, not 3."""
+    config = sweep_config(tmp_path, "mine")
+    write_job(tmp_path, "a_job", None)
+    callback = SweepSummary()
+    callback.on_multirun_start(config)
+    time.sleep(0.01)
+    write_job(tmp_path, "a_job", None)                        # launched by B, left alone (held by A)
+    record(tmp_path / "a_job", "interrupted", "theirs", message="interrupted by SIGTERM")
+    (tmp_path / "a_job" / LOCK_FILE).write_text("4242 node7\n")   # A's lock, released when A ended
+    with pytest.raises(SystemExit) as exit_:
+        callback.on_multirun_end(config)
+    assert exit_.value.code == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"wcntk: sweep {tmp_path}: 1 jobs: 1 interrupted"
+    assert out[1].split()[:2] == ["interrupted", "a_job"]
+    assert "interrupted by SIGTERM (last step 3)" in out[1] and "(run by pid 4242 on node7)" in out[1]
 
 
 def test_sweep_exit_codes():
