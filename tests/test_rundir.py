@@ -370,6 +370,11 @@ def test_cli_bad_sizes_and_dirs_are_one_line_before_any_work(tmp_path):
         (["-m", *TINY, "width=8,16", f"hydra.sweep.dir={blocked / 'sweep'}"],
          error + f"hydra.sweep.dir={blocked / 'sweep'} cannot be written: {blocked} is not a directory",
          None),
+        # /proc: its permission bits say root may write; making a directory there fails all the same
+        ([*TINY, "hydra.run.dir=/proc/x"],
+         error + "hydra.run.dir=/proc/x cannot be written: /proc is not a directory", Path("/proc/x")),
+        (["-m", *TINY, "width=8,16", "hydra.sweep.dir=/proc/x"],
+         error + "hydra.sweep.dir=/proc/x cannot be written: /proc is not a directory", Path("/proc/x")),
     ]
     procs = [(cli(*args), line, left) for args, line, left in cases]
     for proc, line, left in procs:
