@@ -16,10 +16,17 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
-from tests.conftest import CONF, ROOT, run_py, start_run_py
+from tests.conftest import CONF, ROOT, run_py, start_run_py, tiny_config
 from wcntk.core.models import ModelConfig
 from wcntk.run import cli_checks, entry
-from wcntk.run.config import RunConfig, config_keys, library_configs, run_config, validate_config
+from wcntk.run.config import (
+    RunConfig,
+    checkpoint_interval,
+    config_keys,
+    library_configs,
+    run_config,
+    validate_config,
+)
 from wcntk.run.record import BOOKKEEPING_KEYS
 from wcntk.training.config import OptimizerConfig, TrainConfig
 from wcntk.training.data import DataConfig
@@ -244,10 +251,22 @@ def test_sweep_dir_names_leave_out_exactly_the_bookkeeping_keys():
         ("dataset.data_dir", "/tmp/d"),
         ("dataset.download", "false"), ("wandb.mode", "disabled"), ("wandb.project", "p"),
         ("wandb.entity", "e"), ("wandb.group", "g"), ("wandb.tags", "[a]"), ("wandb.name", "n"),
-        ("wandb.init_timeout", "3"), ("overwrite", "true")]]
+        ("wandb.init_timeout", "3"), ("overwrite", "true"), ("checkpoint_every", "30s"),
+        ("keep_checkpoint", "true")]]
     assert {o.split("=")[0] for o in volatile} | {"sweep"} == set(BOOKKEEPING_KEYS)
     cfg = compose_cfg("+sweep=width_scaling", "width=8", "seed=1", "steps=20", *volatile, hydra_node=True)
     assert cfg.hydra.job.override_dirname == "seed=1,steps=20,width=8"
+
+
+def test_checkpoint_every_takes_steps_a_time_or_null():
+    assert composed("checkpoint_every=500")["checkpoint_every"] == "500"
+    assert checkpoint_interval("500") == ("steps", 500) and checkpoint_interval(None) is None
+    assert checkpoint_interval("10min") == ("seconds", 600.0)
+    assert checkpoint_interval("0.5h") == ("seconds", 1800.0)
+    assert checkpoint_interval("30s") == ("seconds", 30.0)
+    for bad in ("0", "-5", "10 minutes", "abc", "0s"):
+        with pytest.raises(ValueError, match="checkpoint_every must be a number of steps"):
+            validate_config(tiny_config(checkpoint_every=bad))
 
 
 def test_debug_preset_composes_a_tiny_offline_run():

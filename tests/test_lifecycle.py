@@ -16,7 +16,7 @@ import pytest
 
 from tests._wandb_files import exit_codes
 from tests.conftest import tiny_config
-from wcntk.analysis.wandb_records import config_values, summary_values
+from wcntk.analysis.wandb_records import config_values, history_rows, summary_values
 from wcntk.core.metric_registry import METRIC_NAMES
 from wcntk.run import provenance as prov
 from wcntk.run.job import run_job
@@ -258,6 +258,10 @@ def test_wandb_gets_the_same_record_and_one_run_per_job_dir(tmp_path, monkeypatc
         assert logged[f"initial/{key}"] == pytest.approx(summary["initial"][key])
         assert logged[key] == pytest.approx(summary["final"][key])
     assert (logged["status"], logged["last_step"]) == ("ok", 12)
+    # continued from the checkpoint at step 3: the one local run holds every row of metrics.csv
+    assert summary["resumed_from"] == [3]
+    assert [row["step"] for row in history_rows(run_file)] == [int(r[0]) for r in read_rows(tmp_path /
+                                                                                            "metrics.csv")[1:]]
 
 
 # ----------------------------------------------------------------------------- what is printed

@@ -175,7 +175,9 @@ def test_cli_signal_ends_the_run_as_interrupted(tmp_path, signum, code):
     assert summary["last_step"] == int(rows[-1]["step"]) >= 5
     assert summary["initial"]["corr/C02"] == pytest.approx(float(rows[0]["corr/C02"]), rel=1e-6)
     assert summary["final"]["net/train_loss"] == pytest.approx(float(rows[-1]["net/train_loss"]), rel=1e-6)
-    assert err.splitlines() == [f"wcntk: interrupted by {signum.name} (last step {summary['last_step']})  "
+    assert summary["checkpoint_step"] >= summary["last_step"]  # the next step boundary after the signal
+    assert err.splitlines() == [f"wcntk: interrupted by {signum.name} (last step {summary['last_step']}, "
+                                f"checkpoint at step {summary['checkpoint_step']})  "
                                 f"lin/func_rmse_test {summary['final']['lin/func_rmse_test']:.4g}  "
                                 f"corr/C02 {summary['final']['corr/C02']:.4g} (step 0)  {run_dir}"]
     assert "Traceback" not in out + err

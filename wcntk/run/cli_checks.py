@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .config import RunConfig, config_keys, one_line, run_config, schema, unknown_key_message, validate_config
 from .provenance import LAUNCH_ENV
-from .record import BOOKKEEPING_KEYS, Status, effective_status, read_summary
+from .record import BOOKKEEPING_KEYS, CHECKPOINT_FILE, Status, effective_status, read_summary
 from .rundir import finished_run_message, lock_is_held
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -229,5 +229,7 @@ def check_run_dir(run_dir: str, overwrite: bool) -> None:
     if held:
         raise ConfigError(f"{run_dir} is being written by another process (running elsewhere)")
     summary = read_summary(run_dir)
-    if summary is not None and not overwrite and effective_status(summary, held) != Status.STALE:
+    status = None if summary is None else effective_status(summary, held)
+    continues = status == Status.INTERRUPTED and (Path(run_dir) / CHECKPOINT_FILE).exists()
+    if status is not None and not overwrite and status != Status.STALE and not continues:
         raise ConfigError(finished_run_message(run_dir, summary["status"]))

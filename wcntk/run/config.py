@@ -11,6 +11,7 @@ Its keys are the command line's:
     corr_every probes progress cuda_graphs             -> TrainConfig
     threads                                            torch CPU threads per job (entry)
     overwrite                                          replace a finished run dir's record (entry)
+    checkpoint_every keep_checkpoint                   checkpoints in the run dir (wcntk.run.checkpoint)
     wandb.*                                            =  WandbConfig
 
 Defaults are the library classes' own. A leaf of the run layer: it imports the library's
@@ -118,6 +119,8 @@ class RunConfig:
     cuda_graphs: CudaGraphs = TrainConfig.cuda_graphs
     threads: int | None = None         # CPU threads per job (null: torch's default; joblib: cores/n_jobs)
     overwrite: bool = False            # hydra.run.dir holding a finished record: move it to superseded/
+    checkpoint_every: str | None = "10min"  # steps (500) or time (30s, 10min, 2h) between checkpoints
+    keep_checkpoint: bool = False      # keep checkpoint.pt once the run is ok (default: removed)
 
     def model_config(self) -> ModelConfig:
         """Each ModelConfig field from model.* (ModelGroup) or, for width, depth, activation and
@@ -146,6 +149,7 @@ class RunConfig:
         validate_all(model, data, opt, train)
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 or null, got {self.threads}")
+        checkpoint_interval(self.checkpoint_every)
         self.wandb.validate()
         check_memory(model, data, PRECISION_BYTES[train.precision], train.device)
         self.__dict__["_validated"] = True
@@ -154,6 +158,24 @@ class RunConfig:
         """The config as summary.json's `config` (plain values, nested as .hydra/config.yaml;
         the closed choices as their strings)."""
         return asdict(self, dict_factory=lambda items: {k: plain(v) for k, v in items})
+
+
+CHECKPOINT_UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0}
+
+
+def checkpoint_interval(every: str | int | None) -> tuple[str, float] | None:
+    """`checkpoint_every` as ("steps", n) or ("seconds", s); None when periodic checkpoints are off
+    (null). ValueError (one line) for anything else."""
+    if every is None:
+        return None
+    text = str(every).strip()
+    if text.isdigit() and int(text) > 0:
+        return "steps", int(text)
+    match = re.fullmatch(r"(\d+(?:\.\d*)?)\s*(s|min|h)", text)
+    if match and float(match[1]) > 0:
+        return "seconds", float(match[1]) * CHECKPOINT_UNITS[match[2]]
+    raise ValueError(f"checkpoint_every must be a number of steps (500), a time (30s, 10min, 2h) or "
+                     f"null (only on signals), got {every!r}")
 
 
 def plain(value: Any) -> Any:

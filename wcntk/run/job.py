@@ -10,11 +10,12 @@ from typing import Any
 from ..core.metric_registry import METRIC_NAMES
 from ..training.progress import say
 from ..training.trainer import Trainer
+from .checkpoint import Checkpointer, checkpoint_path, load_checkpoint, remove_checkpoint
 from .config import RunConfig, validate_config
-from .lifecycle import interruptible
+from .lifecycle import deferred_signals, interruptible
 from .record import SUMMARY_FILE, Status, effective_status, read_summary
 from .rundir import config_changes, finished_run_message, supersede, writer_lock
-from .tracking import RunRecorder
+from .tracking import WANDB_ID_FILE, RunRecorder
 
 
 class FinishedRecord(ValueError):
@@ -30,7 +31,9 @@ def prepare_run_dir(run_dir: str | Path, cfg: dict[str, Any], resume: bool = Fal
     - no summary.json: run.
     - summary.json that is not a record (wcntk.run.record.not_a_record): moved aside, run (one line).
     - a single run on a finished record (any status but a stale `running`: we hold the lock, so
-      its writer is gone): FinishedRecord, unless `overwrite`, which moves the record aside.
+      its writer is gone): FinishedRecord, unless `overwrite`, which moves the record aside, or
+      the record is `interrupted` with a checkpoint (wcntk.run.checkpoint) of the same config:
+      the run continues in place.
     - a record of another config (wcntk.run.rundir.config_changes; bookkeeping keys never count):
       moved aside, run (one line naming the changed keys).
     - resume: an `ok` record of the same config is kept; any other status runs again in place
@@ -47,11 +50,13 @@ def prepare_run_dir(run_dir: str | Path, cfg: dict[str, Any], resume: bool = Fal
             label)
         return None
     status = effective_status(old, lock_held=False)
-    finished = status != Status.STALE
+    changes = config_changes(old.get("config") or {}, cfg)
+    continues = status == Status.INTERRUPTED and not changes and checkpoint_path(run_dir).exists()
+    finished = status != Status.STALE and not continues
     if not resume and finished and not overwrite:
         raise FinishedRecord(finished_run_message(run_dir, status))
-    changes = config_changes(old.get("config") or {}, cfg)
-    if changes or (not resume and finished):
+    # overwrite=true also means: not from the checkpoint (it moves aside with the record)
+    if changes or (not resume and (finished or (overwrite and checkpoint_path(run_dir).exists()))):
         moved = supersede(run_dir)
         why = ("config changed: " + ", ".join(f"{key} {before!r} -> {after!r}"
                                               for key, (before, after) in changes.items())
@@ -97,12 +102,28 @@ def train_and_record(run: RunConfig, run_dir: Path, record: dict[str, Any],
     record (prepare_run_dir): train network + twin, record metrics.csv, summary.json, W&B."""
     model, data, opt, train = run.library_configs()
     w = run.wandb
-    with interruptible(), RunRecorder(run_dir, METRIC_NAMES, record, label=label) as recorder:
-        recorder.start_wandb(w.mode, project=w.project, group=w.group, tags=list(w.tags),
-                             name=w.name or default_run_name(run), entity=w.entity,
-                             init_timeout=w.init_timeout)
-        trainer = Trainer(model, data, opt, train, log=recorder.log, validated=True)
-        recorder.set_facts(trainer.facts())
-        result = trainer.run(label=label)
-        recorder.set_result(result.status, result.message, result.diverged_step)
+    with interruptible():
+        ckpt = load_checkpoint(run_dir, record, METRIC_NAMES, label)
+        if ckpt is not None and ckpt.header.get("wandb_run_id") and not (run_dir / WANDB_ID_FILE).exists():
+            (run_dir / WANDB_ID_FILE).write_text(ckpt.header["wandb_run_id"] + "\n")
+        resume = None if ckpt is None else ckpt.recorder_resume()
+        with RunRecorder(run_dir, METRIC_NAMES, record, label=label, resume=resume) as recorder:
+            recorder.start_wandb(w.mode, project=w.project, group=w.group, tags=list(w.tags),
+                                 name=w.name or default_run_name(run), entity=w.entity,
+                                 init_timeout=w.init_timeout)
+            trainer = Trainer(model, data, opt, train, log=recorder.log, validated=True)
+            if ckpt is not None:  # before the first step (a CUDA graph is captured there)
+                trainer.load_state_dict(ckpt.state)
+                say(f"resumed from step {ckpt.step}", label)
+                del ckpt
+            recorder.set_facts(trainer.facts())
+            saver = Checkpointer(run_dir, record, trainer, recorder, run.checkpoint_every, label)
+            with deferred_signals():  # a signal ends the run at the next step boundary, checkpointed
+                result = trainer.run(label=label, boundary=saver.boundary)
+            recorder.set_result(result.status, result.message, result.diverged_step)
+            done = result.status in (Status.OK, Status.DIVERGED) and not run.keep_checkpoint
+            if done:  # nothing to continue: an ok run is complete, a diverged one would diverge again
+                recorder.summary["checkpoint_step"] = None
+    if done:
+        remove_checkpoint(run_dir)
     return recorder.summary

@@ -105,6 +105,13 @@ def deferred_signals() -> Iterator[None]:
         raise Interrupted(_pending.pop())
 
 
+def take_pending() -> int | None:
+    """The signal that arrived within deferred_signals() and is still to be handled (None if
+    none), now the caller's: a training loop polls it between steps, checkpoints and raises
+    Interrupted there (wcntk.run.checkpoint), so no signal ever splits a step."""
+    return _pending.pop() if _pending else None
+
+
 def exit_code(status: str | None, err: BaseException | None = None) -> int:
     """The one map from how a run ended to its process's (and its W&B run's) exit code: 128 +
     signal for a signal (Interrupted; 130 for a bare KeyboardInterrupt), 0 for `ok`, else 1."""

@@ -56,9 +56,18 @@ def outcome_text(summary: dict[str, Any]) -> str:
         text = status
     else:
         text = message if message.startswith(status) else f"{status}: {message}"
+    notes = []
     if status in (Status.INTERRUPTED, Status.STALE) and summary.get("last_step") is not None:
-        text += f" (last step {summary['last_step']})"
-    return text
+        notes.append(f"last step {summary['last_step']}")
+    if status != Status.OK and summary.get("checkpoint_step") is not None:
+        notes.append(f"checkpoint at step {summary['checkpoint_step']}")
+    return text + (f" ({', '.join(notes)})" if notes else "")
+
+
+def resumes_text(summary: dict[str, Any]) -> str:
+    """`resumed 2× (from step 40, 80)` for a run continued from checkpoints ('' for none)."""
+    steps = summary.get("resumed_from") or []
+    return f"resumed {len(steps)}× (from step {', '.join(map(str, steps))})" if steps else ""
 
 
 def closing_line(summary: dict[str, Any], run_dir: str | Path | None = None) -> str:
@@ -150,6 +159,7 @@ class SweepSummary:
             # The other process is done with it and left it unfinished: no one will finish it.
             return status, f"{outcome_text(summary)}  (run by {who})", {}
         detail = metrics_text(summary) if status == "ok" else outcome_text(summary)
+        detail += f"  {resumes_text(summary)}" if summary.get("resumed_from") else ""
         changes: dict[str, tuple[Any, Any]] = {}
         for name in sorted(_superseded(job) - superseded):
             old = read_summary(job / SUPERSEDED_DIR / name)
@@ -172,6 +182,12 @@ class SweepSummary:
         width = max((len(str(job.relative_to(self.sweep_dir))) for job, *_ in rows), default=0)
         for job, status, detail, _ in rows:
             lines.append(f"  {status:<11} {str(job.relative_to(self.sweep_dir)):<{width}}  {detail}".rstrip())
+        resumed = [len((self.summaries.get(job) or {}).get("resumed_from") or [])
+                   for job, status, *_ in rows if status not in ("skipped", "elsewhere")]
+        resumed = [n for n in resumed if n]
+        if resumed:
+            lines.append(f"  {len(resumed)} jobs continued from checkpoints ({sum(resumed)} resumes: "
+                         f"requeued by SLURM, or re-run after an interruption)")
         changed = [changes for *_, changes in rows if changes]
         if changed:
             keys = sorted({key for changes in changed for key in changes})

@@ -16,7 +16,9 @@ Layout of summary.json (Record's fields)::
     provenance     git_commit, git_dirty, wcntk, torch, cuda, python, host, pid, started_at,
                    launch (the id of the sweep launch that ran it; null for a single run)
     initial        metrics logged at step 0;  final: at the last logged step
-    wall_time_s
+    wall_time_s    seconds of training, summed over the attempts a resumed run took
+    checkpoint_step  the step of the run dir's checkpoint.pt (null: none; wcntk.run.checkpoint)
+    resumed_from   the steps this run was continued from, one per resume (empty: one attempt)
 
 Records written before `config_validated` existed read as validated. Two more statuses are
 never written but read: `stale` (a `running` record whose writer is gone, effective_status) and
@@ -62,11 +64,12 @@ class Status(StrEnum):
 STATUSES: tuple[str, ...] = tuple(Status.written())   # what summary.json's `status` may say
 INITIAL_PREFIX = "initial/"   # initial (step 0) values next to the final ones (W&B's run summary)
 SUMMARY_FILE = "summary.json"
+CHECKPOINT_FILE = "checkpoint.pt"   # wcntk.run.checkpoint
 
 BOOKKEEPING_KEYS: tuple[str, ...] = (
     "sweep", "progress", "threads", "device", "cuda_graphs", "dataset.data_dir", "dataset.download",
     "wandb.mode", "wandb.project", "wandb.entity", "wandb.group", "wandb.tags", "wandb.name",
-    "wandb.init_timeout", "overwrite",
+    "wandb.init_timeout", "overwrite", "checkpoint_every", "keep_checkpoint",
 )
 
 
@@ -131,6 +134,8 @@ class Record:
     initial: dict[str, float | None] = field(default_factory=dict)
     final: dict[str, float | None] = field(default_factory=dict)
     wall_time_s: float | None = None
+    checkpoint_step: int | None = None
+    resumed_from: list[int] = field(default_factory=list)
 
     @classmethod
     def new(cls, config: dict[str, Any], validated: bool = True) -> Record:

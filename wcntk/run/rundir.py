@@ -22,12 +22,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .record import SUMMARY_FILE, flatten, is_bookkeeping
+from .record import CHECKPOINT_FILE, SUMMARY_FILE, flatten, is_bookkeeping
 
 LOCK_FILE = ".lock"
 SUPERSEDED_DIR = "superseded"
 # What a run writes into its dir (besides Hydra's .hydra/ and job log): moved aside together.
-RECORD_FILES = (SUMMARY_FILE, "metrics.csv", "traceback.txt", "wandb_run_id", "wandb")
+RECORD_FILES = (SUMMARY_FILE, "metrics.csv", "traceback.txt", "wandb_run_id", "wandb", CHECKPOINT_FILE)
 
 
 class RunningElsewhere(RuntimeError):
@@ -108,11 +108,11 @@ def finished_run_message(run_dir: str | Path, status: str) -> str:
             f"hydra.run.dir, or add overwrite=true to move its record to {Path(run_dir) / SUPERSEDED_DIR}/")
 
 
-def supersede(run_dir: str | Path) -> Path | None:
-    """Move run_dir's record files (RECORD_FILES) to `run_dir/superseded/<UTC time>/` and return
-    that dir; None when there was nothing to move. Call it holding the writer lock."""
+def supersede(run_dir: str | Path, names: tuple[str, ...] = RECORD_FILES) -> Path | None:
+    """Move run_dir's record files (RECORD_FILES, or `names`) to `run_dir/superseded/<UTC time>/`
+    and return that dir; None when there was nothing to move. Call it holding the writer lock."""
     run_dir = Path(run_dir)
-    present = [name for name in RECORD_FILES if (run_dir / name).exists()]
+    present = [name for name in names if (run_dir / name).exists()]
     if not present:
         return None
     stamp = datetime.now(UTC).strftime("%Y-%m-%d_%H-%M-%S-%f")

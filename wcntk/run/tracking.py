@@ -33,11 +33,20 @@ class CsvLog:
     formatted first and written with one unbuffered write; a failed write (disk full, a signal)
     is cut back to the last complete row before the error propagates."""
 
-    def __init__(self, path: Path, metric_names: Sequence[str]):
+    def __init__(self, path: Path, metric_names: Sequence[str], keep: int | None = None):
+        """A new file; or, with `keep` (a resumed run), the existing one cut back to its first
+        `keep` bytes (its header and the rows up to the checkpoint: csv_prefix_problem checked
+        them), appended to from there."""
         self.columns = ["step", *metric_names]
-        self.fh = open(path, "wb", buffering=0)
-        self.size = 0                      # bytes of complete rows
-        self._write(self.columns)
+        if keep is None:
+            self.fh = open(path, "wb", buffering=0)
+            self.size = 0                  # bytes of complete rows
+            self._write(self.columns)
+        else:
+            self.fh = open(path, "r+b", buffering=0)
+            self.fh.truncate(keep)
+            self.fh.seek(keep)
+            self.size = keep
 
     def _write(self, values: Sequence[Any]) -> None:
         text = io.StringIO()
@@ -61,6 +70,36 @@ class CsvLog:
 
     def close(self) -> None:
         self.fh.close()
+
+
+def csv_rows(path: Path, size: int | None = None) -> tuple[list[str], list[tuple[int, dict[str, float]]]]:
+    """(header, [(step, metrics)]) of metrics.csv's first `size` bytes (all of it by default);
+    a row's metrics are the cells it has, as the floats that were logged (CSV holds repr())."""
+    with open(path, "rb") as fh:
+        data = fh.read() if size is None else fh.read(size)
+    rows = list(csv.reader(io.StringIO(data.decode())))
+    if not rows:
+        return [], []
+    header = rows[0]
+    return header, [(int(row[0]), {k: float(v) for k, v in zip(header[1:], row[1:], strict=True) if v != ""})
+                    for row in rows[1:]]
+
+
+def csv_prefix_problem(path: Path, metric_names: Sequence[str], size: int,
+                       last_step: int | None) -> str | None:
+    """Why metrics.csv cannot continue from a checkpoint taken when it held `size` bytes ending
+    at row `last_step` (None: it can): gone, shorter, other columns, or another last row."""
+    try:
+        if path.stat().st_size < size:
+            return f"{path.name} is shorter than when the checkpoint was taken"
+        header, rows = csv_rows(path, size)
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        return f"{path.name} cannot be read back ({_short(err)})"
+    if header != ["step", *metric_names]:
+        return f"{path.name} has other columns than this version of wcntk logs"
+    if (rows[-1][0] if rows else None) != last_step:
+        return f"{path.name} does not end at step {last_step} where the checkpoint was taken"
+    return None
 
 
 def _short(err: BaseException) -> str:
@@ -87,6 +126,7 @@ class WandbLog:
                  config: dict[str, Any], run_dir: Path, entity: str | None = None,
                  init_timeout: float = 10.0, label: str | None = None):
         self.run = None
+        self.online = False                # an online run continues on the server (resume="allow")
         if mode == "disabled":
             return
         import wandb
@@ -113,6 +153,7 @@ class WandbLog:
                 _remove_local_runs(run_dir, f"run-*-{run_id}")
             else:
                 reason = None
+                self.online = True
         if self.run is None:
             try:
                 self.run = wandb.init(mode="offline", **kwargs, settings=wandb.Settings(**settings))
@@ -169,7 +210,7 @@ class RunRecorder:
     """
 
     def __init__(self, run_dir: Path, metric_names: Sequence[str], config: dict[str, Any],
-                 label: str | None = None):
+                 label: str | None = None, resume: dict[str, Any] | None = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.label = label
@@ -177,9 +218,28 @@ class RunRecorder:
         self.exit_code = 0
         self.wandb_log: WandbLog | None = None
         self.start = time.perf_counter()
+        self.resume = resume
+        self.wall_before = 0.0             # seconds of the attempts before a resume
         (self.run_dir / "traceback.txt").unlink(missing_ok=True)
-        self.csv = CsvLog(self.run_dir / "metrics.csv", metric_names)
+        if resume is None:
+            self.csv = CsvLog(self.run_dir / "metrics.csv", metric_names)
+        else:  # a checkpoint's recorder_state (wcntk.run.checkpoint), `step` added
+            self.csv = CsvLog(self.run_dir / "metrics.csv", metric_names, keep=resume["csv_bytes"])
+            self.summary.update(initial=dict(resume["initial"]), final=dict(resume["final"]),
+                                last_step=resume["last_step"], checkpoint_step=resume["step"],
+                                resumed_from=[*resume["resumed_from"], resume["step"]])
+            self.wall_before = resume["wall_time_s"]
         self.write_summary()
+
+    def recorder_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the record, to continue it (RunRecorder's `resume`)."""
+        s = self.summary
+        return {"initial": s["initial"], "final": s["final"], "last_step": s["last_step"],
+                "csv_bytes": self.csv.size, "resumed_from": s["resumed_from"],
+                "wall_time_s": self.wall_time()}
+
+    def wall_time(self) -> float:
+        return round(self.wall_before + time.perf_counter() - self.start, 3)
 
     @property
     def path(self) -> Path:
@@ -196,6 +256,11 @@ class RunRecorder:
     def start_wandb(self, mode: str, **kwargs: Any) -> None:
         self.wandb_log = WandbLog(mode, config=self.wandb_config(), run_dir=self.run_dir, label=self.label,
                                   **kwargs)
+        if self.resume is not None and self.wandb_log.run is not None and not self.wandb_log.online:
+            # A local run holds one attempt: the new one gets the kept rows again, so the run dir's
+            # W&B run (same id) holds every row of metrics.csv, as an uninterrupted run's does.
+            for step, metrics in csv_rows(self.csv.fh.name, self.csv.size)[1]:
+                self.wandb_log.log(step, metrics)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         values = {k: _finite_or_none(v) for k, v in metrics.items()}
@@ -235,7 +300,7 @@ class RunRecorder:
             self.csv.close()
         except OSError:
             pass
-        self.summary["wall_time_s"] = round(time.perf_counter() - self.start, 3)
+        self.summary["wall_time_s"] = self.wall_time()
         self.finish_summary(raise_errors=exc is None)
         if exc is not None and self.summary["status"] == Status.FAILED:
             path = self.run_dir / "traceback.txt"

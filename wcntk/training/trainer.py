@@ -102,6 +102,26 @@ class MinibatchSampler:
             self._refill()
         self.used += 1
 
+    def state_dict(self) -> dict[str, object]:
+        """The position in the minibatch order, between steps: the generator's state, the rest of
+        the current epoch's permutation (`order`), the device buffer (on the CPU), its cursor and
+        how many of its rows were used."""
+        return {"gen": self.gen.get_state(), "order": self.order.clone(), "buffer": self.buffer.cpu(),
+                "cursor": self.cursor.cpu(), "used": self.used}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Back to a position `state_dict` returned (for the same n, batch size and block): the
+        buffer and cursor are refilled in place, so a captured CUDA graph keeps reading them."""
+        buffer, cursor = state["buffer"], state["cursor"]
+        if buffer.shape != self.buffer.shape or cursor.shape != self.cursor.shape:
+            raise ValueError(f"sampler state of shape {tuple(buffer.shape)} does not fit this sampler's "
+                             f"{tuple(self.buffer.shape)}")
+        self.gen.set_state(state["gen"])
+        self.order = state["order"].clone()
+        self.buffer.copy_(buffer)
+        self.cursor.copy_(cursor)
+        self.used = int(state["used"])
+
     def indices(self) -> Tensor | None:
         """Indices of this step's minibatch on the device (None = the full training set)."""
         if self.full:
@@ -163,6 +183,10 @@ class Trainer:
         self.twin_test = self.linearized_at(d.x_test) if len(d.x_test) else None
         self.x_probe = d.x_train[:train_cfg.probes]
         self.ntk0: Tensor | None = None
+        # Where run() starts: after `start_step` steps, that step's row logged (load_state_dict).
+        self.start_step, self.resumed = 0, False
+        self.initial: dict[str, float] = {}
+        self.final: dict[str, float] = {}
 
     @property
     def n_params(self) -> int:
@@ -199,6 +223,7 @@ class Trainer:
         start = [p.detach().clone() for p in params]
         opt_start = {(i, id(p), k): v.clone() for i, o in enumerate(opts) for p, st in o.state.items()
                      for k, v in st.items() if isinstance(v, Tensor)}
+        sampler_start = self.sampler.state_dict()  # the seed's start, or a restored checkpoint's position
 
         def state() -> list[Tensor]:
             return params + [v for o in opts for st in o.state.values() for v in st.values()
@@ -215,7 +240,7 @@ class Trainer:
                             v.copy_(opt_start[i, id(p), k])
                         elif isinstance(v, Tensor):
                             v.zero_()
-            self.sampler.rewind()
+            self.sampler.load_state_dict(sampler_start)
 
         return choose_step(self.sampler.advance, self.step_body, state, rewind, self.capture)
 
@@ -284,24 +309,28 @@ class Trainer:
     def is_log_step(self, t: int) -> bool:
         return t % self.cfg.log_every == 0 or t == self.cfg.steps or self.is_corr_step(t)
 
-    def run(self, label: str | None = None) -> RunResult:
+    def run(self, label: str | None = None, boundary: Callable[[int], None] | None = None) -> RunResult:
         """Train for cfg.steps steps, logging at log/corr steps. Stops at the first non-finite loss.
-        Progress (cfg.progress): a bar on a terminal, a line per 10 % elsewhere, named `label`."""
-        steps = self.cfg.steps
-        initial: dict[str, float] = {}
-        final: dict[str, float] = {}
+        Progress (cfg.progress): a bar on a terminal, a line per 10 % elsewhere, named `label`.
+        `boundary(t)` is called between steps, when t steps are done and step t's row (if any)
+        is logged: the state then is what state_dict saves (wcntk.run.checkpoint). After
+        load_state_dict the run continues from the restored step."""
+        steps, start = self.cfg.steps, self.start_step
+        initial, final = self.initial, self.final  # empty, or restored by load_state_dict
         status, message, bad_step = "ok", None, None
         bar = progress_bar(steps, self.cfg.progress, label)
+        if start:
+            bar.update(start)
         try:
-            for t in range(steps + 1):
-                if self.is_log_step(t):
+            for t in range(start, steps + 1):
+                if self.is_log_step(t) and not (self.resumed and t == start):  # logged before the checkpoint
                     row = self.evaluate()
                     if self.is_corr_step(t):
                         row.update(self.correlations())
                     values = to_floats(row)
                     self.log(t, values)
                     if t == 0:
-                        initial = dict(values)
+                        initial.update(values)
                     final.update(values)
                     bar.set_postfix(at_step=t, net=f"{values['net/train_loss']:.4g}",
                                     twin=f"{values['twin/train_loss']:.4g}",
@@ -312,13 +341,60 @@ class Trainer:
                                    f"(net {values['net/train_loss']}, twin {values['twin/train_loss']}); "
                                    f"lower optimizer.lr (effective lr {self.lr:g})")
                         break
-                if t > 0:  # step t done and, at a log step, logged: the line shows its values
+                if t > start:  # step t done and, at a log step, logged: the line shows its values
                     bar.update(1)
+                if boundary is not None:  # t steps done, row t logged: a consistent state
+                    boundary(t)
                 if t < steps:
                     self.step()
         finally:
             bar.close()
         return RunResult(status, message, bad_step, initial, final)
+
+    # --- checkpoints ----------------------------------------------------------------------
+    def state_dict(self, step: int) -> dict[str, object]:
+        """Everything the rest of the run depends on, at a boundary of run() after `step` steps:
+        both models' parameters (and the network's buffers), both optimizer states, the sampler's
+        position and generator, the process's global RNGs (a custom network may draw from them),
+        the initial NTK on the probes and the initial / last values run() returns. θ₀, the data
+        and the twin's linearization point are rebuilt from the seed and not saved."""
+        with torch.no_grad():
+            state: dict[str, object] = {
+                "step": step,
+                "net": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "twin": {k: v.detach().cpu() for k, v in self.twin_params.items()},
+                "net_opt": self.net_opt.state_dict(), "twin_opt": self.twin_opt.state_dict(),
+                "sampler": self.sampler.state_dict(),
+                "rng_cpu": torch.get_rng_state(),
+                "ntk0": None if self.ntk0 is None else self.ntk0.cpu(),
+                "initial": dict(self.initial), "final": dict(self.final)}
+            if self.device.type == "cuda":
+                state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Continue from a state_dict: run() then starts after its step. Call it before the first
+        step: with CUDA graphs the step is captured at the first step, after the restore (the
+        graph reads the parameters, optimizer state and sampler buffers restored in place)."""
+        if self._step is not None and self.step_mode != "eager":
+            raise RuntimeError("load_state_dict after the CUDA graph was captured: restore before step 1")
+        with torch.no_grad():
+            self.model.load_state_dict(state["net"])
+            twin = state["twin"]
+            if twin.keys() != self.twin_params.keys():
+                raise ValueError("the checkpoint's twin parameters are not this network's")
+            for k, v in self.twin_params.items():
+                v.copy_(twin[k])
+        self.net_opt.load_state_dict(state["net_opt"])
+        self.twin_opt.load_state_dict(state["twin_opt"])
+        self.sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if "rng_cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        ntk0 = state["ntk0"]
+        self.ntk0 = None if ntk0 is None else ntk0.to(self.device)
+        self.initial, self.final = dict(state["initial"]), dict(state["final"])
+        self.start_step, self.resumed = int(state["step"]), True
 
     def facts(self) -> dict[str, object]:
         """What the run resolved from its config: parameter count, η, data source, device, the θ₀

@@ -1,0 +1,233 @@
+"""Checkpoints (wcntk.run.checkpoint): the trainer's and the sampler's state round-trip, a run
+stopped by a signal (or killed) continues from its checkpoint to the numbers of an uninterrupted
+run, bad or foreign checkpoints are set aside, and the checkpoint goes once the run is ok."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import ENV, ROOT, run_py, tiny_config
+from wcntk.run.checkpoint import read_header
+from wcntk.run.config import run_config
+from wcntk.run.job import FinishedRecord, run_job
+from wcntk.run.lifecycle import Interrupted
+from wcntk.run.tracking import RunRecorder
+from wcntk.training.trainer import MinibatchSampler, Trainer
+
+
+def trainer_of(**changes) -> Trainer:
+    model, data, opt, train = run_config(tiny_config(**changes)).library_configs()
+    return Trainer(model, data, opt, train)
+
+
+def test_sampler_state_round_trips_mid_epoch_and_across_buffer_refills():
+    a = MinibatchSampler(n=10, batch_size=3, seed=7, device=torch.device("cpu"), block=4)
+    for _ in range(6):  # mid-epoch (3 batches an epoch), second buffer
+        a.advance()
+        a.indices()
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    b = MinibatchSampler(n=10, batch_size=3, seed=99, device=torch.device("cpu"), block=4)
+    b.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
+    for _ in range(20):
+        a.advance()
+        b.advance()
+        assert torch.equal(a.indices(), b.indices())
+
+
+@pytest.mark.slow
+def test_trainer_state_round_trip_continues_bit_for_bit():
+    """A run restored from a state saved at step 5 (minibatches, adam) logs the rows of one run."""
+    changes = {"optimizer.name": "adam", "optimizer.lr": 0.01, "optimizer.batch_size": 16, "corr_every": 4}
+    rows_a: list = []
+    whole = trainer_of(**changes)
+    whole.log = lambda t, m: rows_a.append((t, m))
+    saved = {}
+
+    def save_at_5(t):
+        if t == 5:
+            buf = io.BytesIO()
+            torch.save(whole.state_dict(t), buf)
+            saved["state"] = buf.getvalue()
+    result_a = whole.run(boundary=save_at_5)
+
+    rows_b: list = []
+    resumed = trainer_of(**changes)
+    resumed.log = lambda t, m: rows_b.append((t, m))
+    resumed.load_state_dict(torch.load(io.BytesIO(saved["state"]), weights_only=True))
+    result_b = resumed.run()
+    assert [t for t, _ in rows_b] == [t for t, _ in rows_a if t > 5]
+    assert rows_b == [(t, m) for t, m in rows_a if t > 5]
+    assert result_b.initial == result_a.initial and result_b.final == result_a.final
+
+
+# ----------------------------------------------------------------------------- in-process runs
+
+def signal_at_step(monkeypatch, step: int, signum: int) -> None:
+    """Deliver `signum` to this process while step `step` is logged (inside the step's work)."""
+    log = RunRecorder.log
+
+    def log_then_signal(self, t, metrics):
+        if t == step:
+            os.kill(os.getpid(), signum)
+        log(self, t, metrics)
+    monkeypatch.setattr(RunRecorder, "log", log_then_signal)
+
+
+def numbers(run_dir: Path) -> tuple[bytes, dict]:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return ((run_dir / "metrics.csv").read_bytes(),
+            {k: summary[k] for k in ("status", "last_step", "initial", "final", "diverged_step")})
+
+
+CHANGES = {"optimizer.name": "momentum", "optimizer.batch_size": 16, "corr_every": 6}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[bytes, dict]:
+    run_dir = tmp_path_factory.mktemp("whole")
+    run_job(tiny_config(**CHANGES), run_dir)
+    return numbers(run_dir)
+
+
+@pytest.mark.slow
+def test_a_signalled_run_checkpoints_and_continues_to_the_same_numbers(tmp_path, monkeypatch, uninterrupted,
+                                                                        capsys):
+    with monkeypatch.context() as m:
+        signal_at_step(m, 6, signal.SIGTERM)
+        with pytest.raises(Interrupted):
+            run_job(tiny_config(**CHANGES), tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["checkpoint_step"] == 6
+    assert read_header(tmp_path / "checkpoint.pt")["step"] == 6
+    capsys.readouterr()
+    run_job(tiny_config(**CHANGES), tmp_path, resume=True)
+    assert capsys.readouterr().err.splitlines() == ["wcntk: resumed from step 6"]
+    assert numbers(tmp_path) == uninterrupted
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["resumed_from"] == [6] and summary["checkpoint_step"] is None
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+# ----------------------------------------------------------------------------- run.py, killed
+
+CLI = ["debug=default", "dataset=digits", "steps=40", "optimizer=adam", "optimizer.lr=0.01",
+       "optimizer.batch_size=16", "corr_every=10"]
+
+
+def signalled_run(run_dir: Path, signum: int, at: int, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "tests" / "_signal_run.py"), str(signum), str(at),
+                           f"hydra.run.dir={run_dir}", *CLI, *overrides], env=ENV, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def cli_reference(tmp_path_factory) -> tuple[bytes, dict]:
+    run_dir = tmp_path_factory.mktemp("cli") / "whole"
+    proc = run_py(f"hydra.run.dir={run_dir}", *CLI)
+    assert proc.returncode == 0, proc.stderr
+    return numbers(run_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, at, resumed", [(signal.SIGTERM, 23, 23), (signal.SIGINT, 23, 23),
+                                                 (signal.SIGKILL, 27, 20)])
+def test_a_killed_run_py_continues_from_its_checkpoint_to_the_same_numbers(tmp_path, cli_reference, signum,
+                                                                           at, resumed):
+    """A signal inside step 23 (between the network's update and the twin's) checkpoints after that
+    step; kill -9 inside step 27 leaves the periodic checkpoint of step 20 (rows 25 dropped)."""
+    run_dir = tmp_path / "run"
+    first = signalled_run(run_dir, signum, at, "checkpoint_every=10")
+    assert first.returncode == (-9 if signum == signal.SIGKILL else 128 + signum), first.stderr
+    if signum != signal.SIGKILL:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["status"] == "interrupted" and summary["checkpoint_step"] == resumed
+        assert first.stderr.splitlines()[-1].startswith(
+            f"wcntk: interrupted by {signum.name} (last step 20, checkpoint at step {resumed})")
+    assert read_header(run_dir / "checkpoint.pt")["step"] == resumed
+    second = run_py(f"hydra.run.dir={run_dir}", *CLI, "checkpoint_every=10")
+    assert second.returncode == 0, second.stderr
+    assert second.stderr.splitlines() == [f"wcntk: resumed from step {resumed}"]
+    assert numbers(run_dir) == cli_reference
+    assert json.loads((run_dir / "summary.json").read_text())["resumed_from"] == [resumed]
+    assert not (run_dir / "checkpoint.pt").exists()
+
+
+# ----------------------------------------------------------------------------- bad checkpoints
+
+@pytest.fixture
+def interrupted(tmp_path, monkeypatch) -> Path:
+    """A run dir whose run SIGTERM stopped at step 6, with its checkpoint."""
+    with monkeypatch.context() as m:
+        signal_at_step(m, 6, signal.SIGTERM)
+        with pytest.raises(Interrupted):
+            run_job(tiny_config(**CHANGES), tmp_path)
+    return tmp_path
+
+
+def rerun_from_zero(run_dir: Path, capsys, uninterrupted) -> str:
+    capsys.readouterr()
+    summary = run_job(tiny_config(**CHANGES), run_dir, resume=True)
+    (line,) = capsys.readouterr().err.splitlines()
+    assert summary["resumed_from"] == [] and numbers(run_dir) == uninterrupted
+    (moved,) = (run_dir / "superseded").glob("*/checkpoint.pt")
+    assert not (run_dir / "checkpoint.pt").exists()
+    return line.replace(str(moved.parent), "<dir>")
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_is_set_aside_and_the_run_starts_from_zero(interrupted, capsys, uninterrupted):
+    path = interrupted / "checkpoint.pt"
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert rerun_from_zero(interrupted, capsys, uninterrupted) == (
+        "wcntk: checkpoint.pt fails its checksum (truncated or damaged): moved to <dir>; "
+        "the run starts from step 0")
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_another_config_is_set_aside_and_the_run_starts_from_zero(interrupted, capsys,
+                                                                                   uninterrupted):
+    path = interrupted / "checkpoint.pt"
+    magic, header, payload = path.read_bytes().split(b"\n", 2)
+    header = json.loads(header)
+    header["config"]["optimizer"]["lr"] = 0.25
+    path.write_bytes(magic + b"\n" + json.dumps(header).encode() + b"\n" + payload)
+    assert rerun_from_zero(interrupted, capsys, uninterrupted) == (
+        "wcntk: checkpoint.pt is of another config (optimizer.lr 0.25 -> 0.5): moved to <dir>; "
+        "the run starts from step 0")
+
+
+@pytest.mark.slow
+def test_a_changed_experiment_moves_the_checkpoint_aside_with_its_record(interrupted, capsys):
+    capsys.readouterr()
+    summary = run_job(tiny_config(**{**CHANGES, "optimizer.lr": 0.25}), interrupted, resume=True)
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("wcntk: config changed: optimizer.lr 0.5 -> 0.25; the previous record was moved")
+    (moved,) = (interrupted / "superseded").glob("*/checkpoint.pt")
+    assert (moved.parent / "summary.json").is_file() and summary["resumed_from"] == []
+
+
+@pytest.mark.slow
+def test_keep_checkpoint_keeps_it_after_ok_and_overwrite_starts_over(interrupted, capsys, uninterrupted):
+    cfg = tiny_config(**CHANGES, keep_checkpoint=True)
+    with pytest.raises(FinishedRecord):  # a single run continues an interrupted dir of its own config only
+        run_job(tiny_config(**{**CHANGES, "optimizer.lr": 0.25}), interrupted)
+    summary = run_job(cfg, interrupted)
+    assert summary["status"] == "ok" and summary["resumed_from"] == [6]
+    assert read_header(interrupted / "checkpoint.pt")["step"] == 6 and summary["checkpoint_step"] == 6
+    with pytest.raises(FinishedRecord):
+        run_job(cfg, interrupted)
+    capsys.readouterr()
+    summary = run_job(cfg, interrupted, overwrite=True)  # the record and its checkpoint move aside
+    assert summary["resumed_from"] == [] and numbers(interrupted) == uninterrupted
+    assert capsys.readouterr().err.startswith("wcntk: overwrite=true; the previous record was moved")
