@@ -62,6 +62,8 @@ cat > "$CONF" <<CONF_END
 ClusterName=wcntk
 SlurmctldHost=$host
 AuthType=auth/munge
+# A requeued job waits cred_expire s before it may start again (default 120): 10 s here.
+AuthInfo=cred_expire=10
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation=/var/spool/slurmctld
