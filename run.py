@@ -10,6 +10,13 @@ import os
 # Idle OpenMP threads sleep instead of spinning: on a shared or oversubscribed machine spinning
 # threads made a training step up to 6x slower (README, Performance). Must precede torch's import.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The launchers' job processes (joblib workers, submitit, SLURM jobs, which start
+# `python -m submitit.core._submit` in the submitting shell's environment) import wcntk by name:
+# this checkout goes first on their path, so they run the code this command runs, wherever it was
+# started from and whichever checkout an editable install points at.
+_checkout = os.path.dirname(os.path.abspath(__file__))
+if os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] != _checkout:
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_checkout, os.environ.get("PYTHONPATH")]))
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
