@@ -231,3 +231,64 @@ def test_keep_checkpoint_keeps_it_after_ok_and_overwrite_starts_over(interrupted
     summary = run_job(cfg, interrupted, overwrite=True)  # the record and its checkpoint move aside
     assert summary["resumed_from"] == [] and numbers(interrupted) == uninterrupted
     assert capsys.readouterr().err.startswith("wcntk: overwrite=true; the previous record was moved")
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+@pytest.mark.slow
+def test_a_sweep_continues_only_its_interrupted_job_from_its_checkpoint(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    args = ["+sweep=width_scaling", "debug=default", "dataset=synthetic", "width=8,16", "seed=0",
+            f"hydra.sweep.dir={sweep_dir}"]
+    # SIGTERM inside the 30th step of the sweep: the second job's 10th (the basic launcher runs them in turn)
+    first = subprocess.run([sys.executable, str(ROOT / "tests" / "_signal_run.py"), "15", "30", *args],
+                           env=ENV, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 143, first.stderr
+    records = {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/summary.json")}
+    assert sorted(s["status"] for s in records.values()) == ["interrupted", "ok"]
+    (job,) = [name for name, s in records.items() if s["status"] == "interrupted"]
+    (done,) = set(records) - {job}
+    stamp = (sweep_dir / done / "summary.json").stat().st_mtime_ns
+
+    second = run_py(*args)
+    assert second.returncode == 0, second.stderr
+    assert f"wcntk: [{job}] resumed from step 10" in second.stderr.splitlines()
+    table = second.stdout[second.stdout.index("wcntk: sweep "):].splitlines()
+    assert table[0].endswith("2 jobs: 1 skipped (already ok), 1 ok")
+    rows = {line.split()[1]: line for line in table[1:3]}
+    assert rows[done].split()[0] == "skipped" and rows[job].endswith("resumed 1× (from step 10)")
+    assert table[3] == ("  1 jobs continued from checkpoints (1 resumes: requeued by SLURM, or re-run "
+                        "after an interruption)")
+    assert (sweep_dir / done / "summary.json").stat().st_mtime_ns == stamp
+    resumed = json.loads((sweep_dir / job / "summary.json").read_text())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the sweep's (ENV: OMP_NUM_THREADS=1): the same sums in the same order
+    try:
+        run_job(resumed["config"], tmp_path / "whole")
+    finally:
+        torch.set_num_threads(threads)
+    assert numbers(sweep_dir / job) == numbers(tmp_path / "whole")
+
+
+@pytest.mark.slow
+def test_slurm_warning_signal_checkpoints_before_submitit_requeues(tmp_path, monkeypatch, uninterrupted):
+    """SIGUSR2 with submitit's handler in place (here a stand-in: it checks what it would requeue
+    and exits as submitit does): the checkpoint and the `interrupted` record exist before it runs;
+    the requeued job (the same job function again) continues from the checkpoint."""
+    seen = []
+
+    def submitit_requeue(signum, frame):
+        summary = json.loads((tmp_path / "summary.json").read_text())
+        seen.append((summary["status"], read_header(tmp_path / "checkpoint.pt")["step"]))
+        raise SystemExit(-1)
+    previous = signal.signal(signal.SIGUSR2, submitit_requeue)
+    try:
+        with monkeypatch.context() as m:
+            signal_at_step(m, 9, signal.SIGUSR2)
+            with pytest.raises(SystemExit):
+                run_job(tiny_config(**CHANGES), tmp_path, resume=True)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert seen == [("interrupted", 9)]
+    summary = run_job(tiny_config(**CHANGES), tmp_path, resume=True)
+    assert summary["resumed_from"] == [9] and numbers(tmp_path) == uninterrupted

@@ -122,6 +122,10 @@ def run_locked(cfg: DictConfig, run_dir: Path, multirun: bool, job: str | None,
     except Interrupted as err:
         say(closing_line(err.summary, where), job)
         raise
+    except SystemExit as err:  # submitit's requeue (the signal's previous handler) exits instead
+        if isinstance(err.__context__, Interrupted) and err.__context__.summary is not None:
+            say(closing_line(err.__context__.summary, where) + "; requeued", job)
+        raise
     except Exception as err:
         summary = getattr(err, "summary", None) or read_summary(run_dir)
         if summary is None:  # failed before the run was recorded
