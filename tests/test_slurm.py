@@ -167,3 +167,43 @@ def test_scancel_leaves_a_resumable_record_and_the_rerun_continues_it(slurm, tmp
     assert done["resumed_from"] == [record["checkpoint_step"]]
     assert f"resumed from step {record['checkpoint_step']}" in (proc.stdout + proc.stderr + "".join(
         p.read_text() for p in (sweep / ".submitit").glob("*/*_log.err")))
+
+
+def steps_for(seconds: float, run_dir: Path) -> int:
+    """Steps of the requeue test's job (width 16 on digits) that take about `seconds` of training
+    on this machine now, from a 1500-step run's wall_time_s (a shared or a fast machine differs 3x)."""
+    proc = run_py(*TINY, "width=16", "seed=0", "steps=1500", "log_every=100", f"hydra.run.dir={run_dir}",
+                  cwd=run_dir.parent, env=JOB_ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rate = 1500 / json.loads((run_dir / "summary.json").read_text())["wall_time_s"]
+    return int(min(max(rate * seconds, 2000), 50000)) // 100 * 100
+
+
+def test_a_job_past_its_time_limit_is_requeued_and_ends_with_the_numbers_of_a_local_run(slurm, tmp_path):
+    """A 1-minute limit and SIGUSR2 5 s before it (SLURM checks limits every 30 s: it comes 5-35 s
+    early, so an allocation trains for 15-45 s after ~10 s of start-up), a job of about 70 s of
+    training: each signal checkpoints and requeues it (submitit, max_num_timeout), each start
+    continues from there (1-3 requeues); the record and metrics.csv equal those of the same run
+    made locally in one go (started alongside)."""
+    steps = steps_for(70, tmp_path / "calibrate")
+    args = ["width=16", "seed=0", f"steps={steps}", "log_every=100"]
+    local_dir = tmp_path / "local"
+    local = start_run_py(*TINY, *args, f"hydra.run.dir={local_dir}", cwd=tmp_path, env=JOB_ENV)
+    sweep = tmp_path / "sweep"
+    proc = slurm_sweep(sweep, *args, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=5",
+                       "hydra.launcher.max_num_timeout=5", timeout=900)
+    out, err = local.communicate(timeout=600)
+    assert local.returncode == 0, err[-3000:]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = closing_table(proc.stdout, sweep)
+    print("\n".join(table))
+    assert table[0] == f"wcntk: sweep {sweep}: 1 jobs: 1 ok"
+    job = sweep / f"dataset=digits,log_every=100,seed=0,steps={steps},width=16"
+    record = json.loads((job / "summary.json").read_text())
+    assert record["status"] == "ok" and len(record["resumed_from"]) >= 1, record["resumed_from"]
+    assert f"resumed {len(record['resumed_from'])}×" in table[1]
+    reference = json.loads((local_dir / "summary.json").read_text())
+    assert (job / "metrics.csv").read_bytes() == (local_dir / "metrics.csv").read_bytes()
+    for key in ("last_step", "initial", "final"):
+        assert record[key] == reference[key], key
+    assert_this_checkout(record)
