@@ -97,6 +97,16 @@ def submitit_jobs(sweep: Path) -> list[str]:
     return sorted(p.name.removesuffix("_submitted.pkl") for p in pickles)
 
 
+def last_row(job: Path) -> int:
+    """A step metrics.csv has logged (its last row but one: the last may be half written); -1 for none.
+    (summary.json is written only at the start and the end.)"""
+    try:
+        rows = (job / "metrics.csv").read_text().splitlines()[1:-1]
+    except OSError:
+        return -1
+    return int(rows[-1].split(",")[0]) if rows else -1
+
+
 def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -126,23 +136,15 @@ def test_an_array_sweep_ends_ok(slurm, tmp_path):
 
 def test_scancel_leaves_a_resumable_record_and_the_rerun_continues_it(slurm, tmp_path):
     sweep = tmp_path / "sweep"
-    args = ["width=16", "seed=0", "steps=3000", "log_every=100"]
+    args = ["width=16", "seed=0", "steps=2000", "log_every=100"]
     log = tmp_path / "launcher.log"
     with open(log, "w") as out:
         launcher = start_run_py("-m", *TINY, *LAUNCHER, *args, f"hydra.sweep.dir={sweep}", cwd=tmp_path,
                                 env=JOB_ENV, stdout=out, stderr=subprocess.STDOUT)
     try:
-        job = sweep / "dataset=digits,log_every=100,seed=0,steps=3000,width=16"
+        job = sweep / "dataset=digits,log_every=100,seed=0,steps=2000,width=16"
 
-        def logged(step: int):
-            def check() -> bool:   # metrics.csv's last whole row (summary.json is written at the end)
-                try:
-                    rows = (job / "metrics.csv").read_text().splitlines()[1:-1]
-                except OSError:
-                    return False
-                return bool(rows) and int(rows[-1].split(",")[0]) >= step
-            return check
-        wait_for(logged(300), 240, "the job's step 300", launcher)
+        wait_for(lambda: last_row(job) >= 200, 240, "the job's step 200", launcher)
         (task,) = submitit_jobs(sweep)
         subprocess.run(["scancel", task], check=True, timeout=30)
 
@@ -153,7 +155,7 @@ def test_scancel_leaves_a_resumable_record_and_the_rerun_continues_it(slurm, tmp
                 return False
         wait_for(interrupted, 60, "the interrupted record")
         record = json.loads((job / "summary.json").read_text())
-        assert record["message"] == "interrupted by SIGTERM" and 300 <= record["checkpoint_step"] < 3000
+        assert record["message"] == "interrupted by SIGTERM" and 200 <= record["checkpoint_step"] < 2000
         assert (job / "checkpoint.pt").is_file()
         assert_this_checkout(record)
     finally:   # the launcher cannot see the cancelled job end (no sacct here): stop it
@@ -163,10 +165,36 @@ def test_scancel_leaves_a_resumable_record_and_the_rerun_continues_it(slurm, tmp
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert closing_table(proc.stdout, sweep)[0] == f"wcntk: sweep {sweep}: 1 jobs: 1 ok"
     done = json.loads((job / "summary.json").read_text())
-    assert done["status"] == "ok" and done["last_step"] == 3000
+    assert done["status"] == "ok" and done["last_step"] == 2000
     assert done["resumed_from"] == [record["checkpoint_step"]]
     assert f"resumed from step {record['checkpoint_step']}" in (proc.stdout + proc.stderr + "".join(
         p.read_text() for p in (sweep / ".submitit").glob("*/*_log.err")))
+
+
+def test_a_preempted_job_is_requeued_by_slurm_and_continues_from_its_checkpoint(slurm, tmp_path):
+    """`scontrol requeue` (what preemption with PreemptMode=REQUEUE does): SIGTERM, the job
+    checkpoints and records interrupted, SLURM starts it again, it continues to ok; the launcher
+    waits throughout and its table says the job was resumed once."""
+    sweep = tmp_path / "sweep"
+    args = ["width=16", "seed=0", "steps=2000", "log_every=100"]
+    job = sweep / "dataset=digits,log_every=100,seed=0,steps=2000,width=16"
+    launcher = start_run_py("-m", *TINY, *LAUNCHER, *args, f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+                            env=JOB_ENV)
+    try:
+        wait_for(lambda: last_row(job) >= 200, 240, "the job's step 200", launcher)
+        (task,) = submitit_jobs(sweep)
+        subprocess.run(["scontrol", "requeue", task], check=True, timeout=30)
+        out, err = launcher.communicate(timeout=600)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 0, out[-3000:] + err[-3000:]
+    table = closing_table(out, sweep)
+    print("\n".join(table))
+    record = json.loads((job / "summary.json").read_text())
+    assert record["status"] == "ok" and len(record["resumed_from"]) == 1 and record["resumed_from"][0] >= 200
+    assert table[0] == f"wcntk: sweep {sweep}: 1 jobs: 1 ok"
+    assert f"resumed 1× (from step {record['resumed_from'][0]})" in table[1]
 
 
 def steps_for(seconds: float, run_dir: Path) -> int:
