@@ -63,11 +63,15 @@ def slurm() -> None:
         pytest.skip(f"{why}; `bash .ci/slurm_up.sh` (as root) starts a one-node cluster "
                     f"(in CI, with CI or WCNTK_SLURM set, these tests fail instead)")
     start = time.monotonic()
-    proc = subprocess.run(["bash", str(SLURM_UP)], capture_output=True, text=True, timeout=900)
+    try:
+        proc = subprocess.run(["bash", str(SLURM_UP)], capture_output=True, text=True, timeout=900)
+        said = f"exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    except (OSError, subprocess.TimeoutExpired) as err:
+        said = f"could not run: {err}"
     why = cluster_problem()
     if why is not None:
-        pytest.fail(f"the SLURM test cluster cannot start ({why}); .ci/slurm_up.sh exited {proc.returncode} "
-                    f"after {time.monotonic() - start:.0f} s:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+        pytest.fail(f"the SLURM test cluster cannot start ({why}); .ci/slurm_up.sh, after "
+                    f"{time.monotonic() - start:.0f} s, {said}")
 
 
 def slurm_sweep(sweep: Path, *overrides: str, timeout: float = 600) -> subprocess.CompletedProcess:
