@@ -2,6 +2,8 @@
 check against the eager step, the fallback and its one line, the rewind, the config switch."""
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
 
@@ -88,3 +90,22 @@ def test_cuda_graphs_switch():
 def test_a_logged_row_becomes_floats_at_once():
     row = {"a": torch.tensor(0.1, dtype=torch.float32), "b": torch.tensor(2.5, dtype=torch.float64)}
     assert to_floats(row) == {"a": float(row["a"]), "b": 2.5}
+
+
+@pytest.mark.parametrize("opt", SETTINGS, ids=lambda o: o["name"])
+def test_a_restored_run_chooses_its_graph_step_from_the_restored_state(opt):
+    """A checkpoint's state is restored before the first step; the graph step's check then rewinds
+    to that state (its minibatch position included), not to the seed's start: the graph-stepped
+    continuation is the eager run's."""
+    eager = trainer(opt)
+    rows = []
+    eager.log = lambda t, m: rows.append((t, m))
+    buf = io.BytesIO()
+    eager.run(boundary=lambda t: torch.save(eager.state_dict(t), buf) if t == 5 else None)
+    graphed = trainer(opt, capture=eager_capture)
+    graphed.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
+    resumed = []
+    graphed.log = lambda t, m: resumed.append((t, m))
+    graphed.run()
+    assert graphed.step_mode == "graph"
+    assert resumed == [(t, m) for t, m in rows if t > 5]

@@ -106,8 +106,8 @@ class MinibatchSampler:
         """The position in the minibatch order, between steps: the generator's state, the rest of
         the current epoch's permutation (`order`), the device buffer (on the CPU), its cursor and
         how many of its rows were used."""
-        return {"gen": self.gen.get_state(), "order": self.order.clone(), "buffer": self.buffer.cpu(),
-                "cursor": self.cursor.cpu(), "used": self.used}
+        return {"gen": self.gen.get_state(), "order": self.order.clone(), "buffer": self.buffer.cpu().clone(),
+                "cursor": self.cursor.cpu().clone(), "used": self.used}  # copies: a snapshot (graph_step)
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         """Back to a position `state_dict` returned (for the same n, batch size and block): the
@@ -357,7 +357,8 @@ class Trainer:
         both models' parameters (and the network's buffers), both optimizer states, the sampler's
         position and generator, the process's global RNGs (a custom network may draw from them),
         the initial NTK on the probes and the initial / last values run() returns. θ₀, the data
-        and the twin's linearization point are rebuilt from the seed and not saved."""
+        and the twin's linearization point are rebuilt from the seed and not saved. As torch's
+        state_dicts, it refers to the live tensors (on the CPU): serialize it before the next step."""
         with torch.no_grad():
             state: dict[str, object] = {
                 "step": step,
