@@ -120,7 +120,8 @@ def run_locked(cfg: DictConfig, run_dir: Path, multirun: bool, job: str | None,
     try:
         summary = train_and_record(run, run_dir, record, label=job)
     except Interrupted as err:
-        say(closing_line(err.summary, where), job)
+        if err.summary is not None:  # else stopped before its record (loading a checkpoint): cli says it
+            say(closing_line(err.summary, where), job)
         raise
     except SystemExit as err:  # submitit's requeue (the signal's previous handler) exits instead
         if isinstance(err.__context__, Interrupted) and err.__context__.summary is not None:
