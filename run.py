@@ -1,9 +1,20 @@
 """Train a network and its linearized twin side by side: `python run.py width=4096`.
 
 The thin entry of a checkout: the same as `python -m wcntk` (wcntk/__main__.py, the Hydra entry
-point; the run itself lives in wcntk.run.entry).
+point; the run itself lives in wcntk.run.entry), with this checkout first on the path of every
+job process the launchers start.
 """
-from wcntk.__main__ import cli
+import os
+
+# The launchers' job processes (joblib workers, submitit, SLURM jobs, which start
+# `python -m submitit.core._submit` in the submitting shell's environment) import wcntk by name:
+# this checkout goes first on their path, so they run the code this command runs, wherever it was
+# started from and whichever checkout an editable install points at.
+_checkout = os.path.dirname(os.path.abspath(__file__))
+if os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] != _checkout:
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_checkout, os.environ.get("PYTHONPATH")]))
+
+from wcntk.__main__ import cli  # noqa: E402
 
 if __name__ == "__main__":
     cli()

@@ -324,7 +324,8 @@ def write_job(sweep: Path, name: str, status: str | None) -> Path:
     if status is not None:
         final = {"lin/func_rmse_test": 0.5, "corr/C02": 0.25}
         (job / "summary.json").write_text(json.dumps({"status": status, "message": f"{status} because",
-                                                      "last_step": 3, "final": final}))
+                                                      "last_step": 3, "final": final,
+                                                      "config": {"width": 8, "seed": 0, "steps": 3}}))
     return job
 
 

@@ -537,12 +537,14 @@ def _wandb_run_file(path: Path, exit_record: bool = True, cut: int = 0) -> None:
 def test_malformed_and_damaged_records(tmp_path):
     make_sweep(tmp_path, widths=(8, 16, 32), activations=("relu",), extra_jobs=False)
     for name, text in (("list", "[]"), ("width", json.dumps({"status": "ok", "config": {"width": "wide"}})),
-                       ("section", json.dumps({"status": "ok", "final": [1, 2]}))):
+                       ("section", json.dumps({"status": "ok", "final": [1, 2]})),
+                       ("bare", json.dumps({"status": "ok"}))):                # a status without its config
         (tmp_path / name).mkdir()
         (tmp_path / name / "summary.json").write_text(text)
     csv = (tmp_path / "0" / "metrics.csv").read_text()
     (tmp_path / "0" / "metrics.csv").write_text(csv[:-7])                 # last line cut off
     (tmp_path / "1" / "metrics.csv").write_text(csv.replace("\n", "\0", 1))  # NUL bytes
+    (tmp_path / "6" / "metrics.csv").write_text("")     # zero bytes (the widest width's first seed)
     run_file = "wandb/offline-run-20260101_000000-abc123/run-abc123.wandb"
     if HAVE_WANDB:
         _wandb_run_file(tmp_path / "2" / run_file, cut=3)                   # torn exit record
@@ -556,10 +558,12 @@ def test_malformed_and_damaged_records(tmp_path):
     assert fails.loc["list", "message"] == "not a record (a JSON list, not an object)"
     assert fails.loc["width", "message"] == "not a record (a non-integer width or seed in its config)"
     assert fails.loc["section", "message"] == "not a record (final is not an object)"
+    assert fails.loc["bare", "message"] == "not a record (no config)"
     assert set(fails["status"]) == {"unreadable"}
     problems = res["problems"].set_index("job_dir")["record_problems"].to_dict()
     assert problems["0"] == "metrics.csv truncated (last line incomplete)"
     assert problems["1"] == "metrics.csv holds NUL bytes"
+    assert problems["6"] == "metrics.csv empty (no header)"
     if HAVE_WANDB:
         assert problems["2"] == "run-abc123.wandb truncated (no exit record)" and "3" not in problems
     text = res["files"]["failures_md"].read_text()
@@ -567,6 +571,8 @@ def test_malformed_and_damaged_records(tmp_path):
     assert res["slopes"].iloc[0]["n_points_all"] == 9   # the damaged jobs' summaries still count
     # the plots read what is whole of a damaged metrics.csv
     assert (tmp_path / "out" / "plots" / "deviation_vs_step.png").is_file()
+    assert (tmp_path / "out" / "plots" / "loss_curves_w32.png").is_file()    # from seed 1: seed 0's is empty
+    assert (tmp_path / "out" / "report.md").is_file()
 
 
 def test_cli_bad_arguments_are_one_line_and_leave_nothing(tmp_path, capsys):

@@ -117,7 +117,7 @@ def test_resume_skips_only_the_same_config_and_keeps_a_changed_ones_record(tmp_p
 
 
 @pytest.mark.parametrize("content", ["[]", '{"status": "ok", "config": {"width": "wide", "seed": 0}}',
-                                     "{not json"])
+                                     "{not json", '{"status": "ok"}'])
 def test_resume_moves_a_malformed_summary_aside_with_one_line(tmp_path, capsys, content):
     (tmp_path / "summary.json").write_text(content)
     assert read_summary(tmp_path) is None
@@ -163,7 +163,7 @@ def sweep_config(sweep: Path, launch: str):
 def record(job: Path, status: str, launch: str | None, **extra) -> None:
     final = {"lin/func_rmse_test": 0.5, "corr/C02": 0.25}
     (job / "summary.json").write_text(json.dumps({
-        "status": status, "message": None, "last_step": 3, "final": final,
+        "status": status, "message": extra.get("message"), "last_step": 3, "final": final,
         "config": {"width": 8, "seed": 0, "steps": 3, "model": {"b_std": extra.get("b_std", 0.05)}},
         "provenance": {"launch": launch, "pid": 4242, "host": "node7", "git_commit": extra.get("commit")}}))
 
@@ -202,6 +202,26 @@ def test_sweep_table_reports_elsewhere_changed_configs_and_other_commits(tmp_pat
     assert out[4] == ("  1 jobs re-ran because their config changed (model.b_std); their previous records "
                       "are in <job dir>/superseded/")
     assert out[5].startswith("  warning: 1 skipped jobs were recorded by another git commit than " + "c" * 12)
+
+
+def test_a_job_another_sweep_left_interrupted_is_interrupted_not_elsewhere(tmp_path, capsys):
+    """Sweep B found the job's dir held by sweep A, which was then stopped by SIGTERM: B's table
+    lists the job as interrupted (A's record, lock free), and B exits 1, not 3."""
+    config = sweep_config(tmp_path, "mine")
+    write_job(tmp_path, "a_job", None)
+    callback = SweepSummary()
+    callback.on_multirun_start(config)
+    time.sleep(0.01)
+    write_job(tmp_path, "a_job", None)                        # launched by B, left alone (held by A)
+    record(tmp_path / "a_job", "interrupted", "theirs", message="interrupted by SIGTERM")
+    (tmp_path / "a_job" / LOCK_FILE).write_text("4242 node7\n")   # A's lock, released when A ended
+    with pytest.raises(SystemExit) as exit_:
+        callback.on_multirun_end(config)
+    assert exit_.value.code == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"wcntk: sweep {tmp_path}: 1 jobs: 1 interrupted"
+    assert out[1].split()[:2] == ["interrupted", "a_job"]
+    assert "interrupted by SIGTERM (last step 3)" in out[1] and "(run by pid 4242 on node7)" in out[1]
 
 
 def test_sweep_exit_codes():
@@ -350,6 +370,11 @@ def test_cli_bad_sizes_and_dirs_are_one_line_before_any_work(tmp_path):
         (["-m", *TINY, "width=8,16", f"hydra.sweep.dir={blocked / 'sweep'}"],
          error + f"hydra.sweep.dir={blocked / 'sweep'} cannot be written: {blocked} is not a directory",
          None),
+        # /proc: its permission bits say root may write; making a directory there fails all the same
+        ([*TINY, "hydra.run.dir=/proc/x"],
+         error + "hydra.run.dir=/proc/x cannot be written: /proc is not a directory", Path("/proc/x")),
+        (["-m", *TINY, "width=8,16", "hydra.sweep.dir=/proc/x"],
+         error + "hydra.sweep.dir=/proc/x cannot be written: /proc is not a directory", Path("/proc/x")),
     ]
     procs = [(cli(*args), line, left) for args, line, left in cases]
     for proc, line, left in procs:
@@ -423,6 +448,7 @@ def test_an_unreadable_record_says_why(tmp_path):
     for text, why in [("{", "JSONDecodeError"), ("[]", "a JSON list"),
                       ('{"status": "done"}', "status 'done'"),
                       ('{"status": "ok", "final": 3}', "final is not an object"),
+                      ('{"status": "ok"}', "no config"), ('{"status": "ok", "config": {}}', "no config"),
                       ('{"status": "ok", "config": {"width": "8", "seed": 0}}', "non-integer width")]:
         (tmp_path / "summary.json").write_text(text)
         with pytest.raises(UnreadableRecord, match=why):

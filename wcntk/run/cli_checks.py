@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 import sys
+import tempfile
 from importlib.resources import files
 from pathlib import Path
 
@@ -219,13 +220,20 @@ def with_overrides(argv: list[str], overrides: list[str], extra: list[str]) -> l
 def check_writable(path: str, key: str) -> None:
     """One line (ConfigError) when the run or sweep dir `path` cannot be created and written:
     its nearest existing ancestor must be a directory this user may write into (a relative
-    path's is often the working directory)."""
+    path's is often the working directory). The permission bits do not tell it for root, nor
+    on /proc, /sys or a read-only mount, so an empty directory is made there and removed."""
     ancestor = Path(path).absolute()
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
-    if not (ancestor.is_dir() and os.access(ancestor, os.W_OK | os.X_OK)):
-        raise ConfigError(f"{key}={path} cannot be written: {ancestor} is not a directory you may write "
-                          f"into; choose another {key}")
+    why = ""
+    if ancestor.is_dir() and os.access(ancestor, os.W_OK | os.X_OK):
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".wcntk-probe-", dir=ancestor))
+            return
+        except OSError as err:
+            why = f" ({err.strerror})"
+    raise ConfigError(f"{key}={path} cannot be written: {ancestor} is not a directory you may write "
+                      f"into{why}; choose another {key}")
 
 
 def check_run_dir(run_dir: str, overwrite: bool) -> None:

@@ -95,8 +95,8 @@ def _superseded(job: Path) -> set[str]:
 class SweepSummary(Callback):
     """Hydra callback (`hydra.callbacks.<name>._target_: wcntk.run.outcome.SweepSummary`): when a
     multirun ends, one line per job it launched: skipped (already ok), ok, diverged, failed,
-    interrupted, elsewhere (another process holds the job dir, or left it unfinished: wcntk.run.rundir;
-    a job another process finished meanwhile is skipped), with how
+    interrupted, elsewhere (another process holds the job dir: wcntk.run.rundir; a job another
+    process finished meanwhile is skipped, one it left unfinished has its status), with how
     many jobs re-ran because their config changed (and which keys) and a warning for skipped
     records made by another git commit. Exit code (SWEEP_EXIT_CODES): 1 if a job failed,
     diverged or did not finish, else 3 if a job is another process's, else 0.
@@ -143,7 +143,10 @@ class SweepSummary(Callback):
             who = f"pid {prov.get('pid')} on {prov.get('host')}"
             if status == "ok":  # finished by another process meanwhile: this sweep skipped it
                 return "skipped", f"{metrics_text(summary)}  (run by {who})", {}
-            return "elsewhere", f"{'running' if held else status} elsewhere ({who})", {}
+            if held:
+                return "elsewhere", f"running elsewhere ({who})", {}
+            # The other process is done with it and left it unfinished: no one will finish it.
+            return status, f"{outcome_text(summary)}  (run by {who})", {}
         detail = metrics_text(summary) if status == "ok" else outcome_text(summary)
         detail += f"  {resumes_text(summary)}" if summary.get("resumed_from") else ""
         changes: dict[str, tuple[Any, Any]] = {}

@@ -158,8 +158,10 @@ class Record:
 
 def not_a_record(data: Any) -> str | None:
     """Why parsed JSON lacks summary.json's layout where readers rely on it (None when it has it):
-    an object with a known `status`, `config`/`initial`/`final` objects (when present), and an
-    integer width and seed in a validated config."""
+    an object with a known `status`, `initial`/`final` objects (when present), a non-empty
+    `config` object (a status without the config it belongs to says nothing: resume could not
+    tell whether it is this job's, the report could not place it), and an integer width and seed
+    in a validated config."""
     if not isinstance(data, dict):
         return f"a JSON {type(data).__name__}, not an object"
     if data.get("status") not in STATUSES:
@@ -167,8 +169,10 @@ def not_a_record(data: Any) -> str | None:
     for key in ("config", "initial", "final"):
         if not isinstance(data.get(key, {}), dict):
             return f"{key} is not an object"
-    config = data.get("config", {})
-    if data.get("config_validated") is not False and config and not all(
+    config = data.get("config")
+    if not config:
+        return "no config"
+    if data.get("config_validated") is not False and not all(
             type(config.get(key)) is int for key in ("width", "seed")):
         return "a non-integer width or seed in its config"
     return None

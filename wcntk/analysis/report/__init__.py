@@ -19,7 +19,7 @@ and ``plots/*.png|pdf``.
 
 Bad input is one line, never a traceback: a summary.json that is not a record (not a JSON
 object, a non-dict section, a non-numeric width or seed) is a job with status "unreadable";
-a damaged metrics.csv (last line cut off, NUL bytes) or offline W&B run file (no exit record)
+a damaged metrics.csv (empty, last line cut off, NUL bytes) or offline W&B run file (no exit record)
 is listed under "Damaged records" of the job-status table; a metric named explicitly that no
 job logged, or a --curve-width that is not a width of the sweep, is an error (exit 2) that
 names the valid ones.

@@ -46,18 +46,28 @@ def _number(v) -> float:
 
 
 def metrics_csv_problem(path: Path) -> str:
-    """Why a metrics.csv cannot be trusted ("" when it looks whole): NUL bytes (two writers),
-    or a last line cut off (no final newline, or fewer fields than the header)."""
+    """Why a metrics.csv cannot be trusted ("" when it looks whole): empty (not even its header:
+    a full disk, a copy cut short), NUL bytes (two writers), or a last line cut off (no final
+    newline, or fewer fields than the header)."""
     try:
         data = path.read_bytes()
     except OSError as e:
         return f"metrics.csv unreadable ({type(e).__name__})"
+    if not data:
+        return "metrics.csv empty (no header)"
     if b"\0" in data:
         return "metrics.csv holds NUL bytes"
     lines = data.split(b"\n")
     if data and (not data.endswith(b"\n") or lines[-2].count(b",") != lines[0].count(b",")):
         return "metrics.csv truncated (last line incomplete)"
     return ""
+
+
+def has_curves(job_dir: Path) -> bool:
+    """Whether job_dir holds a metrics.csv the plots can read: a file with at least its header
+    (what is whole of a damaged one is read; an empty one is listed by metrics_csv_problem)."""
+    path = Path(job_dir) / "metrics.csv"
+    return path.is_file() and path.stat().st_size > 0
 
 
 def wandb_file_problem(job_dir: Path, status: str) -> str:
@@ -252,6 +262,6 @@ def check_curve_width(runs: pd.DataFrame, width: float) -> None:
 
 
 def record_problems(runs: pd.DataFrame) -> pd.DataFrame:
-    """Jobs whose metrics.csv or offline W&B run file is damaged (truncated, NUL bytes)."""
+    """Jobs whose metrics.csv or offline W&B run file is damaged (empty, truncated, NUL bytes)."""
     bad = runs[runs["record_problems"].fillna("") != ""]
     return bad[["setting", "width", "seed", "status", "record_problems", "job_dir"]].reset_index(drop=True)

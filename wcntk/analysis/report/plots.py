@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from ...core.metric_registry import DEVIATIONS, LOSS_CURVES
 from ..powerlaw import CORRECTION_EXPONENT
-from .collect import _fmt, metric_column
+from .collect import _fmt, has_curves, metric_column
 from .fit import ZERO_TOL
 from .tables import _slope_text
 
@@ -261,7 +261,7 @@ def plot_deviation_trajectories(runs: pd.DataFrame, sweep_dir, metrics: Sequence
     one row per setting; None when no ok job has a metrics.csv."""
     root = Path(sweep_dir)
     names = [metric_column(m).split("/", 1)[1] for m in metrics]
-    ok = runs[(runs["status"] == "ok") & runs["job_dir"].map(lambda d: (root / d / "metrics.csv").is_file())]
+    ok = runs[(runs["status"] == "ok") & runs["job_dir"].map(lambda d: has_curves(root / d))]
     settings = [s for s in runs["setting"].cat.categories if (ok["setting"] == s).any()]
     if not settings:
         return None
@@ -309,7 +309,7 @@ def curve_jobs(runs: pd.DataFrame, sweep_dir, width: float | None = None) -> tup
     if width is None:
         width = (ok if ok["width"].notna().any() else runs)["width"].max()
     cand = runs[(runs["width"] == width)
-                & runs["job_dir"].map(lambda d: (root / d / "metrics.csv").is_file())]
+                & runs["job_dir"].map(lambda d: has_curves(root / d))]
     cand = cand.assign(_bad=cand["status"] != "ok").sort_values(["_bad", "seed", "job_dir"])
     return width, cand.drop_duplicates("setting").sort_values("setting").drop(columns="_bad")
 
