@@ -1,1 +1,1 @@
-"""User-side examples: networks for `model=custom` (README, "Bring your own network")."""
+"""User-side examples: networks for `model=custom` (docs/networks.md)."""

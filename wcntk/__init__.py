@@ -1,6 +1,6 @@
 """wcntk: weak correlations and the linearization of wide networks (see README.md).
 
-The public API, for notebooks and scripts (README, "Python API")::
+The public API, for notebooks and scripts (README, "Python API"; docs/api.md)::
 
     import wcntk
     model = wcntk.build_model(wcntk.ModelConfig(width=512), (784,), 10, seed=0)

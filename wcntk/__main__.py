@@ -11,7 +11,7 @@ import os
 import sys
 
 # Idle OpenMP threads sleep instead of spinning: on a shared or oversubscribed machine spinning
-# threads made a training step up to 6x slower (README, Performance). Must precede torch's import.
+# threads made a training step up to 6x slower (docs/performance.md). Must precede torch's import.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import hydra  # noqa: E402

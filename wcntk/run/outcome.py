@@ -195,7 +195,7 @@ class SweepSummary(Callback):
             raise SystemExit(code)
 
 
-# Exit codes of a sweep (README, "Sweeps and the report").
+# Exit codes of a sweep (docs/sweeps.md).
 SWEEP_EXIT_CODES = {0: "every job ok or skipped (already ok)",
                     1: "a job failed, diverged, was interrupted or did not finish",
                     3: "otherwise: a job was left to another process that holds its dir (running elsewhere)"}

@@ -2,7 +2,7 @@
 dir is made, run on a few random inputs exactly what the run will do with the module, and turn the
 first thing that would give wrong numbers or a traceback into one line naming the cause and the fix.
 
-What a module must satisfy (README, "Any network"), checked in this order:
+What a module must satisfy (docs/networks.md), checked in this order:
 
 1. at least one trainable parameter (frozen ones, ``requires_grad=False``, are constants of f);
 2. a batch of B inputs gives a tensor [B, k] in the run's precision that depends on the trainable
