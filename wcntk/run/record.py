@@ -11,8 +11,10 @@ Layout of summary.json (Record's fields)::
     config         the full resolved config, nested exactly as .hydra/config.yaml; for a job
                    whose settings failed validation, the raw composed config it was asked to run
     config_validated  true, or false when `config` is that raw, unvalidated config
-    facts          what the run resolved at run time: effective_lr, n_params, data_source, device,
-                   init_scheme (how θ₀ was drawn, wcntk.core.init.INIT_SCHEME)
+    facts          what the run resolved at run time: effective_lr, stable_lr (2/λ_max of the
+                   initial NTK, MSE with gd/sgd), n_params (trainable) and n_frozen_params,
+                   data_source, device, init_scheme (how θ₀ was drawn, wcntk.core.init.INIT_SCHEME),
+                   factory_arguments (model=custom: what its factory received)
     provenance     git_commit, git_dirty, wcntk, torch, cuda, python, host, pid, started_at,
                    launch (the id of the sweep launch that ran it; null for a single run)
     initial        metrics logged at step 0;  final: at the last logged step
