@@ -20,7 +20,8 @@ from wcntk.run.config import run_config
 from wcntk.run.job import FinishedRecord, run_job
 from wcntk.run.lifecycle import Interrupted
 from wcntk.run.tracking import RunRecorder
-from wcntk.training.trainer import MinibatchSampler, Trainer
+from wcntk.training.sampler import MinibatchSampler
+from wcntk.training.trainer import Trainer
 
 
 def trainer_of(**changes) -> Trainer:

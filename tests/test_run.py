@@ -25,7 +25,8 @@ from wcntk.core.ntk import empirical_ntk
 from wcntk.run.job import run_job
 from wcntk.run.record import flatten
 from wcntk.training.data import DataConfig
-from wcntk.training.trainer import MinibatchSampler, OptimizerConfig, TrainConfig, Trainer
+from wcntk.training.sampler import MinibatchSampler
+from wcntk.training.trainer import OptimizerConfig, TrainConfig, Trainer
 
 TINY = ["debug=default", "dataset=digits"]  # width 16, 20 steps logged every 5, 64/32 examples, 8 probes
 
