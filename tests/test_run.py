@@ -117,7 +117,8 @@ def test_cli_run_wandb_records_hold_the_same_metrics_and_config(offline_run):
 def test_cli_divergence_stops_cleanly(tmp_path):
     proc, run_dir = run_cli(tmp_path, *TINY, "optimizer.lr=1e8", "wandb.mode=offline")
     assert proc.returncode == 1
-    (line,) = proc.stderr.splitlines()
+    warning, line = proc.stderr.splitlines()     # the lr sanity line, then the closing line
+    assert warning.startswith("wcntk: warning: effective lr 1e+08 is above 2/λ_max")
     assert line.startswith("wcntk: diverged at step") and line.endswith(str(run_dir))
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "diverged" and summary["diverged_step"] == summary["last_step"] is not None
