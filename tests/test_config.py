@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from tests.conftest import CONF, ROOT, run_py, start_run_py, tiny_config
 from wcntk.core.layers import ModelConfig
+from wcntk.__main__ import cli
 from wcntk.run import cli_checks, entry
 from wcntk.run.config import (
     RunConfig,
@@ -288,17 +289,37 @@ def in_tmp(tmp_path, monkeypatch):
     return tmp_path
 
 
+def command_line(argv: list[str]) -> str | None:
+    """`python run.py *argv` in-process, for a command line that stops before any job: its
+    `wcntk: error: …` line (None when it ends with exit code 0)."""
+    try:
+        cli(argv)
+    except SystemExit as stop:
+        assert stop.code in (None, 0) or isinstance(stop.code, str)
+        return stop.code or None
+    return None
+
+
+def checked(*overrides: str, check=cli_checks.check_run):
+    """The config Hydra composes for these overrides, through a CommandLineCheck check."""
+    cfg = compose_cfg(*overrides, hydra_node=True)
+    check(cfg)
+    return cfg
+
+
 @pytest.mark.parametrize("argv, message", [
     (["+widht=64", "steps=10"], "unknown config key 'widht' (did you mean 'width'?)"),
     (["widht=64"], "unknown config key 'widht' (did you mean 'width'?)"),
-    (["--cfg", "job", "+widht=64"], "unknown config key 'widht' (did you mean 'width'?)"),
     (["+optimizer.lrr=0.1"], "unknown config key 'optimizer.lrr' (did you mean 'optimizer.lr'?)"),
     (["++dataset.nn_train=3"], "unknown config key 'dataset.nn_train' (did you mean 'dataset.n_train'?)"),
     (["+sweep=_common"], "unknown sweep '_common': choose one of " + ", ".join(REAL_SWEEPS)),
     (["dataset=imagenet"], "unknown dataset 'imagenet'"),
+    (["--multirun", "dataset=mnist,imagenet"], "unknown dataset 'imagenet': choose one of cifar10, "
+                                               "digits, fashion_mnist, mnist, synthetic (in the sweep"),
     (["width=${oc.env:HOME}"], "width:"),
     (["width=${oc.env:WCNTK_TEST_NO_SUCH_VAR}"], "WCNTK_TEST_NO_SUCH_VAR"),
-    (["width=abc"], "width"),
+    (["width=abc"], "width: Value 'abc' of type 'str' could not be converted to Integer"),
+    (["width=-3"], "width must be a positive integer, got -3"),
     (["optimizer=adam", "optimizer.betas=[2,2]"], "optimizer.betas must be two numbers in [0, 1)"),
     (["optimizer=momentum", "optimizer.momentum=-5"], "optimizer.momentum must be in [0, 1)"),
     (["optimizer.lr=inf"], "optimizer.lr must be finite"),
@@ -307,14 +328,16 @@ def in_tmp(tmp_path, monkeypatch):
     (["width=8,16"], "width=8,16 is a sweep: add --multirun (or +sweep=…), or write a list as width=[8,16]"),
     (["dataset.classes=[0,1"], "no viable alternative at input '[0,1'"),
     (["~width"], "~width: a schema key cannot be removed"),
+    (["~steps"], "~steps: a schema key cannot be removed; set it instead (steps=…)"),
     (["--multirun", "width=8,abc"], "width: Value 'abc' of type 'str' could not be converted to Integer "
                                     "(in the sweep width=8,abc)"),
     (["+sweep=width_scaling", "seed=0,${oc.env:WCNTK_TEST_NO_SUCH_VAR}"], "WCNTK_TEST_NO_SUCH_VAR"),
+    (["hydra.run.dir=/proc/x"], "hydra.run.dir=/proc/x cannot be written"),
+    (["--multirun", "width=8,16", "hydra.sweep.dir=/proc/x"], "hydra.sweep.dir=/proc/x cannot be written"),
 ])
 def test_command_line_mistakes_are_one_line_before_any_work(in_tmp, argv, message):
-    with pytest.raises(cli_checks.ConfigError) as err:
-        cli_checks.check_command_line(argv)
-    assert message in str(err.value) and "\n" not in str(err.value)
+    line = command_line(argv)
+    assert line.startswith("wcntk: error: ") and message in line and "\n" not in line
     assert not (in_tmp / "outputs").exists()
 
 
@@ -331,18 +354,14 @@ CLOSED_CHOICES = [
 @pytest.mark.parametrize("key, bad, choices", CLOSED_CHOICES)
 def test_a_closed_choice_is_rejected_at_composition_with_one_line(in_tmp, key, bad, choices):
     message = f"{key}: invalid value '{bad}', expected one of {choices}"
-    with pytest.raises(cli_checks.ConfigError) as err:
-        cli_checks.check_command_line(["debug=default", f"{key}={bad}"])
-    assert str(err.value) == message
+    assert command_line(["debug=default", f"{key}={bad}"]) == f"wcntk: error: {message}"
     # a sweep's value, on the command line or in a sweep file: before any job, naming the sweep
     good = choices.split(", ")[0]
-    with pytest.raises(cli_checks.ConfigError) as err:
-        cli_checks.check_command_line(["--multirun", "debug=default", f"{key}={good},{bad}"])
-    assert str(err.value) == f"{message} (in the sweep {key}={good},{bad})"
-    with pytest.raises(cli_checks.ConfigError) as err:
-        cli_checks.check_command_line(["debug=default", "+sweep=width_scaling",
-                                       f'++hydra.sweeper.params={{{key}:"{bad},{good}"}}'])
-    assert str(err.value) == f"{message} (in the sweep {key}={bad},{good})"
+    assert command_line(["--multirun", "debug=default", f"{key}={good},{bad}"]) == \
+        f"wcntk: error: {message} (in the sweep {key}={good},{bad})"
+    assert command_line(["debug=default", "+sweep=width_scaling",
+                         f'++hydra.sweeper.params={{{key}:"{bad},{good}"}}']) == \
+        f"wcntk: error: {message} (in the sweep {key}={bad},{good})"
     assert not (in_tmp / "outputs").exists()
     # a hand-written config goes through the same schema
     *parents, leaf = key.split(".")
@@ -374,34 +393,39 @@ def test_closed_choices_are_enums_that_read_and_record_as_strings():
 
 
 def test_a_timestamped_run_dir_is_claimed_exclusively(in_tmp):
-    argv = cli_checks.check_command_line(["debug=default", "width=32"])
-    assert argv[:2] == ["debug=default", "width=32"] and argv[2].startswith("hydra.run.dir=outputs/runs/")
-    first = Path(argv[2].split("=", 1)[1])
-    assert first.is_dir() and not any(first.iterdir()) and first.name.endswith("_w32_s0")
-    second = Path(cli_checks.check_command_line(["debug=default", "width=32"])[2].split("=", 1)[1])
+    first = Path(checked("debug=default", "width=32").hydra.run.dir)
+    assert str(first).startswith("outputs/runs/") and first.name.endswith("_w32_s0")
+    assert first.is_dir() and not any(first.iterdir())
+    second = Path(checked("debug=default", "width=32").hydra.run.dir)
     assert second != first and second.is_dir()
     # the same name taken twice (two runs in the same microsecond, or on two hosts): a suffix
     assert cli_checks.claim_dir(str(first)) == f"{first}-1"
     assert cli_checks.claim_dir(str(first)) == f"{first}-2"
-    # plain multiruns get a fresh timestamped sweep dir the same way
-    argv = cli_checks.check_command_line(["--multirun", "debug=default", "width=8,16"])
-    assert argv[-1].startswith("hydra.sweep.dir=outputs/multirun/")
-    assert Path(argv[-1].split("=", 1)[1]).is_dir()
+    # a multirun gets a fresh timestamped sweep dir the same way, pinned in the overrides each
+    # job's config is composed from, with the launch id every job records
+    cfg = checked("debug=default", "hydra.mode=MULTIRUN", check=cli_checks.check_multirun)
+    sweep_dir = cfg.hydra.sweep.dir
+    assert sweep_dir.startswith("outputs/multirun/") and Path(sweep_dir).is_dir()
+    pinned = OverridesParser.create().parse_overrides(list(cfg.hydra.overrides.hydra))
+    assert {o.key_or_group: o.value() for o in pinned}["hydra.sweep.dir"] == sweep_dir
+    assert cfg.hydra.job.env_set.WCNTK_LAUNCH_ID in {o.value() for o in pinned}
 
 
 def test_a_multirun_checks_settings_per_job(in_tmp):
-    """Every job here is valid, though the base config (batch 100 > n_train 64) is not: settings are
-    checked per job (a bad job fails alone, naming itself), types and keys before any job."""
-    argv = ["--multirun", "debug=default", "dataset.n_train=200,300", "optimizer=sgd",
-            "optimizer.batch_size=100"]
-    assert cli_checks.check_command_line(argv)[:-2] == argv   # + the launch id and the claimed sweep dir
+    """The base config (batch 100 > n_train 64) is not a valid run, but a multirun's jobs may
+    each be (n_train=200,300): settings are checked per job, keys and types before any job."""
+    base = ("debug=default", "optimizer=sgd", "optimizer.batch_size=100")
+    with pytest.raises(cli_checks.ConfigError, match="batch_size"):
+        checked(*base)
+    checked(*base, "hydra.mode=MULTIRUN", check=cli_checks.check_multirun)
 
 
 def test_a_claimed_dir_with_odd_characters_reaches_hydra_intact(in_tmp):
-    argv = cli_checks.check_command_line(["debug=default", 'hydra.run.dir="my runs/it\'s ${now:%f}"'])
-    (override,) = OverridesParser.create().parse_overrides(argv[-1:])
-    assert override.key_or_group == "hydra.run.dir" and Path(override.value()).is_dir()
-    assert Path(override.value()).parent == Path("my runs")
+    cfg = checked("debug=default", 'hydra.run.dir="my runs/it\'s ${now:%f}"')
+    claimed = Path(cfg.hydra.run.dir)
+    assert claimed.is_dir() and claimed.parent == Path("my runs")
+    (override,) = OverridesParser.create().parse_overrides(list(cfg.hydra.overrides.hydra)[-1:])
+    assert override.key_or_group == "hydra.run.dir" and Path(override.value()) == claimed
 
 
 def test_a_run_dir_with_only_hydras_files_is_removed(tmp_path):
@@ -416,15 +440,22 @@ def test_a_run_dir_with_only_hydras_files_is_removed(tmp_path):
     assert not bare.exists() and (used / "metrics.csv").is_file()
 
 
-@pytest.mark.parametrize("argv", [
-    ["+sweep=width_scaling", "debug=default"],                      # stable sweep dir: resume reuses it
-    ["debug=default", "hydra.run.dir=somewhere/mine"],              # chosen on the command line
-    ["--help"], ["--cfg", "job"],
+@pytest.mark.parametrize("overrides, check", [
+    (["+sweep=width_scaling", "debug=default"], cli_checks.check_multirun),   # resume reuses it
+    (["debug=default", "hydra.run.dir=somewhere/mine"], cli_checks.check_run),  # chosen
 ])
-def test_stable_or_chosen_dirs_are_left_alone(in_tmp, argv):
-    checked = cli_checks.check_command_line(argv)
-    assert [a for a in checked if not a.startswith("++hydra.job.env_set.WCNTK_LAUNCH_ID=")] == argv
+def test_stable_or_chosen_dirs_are_left_alone(in_tmp, overrides, check):
+    cfg = compose_cfg(*overrides, hydra_node=True)
+    dirs = (cfg.hydra.run.dir, cfg.hydra.sweep.dir)
+    check(cfg)
+    assert (cfg.hydra.run.dir, cfg.hydra.sweep.dir) == dirs
     assert not (in_tmp / "outputs").exists() and not (in_tmp / "somewhere").exists()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--cfg", "job"]])
+def test_showing_help_or_the_config_makes_no_dir(in_tmp, argv, capsys):
+    assert command_line(argv) is None
+    assert "width" in capsys.readouterr().out and not (in_tmp / "outputs").exists()
 
 
 # ----------------------------------------------------------------------------- the CLI (subprocesses)

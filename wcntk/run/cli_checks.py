@@ -1,32 +1,45 @@
-"""The command line's checks before Hydra starts (no run directory yet): unknown keys, wrong
-types, bad interpolations and bad settings end with one `wcntk: error: …` line (ConfigError);
-then a timestamped run (or sweep) directory is claimed exclusively, and an unwritable dir or one
-that holds a finished run is refused. Also the schema's registration in Hydra's ConfigStore.
+"""The command line's checks, inside Hydra's own start: Hydra parses the command line and composes
+the config against the schema (unknown keys, wrong types, a missing group option), then
+`CommandLineCheck`, a Hydra callback, checks what Hydra composed before any run (or sweep)
+directory exists: keys the schema lacks (`+key=…` and `~key` included), every setting of a
+single run, every value a sweep gives a key, and a writable, fresh directory, which it claims
+exclusively. Every mistake is one `wcntk: error: …` line: ConfigError here, and Hydra's own
+composition errors through `config_error` (wcntk.run.entry.cli).
+
+Also the schema's registration in Hydra's ConfigStore.
 """
 from __future__ import annotations
 
-import copy
 import os
 import re
 import secrets
 import sys
 import tempfile
+import traceback
+from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
-from hydra import compose, initialize_config_dir
-from hydra._internal.utils import get_args_parser
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import CompactHydraException, HydraException
-from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from hydra.errors import CompactHydraException, HydraException, MissingConfigException
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from ..core.custom import resolve_target, takes_width
-from .config import config_keys, one_line, run_config, schema, unknown_key_message, validate_config
+from .config import (
+    RunConfig,
+    config_keys,
+    one_line,
+    run_config,
+    schema,
+    unknown_key_message,
+    validate_config,
+)
 from .provenance import LAUNCH_ENV
-from .record import BOOKKEEPING_KEYS, CHECKPOINT_FILE, Status, effective_status, read_summary
+from .record import BOOKKEEPING_KEYS, CHECKPOINT_FILE, Status, effective_status, flatten, read_summary
 from .rundir import finished_run_message, lock_is_held
 
 CONF = Path(str(files("wcntk") / "conf"))   # the package's configs (wcntk/conf: the checkout's conf/)
@@ -35,9 +48,9 @@ CONF = Path(str(files("wcntk") / "conf"))   # the package's configs (wcntk/conf:
 def register_configs() -> None:
     """Put the schema (`run_schema`, conf/config.yaml's defaults list names it) and the keys that
     stay out of sweep job-dir names (wcntk.run.record.BOOKKEEPING_KEYS) in Hydra's ConfigStore.
-    Stored in code rather than YAML; run.py calls this as it loads, before Hydra composes
-    anything, and from there it reaches joblib/submitit workers, which compose each job's config
-    and name its dir."""
+    Stored in code rather than YAML; wcntk/__main__.py calls this as it loads, before Hydra
+    composes anything, and from there it reaches joblib/submitit workers, which compose each
+    job's config and name its dir."""
     store = ConfigStore.instance()
     store.store(name="run_schema", node=schema())
     store.store(name="bookkeeping_keys", node={
@@ -45,8 +58,7 @@ def register_configs() -> None:
 
 
 class ConfigError(CompactHydraException, ValueError):
-    """A user mistake on the command line or in a config value: reported as one line (Hydra, too,
-    shows a failed job's CompactHydraException without a traceback)."""
+    """A user mistake on the command line or in a config value: reported as one line."""
 
 
 def config_groups() -> dict[str, list[str]]:
@@ -55,81 +67,193 @@ def config_groups() -> dict[str, list[str]]:
             for d in sorted(CONF.iterdir()) if d.is_dir() and d.name != "hydra"}
 
 
-def check_keys(overrides: list) -> None:
-    """Every override names a schema key, a config group, or a Hydra setting; else one line
-    naming the closest valid key (`+key` is no way around the schema)."""
-    groups = config_groups()
+def config_error(err: HydraException | OmegaConfBaseException) -> ConfigError:
+    """Hydra's composition error as one line: a missing group option names the options, a key
+    the schema lacks its nearest key, a sweep without --multirun the way to write it."""
+    if isinstance(err, ConfigError):
+        return err
+    text = str(err)
+    if isinstance(err, MissingConfigException) and err.options and err.missing_cfg_file:
+        group, _, option = err.missing_cfg_file.rpartition("/")
+        return ConfigError(f"unknown {group} {option!r}: choose one of {', '.join(err.options)}")
+    if key := re.match(r"Could not override '([^']+)'", text):
+        return ConfigError(unknown_key_message(key[1], tuple(config_groups())))
+    if sweep := re.match(r"Ambiguous value for argument '(([^=']+)=([^']*))'", text):
+        line, key, value = sweep.groups()
+        return ConfigError(f"{line} is a sweep: add --multirun (or +sweep=…)"
+                           + (f", or write a list as {key}=[{value}]" if "," in value else ""))
+    if text.startswith("Error merging override") and isinstance(err.__cause__, OmegaConfBaseException):
+        return ConfigError(one_line(err.__cause__))   # `width: Value 'abc' … could not be converted …`
+    return ConfigError(one_line(err))
+
+
+class CommandLineCheck(Callback):
+    """Hydra callback (conf/config.yaml's `hydra.callbacks.command_line_check`, listed first):
+    check_run / check_multirun when a run or multirun starts, before Hydra makes its directory.
+    A mistake ends the process with its one line (SystemExit: Hydra's callbacks turn any
+    Exception into a warning and go on)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        refuse_mistakes(check_run, config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        refuse_mistakes(check_multirun, config)
+
+
+def refuse_mistakes(check: Callable[[DictConfig], None], config: DictConfig) -> None:
+    """`check(config)`; a mistake ends the process with its one line, any other exception with
+    its traceback (never Hydra's warning, after which the run would go on unchecked)."""
+    try:
+        check(config)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise SystemExit(f"wcntk: error: {config_error(err)}") from None
+    except Exception:
+        traceback.print_exc()
+        raise SystemExit(1) from None
+
+
+def check_run(config: DictConfig) -> None:
+    """A single run's composed config (Hydra's node included): its keys and every setting; then
+    its run dir is checked and, if timestamped, claimed and pinned in `config`."""
+    check_keys(config)
+    try:
+        run = validate_config(run_config(task_config(config)))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    check_width_reaches_factory(run, command_line(config), swept=set())
+    claim_run_dir(config, "hydra.run.dir", run.overwrite)
+
+
+def check_multirun(config: DictConfig) -> None:
+    """A multirun's composed config: keys and types of the base config and of each sweep value
+    (the settings are each job's: a bad job fails alone, recorded, and the sweep goes on); then
+    its sweep dir, and a launch id every job records (the sweep's closing table reads it)."""
+    check_keys(config)
+    try:
+        run = run_config(task_config(config))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    sweeps = sweep_overrides(config)
+    for override in sweeps:
+        check_sweep_values(config, override)
+    check_width_reaches_factory(run, command_line(config), {o.key_or_group for o in sweeps})
+    pin(config, f"hydra.job.env_set.{LAUNCH_ENV}", secrets.token_hex(6))
+    claim_run_dir(config, "hydra.sweep.dir", overwrite=False)
+
+
+def task_config(config: DictConfig) -> DictConfig:
+    """The composed config without Hydra's own node: what the job gets."""
+    return OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
+
+
+def command_line(config: DictConfig) -> list:
+    """The command line's overrides of the job's config, parsed (Hydra records them as given)."""
+    try:
+        return OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    except HydraException as err:
+        raise config_error(err) from None
+
+
+def check_keys(config: DictConfig) -> None:
+    """The composed config has every schema key and no other: `+key=…` is no way around the
+    schema, `~key` no way to drop one (a custom network's `model.kwargs.*` are its own)."""
     known = set(config_keys())
-    for override in overrides:
-        key = override.key_or_group
-        if override.is_hydra_override():
+    task = OmegaConf.to_container(task_config(config), resolve=False)
+    present = set()
+    for key, _ in flatten(task):
+        if key.startswith("model.kwargs."):
             continue
-        if key in groups:
-            if override.is_delete():
-                continue
-            try:
-                values = list(override.sweep_string_iterator()) if override.is_sweep_override() \
-                    else [override.value()]
-            except HydraException:  # glob(…) over a group's options: Hydra expands and checks it
-                continue
-            for value in values:
-                if str(value) not in groups[key]:
-                    raise ConfigError(f"unknown {key} {value!r}: choose one of {', '.join(groups[key])}")
-            continue
-        if key.startswith("model.kwargs."):  # a custom network's own arguments: any name
-            continue
-        if key not in known and re.sub(r"\.\d+$", "", key) not in known:  # optimizer.betas.0 is fine
-            raise ConfigError(unknown_key_message(key, tuple(groups)))
-        if override.is_delete():
-            raise ConfigError(f"~{key}: a schema key cannot be removed; set it instead ({key}=…)")
+        if key not in known:
+            raise ConfigError(unknown_key_message(key, tuple(config_groups())))
+        present |= {".".join(key.split(".")[:n]) for n in range(1, key.count(".") + 2)}
+    if removed := sorted(known - present - {"model.kwargs"}):
+        raise ConfigError(f"~{removed[0]}: a schema key cannot be removed; set it instead ({removed[0]}=…)")
 
 
-def check_sweep_values(task: dict, override) -> None:
-    """Each value a command-line sweep gives its key has the schema's type (and resolves)."""
+def sweep_overrides(config: DictConfig) -> list:
+    """The sweeps of a multirun: the command line's, then a sweep file's (`hydra.sweeper.params`)
+    for keys the command line leaves alone."""
+    given = command_line(config)
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    names = {o.key_or_group for o in given}
+    lines = [f"{key}={value}" for key, value in params.items() if key not in names]
+    try:
+        from_file = OverridesParser.create().parse_overrides(lines)
+    except HydraException as err:
+        raise config_error(err) from None
+    return [o for o in [*given, *from_file] if o.is_sweep_override()]
+
+
+def check_sweep_values(config: DictConfig, override) -> None:
+    """Each value a sweep gives its key has the schema's type (and resolves); each option it
+    gives a config group exists."""
+    key = override.key_or_group
     try:
         values = list(override.sweep_iterator())
-    except HydraException:  # interval(…) sweeps have no fixed values
+    except OmegaConfBaseException as err:  # an interpolation that does not resolve
+        raise ConfigError(f"{one_line(err)} (in the sweep {override.input_line})") from None
+    except HydraException:  # interval(…) and glob(…) sweeps: Hydra expands and checks them
         return
-    *parents, leaf = override.key_or_group.split(".")
+    groups = config_groups()
     for value in values:
-        job = copy.deepcopy(task)
-        node = job
+        if key in groups:
+            if str(value) not in groups[key]:
+                raise ConfigError(f"unknown {key} {value!r}: choose one of {', '.join(groups[key])} "
+                                  f"(in the sweep {override.input_line})")
+            continue
+        job = task_config(config)
         try:
-            for part in parents:
-                node = node[int(part)] if isinstance(node, list) else node[part]
-            node[int(leaf) if isinstance(node, list) else leaf] = value
-        except (KeyError, IndexError, TypeError, ValueError):  # a path Hydra itself will reject
-            return
-        try:
+            OmegaConf.update(job, key, value, merge=False, force_add=True)
             run_config(job)
-        except ValueError as err:
-            raise ConfigError(f"{err} (in the sweep {override.input_line})") from None
+        except (OmegaConfBaseException, ValueError) as err:
+            raise ConfigError(f"{one_line(err)} (in the sweep {override.input_line})") from None
 
 
-def check_width_reaches_factory(task: dict, set_keys: set[str], swept_keys: set[str]) -> None:
+def check_width_reaches_factory(run: RunConfig, given: list, swept: set[str]) -> None:
     """A custom factory that takes no `width` (nor **kwargs) builds the same network at every
     width: a sweep over width is refused, a run that sets width gets one warning line."""
-    model = task.get("model") or {}
-    if model.get("kind") != "custom" or "width" not in set_keys | swept_keys:
+    if run.model.kind != "custom" or "width" not in {o.key_or_group for o in given} | swept:
         return
-    if takes_width(resolve_target(model.get("target"))):
+    if takes_width(resolve_target(run.model.target)):
         return
-    what = f"model.target={model['target']} takes no width argument (nor **kwargs)"
-    if "width" in swept_keys:
+    what = f"model.target={run.model.target} takes no width argument (nor **kwargs)"
+    if "width" in swept:
         raise ConfigError(f"{what}: every width of the sweep would build the same network; "
                           f"add a width parameter to the factory")
-    print(f"wcntk: warning: {what}: width={task['width']} changes nothing (the record still says it)",
+    print(f"wcntk: warning: {what}: width={run.width} changes nothing (the record still says it)",
           file=sys.stderr, flush=True)
 
 
-def sweep_file_params(cfg: DictConfig, given: set[str]) -> list:
-    """The sweeps a sweep file sets (`hydra.sweeper.params`) for keys the command line leaves alone."""
-    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
-    lines = [f"{key}={value}" for key, value in params.items() if key not in given]
+def pin(config: DictConfig, key: str, value: str) -> None:
+    """Set a Hydra key in the config Hydra goes on with and in the overrides it composes each
+    sweep job's config from (as if the command line had said `++key=value`)."""
+    with read_write(config.hydra), open_dict(config.hydra):
+        OmegaConf.update(config, key, value, force_add=True)
+        config.hydra.overrides.hydra.append(f"++{key}={quoted(value)}")
+
+
+def quoted(value: str) -> str:
+    """An override's value as Hydra's parser reads it back intact."""
+    if re.fullmatch(r"[\w/.:+@~-]+", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def claim_run_dir(config: DictConfig, key: str, overwrite: bool) -> None:
+    """The run (or sweep) dir `key` names can be written; a timestamped one is claimed
+    exclusively (claim_dir) and pinned; a stable one (a sweep file's, or chosen on the command
+    line) is reused: re-running resumes it, and a single run's is checked (check_run_dir)."""
     try:
-        return [o for o in OverridesParser.create().parse_overrides(lines) if o.is_sweep_override()]
-    except HydraException:  # Hydra's sweeper reports it
-        return []
+        resolved = str(OmegaConf.select(config, key, throw_on_missing=True))
+    except OmegaConfBaseException as err:
+        raise ConfigError(one_line(err)) from None
+    check_writable(resolved, key)
+    pattern = OmegaConf.to_container(OmegaConf.select(config, key.rpartition(".")[0]))["dir"]
+    if "${now:" not in pattern:
+        if key == "hydra.run.dir":
+            check_run_dir(resolved, overwrite)
+        return
+    pin(config, key, claim_dir(resolved))
 
 
 def claim_dir(pattern_resolved: str) -> str:
@@ -144,77 +268,6 @@ def claim_dir(pattern_resolved: str) -> str:
         except FileExistsError:
             continue
     raise ConfigError(f"could not create a fresh run directory next to {pattern_resolved}")
-
-
-def check_command_line(argv: list[str]) -> list[str]:
-    """Compose and validate the config of `python run.py *argv` before Hydra runs (no run dir
-    yet), raising ConfigError with one line. Returns argv to hand to Hydra: with a timestamped
-    run (or multirun) dir claimed here and pinned as `hydra.run.dir=…` (`hydra.sweep.dir=…`).
-
-    Under multirun, keys, types (a closed choice's value included) and interpolations are checked
-    here (the base config, and each value a sweep on the command line or in a sweep file gives a
-    key); the settings of each job when it starts, so that a bad job fails alone."""
-    args = get_args_parser().parse_args(argv)
-    if args.help or args.hydra_help or args.shell_completion:
-        return argv
-    try:
-        overrides = OverridesParser.create().parse_overrides(args.overrides)
-    except HydraException as err:
-        raise ConfigError(one_line(err)) from None
-    check_keys(overrides)
-    if args.info or args.cfg:  # only shows a config: no run dir
-        return argv
-    sweeps = [o for o in overrides if o.is_sweep_override()]
-    fixed = [o.input_line for o in overrides if not o.is_sweep_override()]
-    config_dir = os.path.abspath(args.config_dir) if args.config_dir else str(CONF)
-    try:
-        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-            cfg = compose(args.config_name or "config", overrides=fixed, return_hydra_config=True)
-    except (HydraException, OmegaConfBaseException, ValueError) as err:
-        raise ConfigError(one_line(err)) from None
-    multirun = args.multirun or cfg.hydra.mode == RunMode.MULTIRUN
-    if sweeps and not multirun:
-        line = sweeps[0].input_line
-        key, _, value = line.partition("=")
-        raise ConfigError(f"{line} is a sweep: add --multirun (or +sweep=…)"
-                          + (f", or write a list as {key}=[{value}]" if "," in value else ""))
-    try:
-        task = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]),
-                                      resolve=True)
-        if not multirun:
-            validate_config(task)
-    except (OmegaConfBaseException, ValueError) as err:
-        raise ConfigError(one_line(err)) from None
-    file_sweeps = sweep_file_params(cfg, {o.key_or_group for o in overrides}) if multirun else []
-    for override in [*sweeps, *file_sweeps]:
-        if override.key_or_group not in config_groups():
-            check_sweep_values(task, override)
-    check_width_reaches_factory(task, {o.key_or_group for o in overrides},
-                                {o.key_or_group for o in [*sweeps, *file_sweeps]})
-    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    # Every job of a multirun records which launch ran it (the sweep's closing table reads it).
-    launch = [f"++hydra.job.env_set.{LAUNCH_ENV}={secrets.token_hex(6)}"] if multirun else []
-    try:
-        resolved = str(OmegaConf.select(cfg, key, throw_on_missing=True))
-    except OmegaConfBaseException as err:
-        raise ConfigError(one_line(err)) from None
-    check_writable(resolved, key)
-    if "${now:" not in OmegaConf.to_container(cfg.hydra.sweep if multirun else cfg.hydra.run)["dir"]:
-        if not multirun:
-            check_run_dir(resolved, bool(task.get("overwrite")))
-        # A stable dir (a sweep's, or set on the command line): re-running reuses it.
-        return with_overrides(argv, args.overrides, launch)
-    claimed = claim_dir(resolved)
-    if not re.fullmatch(r"[\w/.:+@~-]+", claimed):
-        claimed = "'" + claimed.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return with_overrides(argv, args.overrides, [*launch, f"{key}={claimed}"])
-
-
-def with_overrides(argv: list[str], overrides: list[str], extra: list[str]) -> list[str]:
-    """argv with `extra` added right after its overrides (argparse takes them as one run of
-    positional arguments: one appended after an option such as `--config-dir DIR` is rejected)."""
-    at = len(argv) - argv[::-1].index(overrides[-1]) if overrides else len(argv)
-    return [*argv[:at], *extra, *argv[at:]]
 
 
 def check_writable(path: str, key: str) -> None:

@@ -1,7 +1,8 @@
-"""What `python run.py` does: `cli` checks the command line before Hydra starts
-(wcntk.run.cli_checks) and maps how the process ended to one line and an exit code; `main` is
-the job Hydra starts: it holds its dir's writer lock (wcntk.run.rundir), settles the dir's old
-record and trains (wcntk.run.job: prepare_run_dir, then train_and_record).
+"""What `python run.py` does: `cli` starts Hydra, which parses the command line, composes the
+config and has wcntk.run.cli_checks.CommandLineCheck check it before any directory exists; `cli`
+turns any mistake into one `wcntk: error: …` line and maps how the process ended to an exit
+code. `main` is the job Hydra starts: it validates its config and calls wcntk.run.job.run_job,
+the one run path.
 
 Exit codes (wcntk.run.lifecycle.exit_code): 0 ok; 1 a bad setting or command line (one
 `wcntk: error: …` line), a run that failed or diverged, or a sweep with such a job; 128 + signal
@@ -17,31 +18,30 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..training.data import DatasetUnavailable
 from ..training.progress import say
-from .cli_checks import ConfigError, check_command_line
-from .config import one_line, run_config, validate_config
-from .job import FinishedRecord, prepare_run_dir, train_and_record
+from .cli_checks import config_error
+from .config import run_config, validate_config
+from .job import FinishedRecord, run_job
 from .lifecycle import Interrupted, exit_code, interruptible
-from .outcome import closing_line, metrics_text
 from .record import SUMMARY_FILE, Status, read_summary
 from .rundir import LOCK_FILE, RunningElsewhere, supersede, writer_lock
 from .tracking import write_invalid_setting_record
 
 
 def cli(hydra_main: Callable[[], None]) -> None:
-    """Run `hydra_main` (run.py's @hydra.main function) for this process's command line."""
-    try:
-        sys.argv[1:] = check_command_line(sys.argv[1:])
-    except ConfigError as err:
-        sys.exit(f"wcntk: error: {err}")
+    """Run `hydra_main` (the @hydra.main function) for this process's command line."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors instead of printing them: one line here
     try:
         with interruptible():
             hydra_main()
+    except (HydraException, OmegaConfBaseException) as err:
+        sys.exit(f"wcntk: error: {config_error(err)}")
     except (Interrupted, KeyboardInterrupt) as err:
         # A job's interruption has been recorded and reported by the job; anything else (Ctrl-C
         # while Hydra starts, or in the launcher's process) gets one line here, never a traceback.
@@ -51,15 +51,16 @@ def cli(hydra_main: Callable[[], None]) -> None:
 
 
 def main(cfg: DictConfig) -> None:
-    """The job Hydra starts (run.py's @hydra.main task): one run, or one job of a sweep, in
-    Hydra's output dir, holding that dir's writer lock."""
+    """The job Hydra starts: one run, or one job of a sweep, in Hydra's output dir."""
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     run_dir = Path(hydra_cfg.runtime.output_dir)
     job = hydra_cfg.job.override_dirname if multirun else None
     try:
-        with writer_lock(run_dir):
-            run_locked(cfg, run_dir, multirun, job, hydra_cfg)
+        if multirun:
+            run_sweep_job(cfg, run_dir, job, hydra_cfg.launcher)
+        else:
+            run_single(cfg, run_dir)
     except RunningElsewhere as err:
         if not multirun:
             sys.exit(f"wcntk: error: {err}")
@@ -78,67 +79,61 @@ def torch_threads(requested, launcher) -> int | None:
     return max(1, cores // (cores if n_jobs < 0 else max(1, n_jobs)))
 
 
+def run_single(cfg: DictConfig, run_dir: Path) -> None:
+    """A single run (its config checked by CommandLineCheck before Hydra made run_dir); exits
+    with the run's exit code unless it is ok; a bug's exception goes on up (Hydra shows where)."""
+    try:
+        run = validate_config(run_config(cfg))
+    except ValueError as err:  # valid at the check, not now (the free memory changed)
+        remove_if_untouched(run_dir)
+        sys.exit(f"wcntk: error: {err}")
+    apply_threads(run.threads, None)
+    try:
+        summary = run_job(run, run_dir, overwrite=run.overwrite)
+    except FinishedRecord as err:
+        sys.exit(f"wcntk: error: {err}")
+    except (DatasetUnavailable, OSError) as err:  # the machine or the data, not a bug
+        if getattr(err, "summary", None) is None:
+            raise
+        sys.exit(exit_code(err.summary["status"], err))
+    if summary["status"] != Status.OK:
+        sys.exit(exit_code(summary["status"]))
+
+
+def run_sweep_job(cfg: DictConfig, run_dir: Path, job: str, launcher: DictConfig) -> None:
+    """One job of a sweep: it resumes (an ok record of the same config is kept), and whatever
+    happens it returns, recorded, for the other jobs to go on (the closing table lists it); a
+    job whose settings are invalid is recorded `failed` with its one line."""
+    try:
+        run = validate_config(run_config(cfg))
+    except ValueError as err:
+        with writer_lock(run_dir):
+            old = read_summary(run_dir)
+            if (run_dir / SUMMARY_FILE).exists() and (old or {}).get("config_validated") is not False:
+                supersede(run_dir)  # a record with results (or an unreadable one) is kept aside
+            write_invalid_setting_record(run_dir, raw_config(cfg), f"invalid setting: {err}")
+        say(f"error: {err}", job)
+        return
+    apply_threads(run.threads, launcher)
+    try:
+        run_job(run, run_dir, resume=True, label=job)
+    except Exception as err:
+        if getattr(err, "summary", None) is None:  # failed before the run was recorded
+            raise
+
+
+def apply_threads(requested: int | None, launcher: DictConfig | None) -> None:
+    """torch's CPU threads for this job (torch_threads)."""
+    if (threads := torch_threads(requested, launcher)) is not None:
+        torch.set_num_threads(threads)
+
+
 def remove_if_untouched(run_dir: Path) -> None:
     """Remove a run dir that holds only what Hydra wrote (.hydra/, <job>.log) and the writer
     lock: no results."""
     kept = (".hydra", LOCK_FILE)
     if run_dir.is_dir() and all(p.name in kept or p.suffix == ".log" for p in run_dir.iterdir()):
         shutil.rmtree(run_dir)
-
-
-def run_locked(cfg: DictConfig, run_dir: Path, multirun: bool, job: str | None,
-               hydra_cfg: DictConfig) -> None:
-    """One run (or sweep job) in run_dir, whose writer lock this process holds."""
-    try:
-        run = validate_config(run_config(cfg))
-    except (OmegaConfBaseException, ValueError) as err:
-        if multirun:  # the job fails alone: recorded, so the sweep's table and the report list it
-            old = read_summary(run_dir)
-            if (run_dir / SUMMARY_FILE).exists() and (old or {}).get("config_validated") is not False:
-                supersede(run_dir)  # a record with results (or an unreadable one) is kept aside
-            write_invalid_setting_record(run_dir, raw_config(cfg), f"invalid setting: {one_line(err)}")
-            say(f"error: {one_line(err)}", job or run_dir.name)
-            return
-        remove_if_untouched(run_dir)
-        sys.exit(f"wcntk: error: {one_line(err)}")
-    threads = torch_threads(run.threads, hydra_cfg.launcher if multirun else None)
-    if threads is not None:
-        torch.set_num_threads(threads)
-    where = None if multirun else run_dir  # a sweep job's label names its dir
-    record = run.record()
-    try:
-        done = prepare_run_dir(run_dir, record, resume=multirun, overwrite=run.overwrite, label=job)
-    except FinishedRecord as err:
-        sys.exit(f"wcntk: error: {err}")
-    if done is not None:
-        print(f"wcntk: [{job}] skipped (already ok)  {metrics_text(done)}", flush=True)
-        return
-    try:
-        summary = train_and_record(run, run_dir, record, label=job)
-    except Interrupted as err:
-        if err.summary is not None:  # else stopped before its record (loading a checkpoint): cli says it
-            say(closing_line(err.summary, where), job)
-        raise
-    except SystemExit as err:  # submitit's requeue (the signal's previous handler) exits instead
-        if isinstance(err.__context__, Interrupted) and err.__context__.summary is not None:
-            say(closing_line(err.__context__.summary, where) + "; requeued", job)
-        raise
-    except Exception as err:
-        summary = getattr(err, "summary", None) or read_summary(run_dir)
-        if summary is None:  # failed before the run was recorded
-            raise
-        say(closing_line(summary, where), job)
-        if multirun:  # the other jobs go on; the sweep's closing table lists this one and exits 1
-            return
-        if not isinstance(err, DatasetUnavailable | OSError):
-            raise  # a bug, not a setting or the machine: Hydra shows where
-        sys.exit(exit_code(summary["status"], err))
-    if summary["status"] == Status.OK:
-        print(f"wcntk: {f'[{job}] ' if job else ''}{closing_line(summary, where)}", flush=True)
-    else:
-        say(closing_line(summary, where), job)
-        if not multirun:
-            sys.exit(exit_code(summary["status"]))
 
 
 def raw_config(cfg: DictConfig) -> dict:

@@ -1,4 +1,4 @@
-"""One run from its config (the entry's validated RunConfig, or a dict hand-written in a
+"""One run from its config (the command line's validated RunConfig, or a dict hand-written in a
 notebook): settle the run dir's old record, train network + twin, record metrics.csv,
 summary.json and the W&B run in `run_dir`."""
 from __future__ import annotations
@@ -12,7 +12,8 @@ from ..training.progress import say
 from ..training.trainer import Trainer
 from .checkpoint import Checkpointer, checkpoint_path, load_checkpoint, remove_checkpoint
 from .config import RunConfig, validate_config
-from .lifecycle import deferred_signals, interruptible
+from .lifecycle import Interrupted, deferred_signals, interruptible
+from .outcome import closing_line, metrics_text
 from .record import SUMMARY_FILE, Status, effective_status, read_summary
 from .rundir import config_changes, finished_run_message, supersede, writer_lock
 from .tracking import WANDB_ID_FILE, RunRecorder
@@ -73,10 +74,11 @@ def default_run_name(cfg: RunConfig) -> str:
 
 def run_job(cfg: RunConfig | Mapping[str, Any], run_dir: str | Path, resume: bool = False,
             label: str | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Train and record one run; returns the summary dict (wcntk.run.record's layout).
+    """Train and record one run; returns the summary dict (wcntk.run.record's layout). The one
+    run path: the command line's job (wcntk.run.entry), each sweep job, notebooks, benchmarks.
 
-    `cfg` is validated here unless it is a RunConfig that already was (the entry's); a
-    hand-written dict that leaves keys out gets their defaults, and the record holds every key.
+    `cfg` is validated here unless it is a RunConfig that already was; a hand-written dict that
+    leaves keys out gets their defaults, and the record holds every key.
 
     The run holds run_dir's writer lock throughout (wcntk.run.rundir; another process holding it
     raises RunningElsewhere) and first settles the old record (prepare_run_dir): with
@@ -85,21 +87,45 @@ def run_job(cfg: RunConfig | Mapping[str, Any], run_dir: str | Path, resume: boo
     Status ok or diverged is returned; an exception after validation is recorded as `failed`
     and re-raised; SIGINT/SIGTERM/SIGUSR1/SIGUSR2 record `interrupted` and raise
     wcntk.run.lifecycle.Interrupted (its `summary` holds the record).
-    `label` names the job in the lines it prints (a sweep job's override dirname).
+
+    It ends with one line (wcntk.run.outcome.closing_line): `wcntk: ok …` on stdout, any other
+    outcome on stderr. `label` names the job in its lines (a sweep job's override dirname),
+    which then leave out the run dir.
     """
     run = validate_config(cfg)
     record = run.record()
     run_dir = Path(run_dir)
+    where = None if label else run_dir
     with writer_lock(run_dir):
         if (done := prepare_run_dir(run_dir, record, resume, overwrite, label)) is not None:
+            print(f"wcntk: {f'[{label}] ' if label else ''}skipped (already ok)  {metrics_text(done)}",
+                  flush=True)
             return done
-        return train_and_record(run, run_dir, record, label)
+        try:
+            summary = train_and_record(run, run_dir, record, label)
+        except Interrupted as err:
+            if err.summary is not None:  # else stopped before its record (loading a checkpoint)
+                say(closing_line(err.summary, where), label)
+            raise
+        except SystemExit as err:  # submitit's requeue (the signal's previous handler) exits instead
+            if isinstance(err.__context__, Interrupted) and err.__context__.summary is not None:
+                say(closing_line(err.__context__.summary, where) + "; requeued", label)
+            raise
+        except Exception as err:
+            if getattr(err, "summary", None) is not None:  # recorded `failed`
+                say(closing_line(err.summary, where), label)
+            raise
+    if summary["status"] == Status.OK:
+        print(f"wcntk: {f'[{label}] ' if label else ''}{closing_line(summary, where)}", flush=True)
+    else:
+        say(closing_line(summary, where), label)
+    return summary
 
 
 def train_and_record(run: RunConfig, run_dir: Path, record: dict[str, Any],
                      label: str | None = None) -> dict[str, Any]:
-    """The body of run_job, for a caller that holds run_dir's writer lock and has settled its old
-    record (prepare_run_dir): train network + twin, record metrics.csv, summary.json, W&B."""
+    """The body of run_job, holding run_dir's writer lock, its old record settled
+    (prepare_run_dir): train network + twin, record metrics.csv, summary.json, W&B."""
     model, data, opt, train = run.library_configs()
     w = run.wandb
     with interruptible():
