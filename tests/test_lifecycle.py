@@ -22,7 +22,7 @@ from wcntk.run import provenance as prov
 from wcntk.run.job import run_job
 from wcntk.run.lifecycle import Interrupted, deferred_signals, interruptible
 from wcntk.run.outcome import SweepSummary, closing_line
-from wcntk.run.record import STATUSES, effective_status, flatten
+from wcntk.run.record import Status, effective_status, flatten
 from wcntk.run.tracking import CsvLog, RunRecorder
 from wcntk.training.progress import LineProgress, progress_bar
 
@@ -177,7 +177,7 @@ def test_summary_holds_the_full_config_facts_and_provenance(tmp_path):
     assert set(summary) >= {"status", "message", "diverged_step", "last_step", "config", "config_validated",
                             "facts", "provenance", "initial", "final", "wall_time_s"}
     assert summary["config_validated"] is True
-    assert summary["status"] in STATUSES and summary["last_step"] == 12
+    assert summary["status"] in Status.written() and summary["last_step"] == 12
     assert summary["config"] == cfg and dict(flatten(summary["config"]))["dataset.n_train"] == 48
     facts = dict(summary["facts"])
     assert 0 < facts.pop("stable_lr") < 100

@@ -36,7 +36,7 @@ _EXPORTS = {
     "Trainer": "wcntk.training.trainer",
     # a recorded run and its record
     "RunConfig": "wcntk.run.config", "run_job": "wcntk.run.job",
-    "Record": "wcntk.run.record", "Status": "wcntk.run.record", "load_record": "wcntk.run.record",
+    "Record": "wcntk.run.record", "Status": "wcntk.core.status", "load_record": "wcntk.run.record",
     "read_record": "wcntk.run.record",
     # the sweep report
     "make_report": "wcntk.analysis.report", "collect": "wcntk.analysis.report",

@@ -15,9 +15,6 @@ from .provenance import LAUNCH_ENV, git_state
 from .record import SUMMARY_FILE, Status, effective_status, read_summary
 from .rundir import SUPERSEDED_DIR, config_changes, lock_is_held
 
-# Statuses that make a sweep exit 1 (with diverged): the job did not produce its result.
-UNFINISHED = (Status.FAILED, Status.INTERRUPTED, Status.STALE, Status.RUNNING, "no summary")
-
 
 def _number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, int | float) and math.isfinite(value) else "n/a"
@@ -53,7 +50,7 @@ def outcome_text(summary: dict[str, Any]) -> str:
     """`ok`, or the status with the reason: `diverged at step 40: …`, `failed: OSError: …`,
     `interrupted by SIGTERM (last step 120)`."""
     status, message = effective_status(summary), summary.get("message")
-    if status == "ok" or not message:
+    if status == Status.OK or not message:
         text = status
     else:
         text = message if message.startswith(status) else f"{status}: {message}"
@@ -128,26 +125,26 @@ class SweepSummary(Callback):
         held = lock_is_held(job)
         if summary is None:
             if held:
-                return "elsewhere", "running elsewhere (no record yet)", {}
+                return Status.ELSEWHERE, "running elsewhere (no record yet)", {}
             unreadable = (job / SUMMARY_FILE).exists()
             return (Status.FAILED, "summary.json is not a readable record", {}) if unreadable \
-                else ("no summary", "", {})
+                else (Status.NO_SUMMARY, "", {})
         status = effective_status(summary, held)
         prov = summary.get("provenance") or {}
         untouched = _mtime(job / SUMMARY_FILE) == summary_time
-        if status == "ok" and untouched:
-            return "skipped", metrics_text(summary), {}
+        if status == Status.OK and untouched:
+            return Status.SKIPPED, metrics_text(summary), {}
         # Without a launch id (a callback used outside run.py): a record written since the start.
         mine = prov.get("launch") == self.launch if self.launch is not None else not untouched
         if not mine:
             who = f"pid {prov.get('pid')} on {prov.get('host')}"
-            if status == "ok":  # finished by another process meanwhile: this sweep skipped it
-                return "skipped", f"{metrics_text(summary)}  (run by {who})", {}
+            if status == Status.OK:  # finished by another process meanwhile: this sweep skipped it
+                return Status.SKIPPED, f"{metrics_text(summary)}  (run by {who})", {}
             if held:
-                return "elsewhere", f"running elsewhere ({who})", {}
+                return Status.ELSEWHERE, f"running elsewhere ({who})", {}
             # The other process is done with it and left it unfinished: no one will finish it.
             return status, f"{outcome_text(summary)}  (run by {who})", {}
-        detail = metrics_text(summary) if status == "ok" else outcome_text(summary)
+        detail = metrics_text(summary) if status == Status.OK else outcome_text(summary)
         detail += f"  {resumes_text(summary)}" if summary.get("resumed_from") else ""
         changes: dict[str, tuple[Any, Any]] = {}
         for name in sorted(_superseded(job) - superseded):
@@ -164,15 +161,15 @@ class SweepSummary(Callback):
                 continue                       # not part of this multirun
             rows.append((job, *self.row(job)))
         counts = Counter(status for _, status, *_ in rows)
-        order = ["skipped", "ok", "diverged", *UNFINISHED, "elsewhere"]
-        names = {"skipped": "skipped (already ok)", "elsewhere": "running elsewhere"}
+        order = [Status.SKIPPED, Status.OK, Status.DIVERGED, *Status.unfinished(), Status.ELSEWHERE]
+        names = {Status.SKIPPED: "skipped (already ok)", Status.ELSEWHERE: "running elsewhere"}
         tally = ", ".join(f"{counts[s]} {names.get(s, s)}" for s in order if counts[s])
         lines = [f"wcntk: sweep {self.sweep_dir}: {len(rows)} jobs: {tally or 'none'}"]
         width = max((len(str(job.relative_to(self.sweep_dir))) for job, *_ in rows), default=0)
         for job, status, detail, _ in rows:
             lines.append(f"  {status:<11} {str(job.relative_to(self.sweep_dir)):<{width}}  {detail}".rstrip())
         resumed = [len((self.summaries.get(job) or {}).get("resumed_from") or [])
-                   for job, status, *_ in rows if status not in ("skipped", "elsewhere")]
+                   for job, status, *_ in rows if status not in (Status.SKIPPED, Status.ELSEWHERE)]
         resumed = [n for n in resumed if n]
         if resumed:
             lines.append(f"  {len(resumed)} jobs continued from checkpoints ({sum(resumed)} resumes: "
@@ -184,7 +181,7 @@ class SweepSummary(Callback):
                          f"their previous records are in <job dir>/{SUPERSEDED_DIR}/")
         commit = git_state()[0]
         recorded = {job: ((self.summaries.get(job) or {}).get("provenance") or {}).get("git_commit")
-                    for job, status, *_ in rows if status == "skipped"}
+                    for job, status, *_ in rows if status == Status.SKIPPED}
         other_code = [job for job, made_by in recorded.items() if made_by not in (None, commit)]
         if commit is not None and other_code:
             lines.append(f"  warning: {len(other_code)} skipped jobs were recorded by another git commit "
@@ -203,6 +200,6 @@ SWEEP_EXIT_CODES = {0: "every job ok or skipped (already ok)",
 
 def sweep_exit_code(counts: Counter) -> int:
     """SWEEP_EXIT_CODES for the closing table's counts of each status."""
-    if any(counts[s] for s in ("diverged", *UNFINISHED)):
+    if any(counts[s] for s in (Status.DIVERGED, *Status.unfinished())):
         return 1
-    return 3 if counts["elsewhere"] else 0
+    return 3 if counts[Status.ELSEWHERE] else 0

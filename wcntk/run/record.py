@@ -1,4 +1,5 @@
-"""A run directory's `summary.json`: its layout (Record), its statuses (Status), its one writer
+"""A run directory's `summary.json`: its layout (Record), its statuses (Status, defined in the
+leaf module wcntk.core.status and re-exported here), its one writer
 (write_summary) and its one reader (load_record / read_record), for everyone who reads it:
 the runner, resume, the sweep's table, the report and the dashboard.
 
@@ -39,32 +40,13 @@ import secrets
 import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from ..core.metric_registry import INITIAL
+from ..core.status import Status
 from .provenance import provenance
 
-
-class Status(StrEnum):
-    """Every status a run has: the five a record is written with, and two a reader derives.
-    A StrEnum: each member is its plain string (`Status.OK == "ok"`; JSON stores "ok")."""
-
-    RUNNING = "running"
-    OK = "ok"
-    DIVERGED = "diverged"
-    FAILED = "failed"
-    INTERRUPTED = "interrupted"
-    STALE = "stale"              # read: `running`, but its writer is gone (effective_status)
-    UNREADABLE = "unreadable"    # read: summary.json is not a record (UnreadableRecord)
-
-    @classmethod
-    def written(cls) -> tuple[Status, ...]:
-        return (cls.RUNNING, cls.OK, cls.DIVERGED, cls.FAILED, cls.INTERRUPTED)
-
-
-STATUSES: tuple[str, ...] = tuple(Status.written())   # what summary.json's `status` may say
 INITIAL_PREFIX = INITIAL   # initial (step 0) values next to the final ones (W&B's run summary)
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"   # wcntk.run.checkpoint
@@ -166,8 +148,8 @@ def not_a_record(data: Any) -> str | None:
     in a validated config."""
     if not isinstance(data, dict):
         return f"a JSON {type(data).__name__}, not an object"
-    if data.get("status") not in STATUSES:
-        return f"status {data.get('status')!r} is none of {', '.join(STATUSES)}"
+    if data.get("status") not in Status.written():
+        return f"status {data.get('status')!r} is none of {', '.join(Status.written())}"
     for key in ("config", "initial", "final"):
         if not isinstance(data.get(key, {}), dict):
             return f"{key} is not an object"

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ...core.metric_registry import stage_column as metric_column  # a bare name → initial/ or final/
+from ...core.status import Status
 from ...run.record import (
     SUMMARY_FILE,
     UnreadableRecord,
@@ -75,7 +76,7 @@ def wandb_file_problem(job_dir: Path, status: str) -> str:
     (status ok, diverged, failed or interrupted) whose records end before W&B's exit record, or
     that cannot be parsed; "" otherwise (and when W&B is not installed)."""
     files = sorted(job_dir.glob("wandb/*run-*/run-*.wandb"))
-    if not files or status not in ("ok", "diverged", "failed", "interrupted") or find_spec("wandb") is None:
+    if not files or status not in Status.ended() or find_spec("wandb") is None:
         return ""
     from ..wandb_records import read_records
     for f in files:
@@ -166,7 +167,7 @@ def validated(runs: pd.DataFrame) -> pd.Series:
     """Rows whose config was validated and run: not unreadable, not failed, and not marked
     config_validated false (a failed-validation record carries the raw config it was asked
     to run)."""
-    return ~runs["status"].isin(("unreadable", "failed")) & (runs["config_validated"] != False)  # noqa: E712
+    return ~runs["status"].isin((Status.UNREADABLE, Status.FAILED)) & (runs["config_validated"] != False)  # noqa: E712
 
 
 def setting_columns(runs: pd.DataFrame) -> list[str]:
@@ -191,7 +192,7 @@ def with_settings(runs: pd.DataFrame) -> pd.DataFrame:
     names = setting_labels(cols)
 
     def label(row) -> str:
-        if row["status"] == "unreadable":
+        if row["status"] == Status.UNREADABLE:
             return "(unreadable)"
         return ", ".join(f"{names[c]}={_fmt(row[c])}" for c in cols) or "all"
 
@@ -231,7 +232,7 @@ def _missing(v) -> bool:
 
 def failures(runs: pd.DataFrame) -> pd.DataFrame:
     """Every job whose status is not "ok", with its setting, width, seed and message."""
-    bad = runs[runs["status"] != "ok"]
+    bad = runs[runs["status"] != Status.OK]
     cols = ["setting", "width", "seed", "status", "last_step", "diverged_step", "message", "job_dir"]
     return bad[[c for c in cols if c in bad]].sort_values(["setting", "job_dir"]).reset_index(drop=True)
 
@@ -239,7 +240,7 @@ def failures(runs: pd.DataFrame) -> pd.DataFrame:
 def status_counts(runs: pd.DataFrame) -> pd.DataFrame:
     """Jobs per setting and status, with a total column."""
     counts = pd.crosstab(runs["setting"], runs["status"])
-    counts = counts[sorted(counts.columns, key=lambda s: (s != "ok", s))]
+    counts = counts[sorted(counts.columns, key=lambda s: (s != Status.OK, s))]
     counts["total"] = counts.sum(axis=1)
     return counts.reset_index()
 
