@@ -28,7 +28,7 @@ from .config import one_line, run_config, validate_config
 from .job import FinishedRecord, prepare_run_dir, train_and_record
 from .lifecycle import Interrupted, exit_code, interruptible
 from .outcome import closing_line, metrics_text
-from .record import SUMMARY_FILE, Status, read_summary
+from .record import SUMMARY_FILE, Status, read_record
 from .rundir import LOCK_FILE, RunningElsewhere, supersede, writer_lock
 from .tracking import write_invalid_setting_record
 
@@ -45,7 +45,7 @@ def cli(hydra_main: Callable[[], None]) -> None:
     except (Interrupted, KeyboardInterrupt) as err:
         # A job's interruption has been recorded and reported by the job; anything else (Ctrl-C
         # while Hydra starts, or in the launcher's process) gets one line here, never a traceback.
-        if not isinstance(err, Interrupted) or err.summary is None:
+        if not isinstance(err, Interrupted) or err.record is None:
             say(str(err) if isinstance(err, Interrupted) else "interrupted by SIGINT")
         sys.exit(exit_code(Status.INTERRUPTED, err))
 
@@ -93,8 +93,8 @@ def run_locked(cfg: DictConfig, run_dir: Path, multirun: bool, job: str | None,
         run = validate_config(run_config(cfg))
     except (OmegaConfBaseException, ValueError) as err:
         if multirun:  # the job fails alone: recorded, so the sweep's table and the report list it
-            old = read_summary(run_dir)
-            if (run_dir / SUMMARY_FILE).exists() and (old or {}).get("config_validated") is not False:
+            old = read_record(run_dir)
+            if (run_dir / SUMMARY_FILE).exists() and (old is None or old.config_validated is not False):
                 supersede(run_dir)  # a record with results (or an unreadable one) is kept aside
             write_invalid_setting_record(run_dir, raw_config(cfg), f"invalid setting: {one_line(err)}")
             say(f"error: {one_line(err)}", job or run_dir.name)
@@ -116,15 +116,15 @@ def run_locked(cfg: DictConfig, run_dir: Path, multirun: bool, job: str | None,
     try:
         summary = train_and_record(run, run_dir, record, label=job)
     except Interrupted as err:
-        if err.summary is not None:  # else stopped before its record (loading a checkpoint): cli says it
-            say(closing_line(err.summary, where), job)
+        if err.record is not None:  # else stopped before its record (loading a checkpoint): cli says it
+            say(closing_line(err.record, where), job)
         raise
     except SystemExit as err:  # submitit's requeue (the signal's previous handler) exits instead
-        if isinstance(err.__context__, Interrupted) and err.__context__.summary is not None:
-            say(closing_line(err.__context__.summary, where) + "; requeued", job)
+        if isinstance(err.__context__, Interrupted) and err.__context__.record is not None:
+            say(closing_line(err.__context__.record, where) + "; requeued", job)
         raise
     except Exception as err:
-        summary = getattr(err, "summary", None) or read_summary(run_dir)
+        summary = getattr(err, "record", None) or read_record(run_dir)
         if summary is None:  # failed before the run was recorded
             raise
         say(closing_line(summary, where), job)
@@ -132,13 +132,13 @@ def run_locked(cfg: DictConfig, run_dir: Path, multirun: bool, job: str | None,
             return
         if not isinstance(err, DatasetUnavailable | OSError):
             raise  # a bug, not a setting or the machine: Hydra shows where
-        sys.exit(exit_code(summary["status"], err))
-    if summary["status"] == Status.OK:
+        sys.exit(exit_code(summary.status, err))
+    if summary.status == Status.OK:
         print(f"wcntk: {f'[{job}] ' if job else ''}{closing_line(summary, where)}", flush=True)
     else:
         say(closing_line(summary, where), job)
         if not multirun:
-            sys.exit(exit_code(summary["status"]))
+            sys.exit(exit_code(summary.status))
 
 
 def raw_config(cfg: DictConfig) -> dict:

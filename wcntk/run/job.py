@@ -13,7 +13,7 @@ from ..training.trainer import Trainer
 from .checkpoint import Checkpointer, checkpoint_path, load_checkpoint, remove_checkpoint
 from .config import RunConfig, validate_config
 from .lifecycle import deferred_signals, interruptible
-from .record import SUMMARY_FILE, Status, effective_status, read_summary
+from .record import SUMMARY_FILE, Record, Status, effective_status, read_record
 from .rundir import config_changes, finished_run_message, supersede, writer_lock
 from .tracking import WANDB_ID_FILE, RunRecorder
 
@@ -23,7 +23,7 @@ class FinishedRecord(ValueError):
 
 
 def prepare_run_dir(run_dir: str | Path, cfg: dict[str, Any], resume: bool = False,
-                    overwrite: bool = False, label: str | None = None) -> dict[str, Any] | None:
+                    overwrite: bool = False, label: str | None = None) -> Record | None:
     """Decide what becomes of run_dir's record before a run of `cfg` (a validated, complete
     config); call it holding run_dir's writer lock. Returns the record to keep instead of
     running (resume only), or None: run, in a dir that now holds no finished record.
@@ -43,14 +43,14 @@ def prepare_run_dir(run_dir: str | Path, cfg: dict[str, Any], resume: bool = Fal
     run_dir = Path(run_dir)
     if not (run_dir / SUMMARY_FILE).exists():
         return None
-    old = read_summary(run_dir)
+    old = read_record(run_dir)
     if old is None:
         moved = supersede(run_dir)
         say(f"{run_dir / 'summary.json'} is not a readable record: moved to {moved}; the job runs again",
             label)
         return None
     status = effective_status(old, lock_held=False)
-    changes = config_changes(old.get("config") or {}, cfg)
+    changes = config_changes(old.config, cfg)
     continues = status == Status.INTERRUPTED and not changes and checkpoint_path(run_dir).exists()
     finished = status != Status.STALE and not continues
     if not resume and finished and not overwrite:
@@ -72,8 +72,9 @@ def default_run_name(cfg: RunConfig) -> str:
 
 
 def run_job(cfg: RunConfig | Mapping[str, Any], run_dir: str | Path, resume: bool = False,
-            label: str | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Train and record one run; returns the summary dict (wcntk.run.record's layout).
+            label: str | None = None, overwrite: bool = False) -> Record:
+    """Train and record one run; returns its Record (wcntk.run.record: record.status,
+    record.final["corr/C02"], …), as summary.json holds it.
 
     `cfg` is validated here unless it is a RunConfig that already was (the entry's); a
     hand-written dict that leaves keys out gets their defaults, and the record holds every key.
@@ -84,7 +85,7 @@ def run_job(cfg: RunConfig | Mapping[str, Any], run_dir: str | Path, resume: boo
     record is never overwritten (FinishedRecord) unless `overwrite`, which moves it aside.
     Status ok or diverged is returned; an exception after validation is recorded as `failed`
     and re-raised; SIGINT/SIGTERM/SIGUSR1/SIGUSR2 record `interrupted` and raise
-    wcntk.run.lifecycle.Interrupted (its `summary` holds the record).
+    wcntk.run.lifecycle.Interrupted (its `record`: the run's Record).
     `label` names the job in the lines it prints (a sweep job's override dirname).
     """
     run = validate_config(cfg)
@@ -97,9 +98,10 @@ def run_job(cfg: RunConfig | Mapping[str, Any], run_dir: str | Path, resume: boo
 
 
 def train_and_record(run: RunConfig, run_dir: Path, record: dict[str, Any],
-                     label: str | None = None) -> dict[str, Any]:
+                     label: str | None = None) -> Record:
     """The body of run_job, for a caller that holds run_dir's writer lock and has settled its old
-    record (prepare_run_dir): train network + twin, record metrics.csv, summary.json, W&B."""
+    record (prepare_run_dir): train network + twin, record metrics.csv, summary.json, W&B;
+    returns the run's Record."""
     model, data, opt, train = run.library_configs()
     w = run.wandb
     with interruptible():
@@ -123,7 +125,7 @@ def train_and_record(run: RunConfig, run_dir: Path, record: dict[str, Any],
             recorder.set_result(result.status, result.message, result.diverged_step)
             done = result.status in (Status.OK, Status.DIVERGED) and not run.keep_checkpoint
             if done:  # nothing to continue: an ok run is complete, a diverged one would diverge again
-                recorder.summary["checkpoint_step"] = None
+                recorder.record.checkpoint_step = None
     if done:
         remove_checkpoint(run_dir)
-    return recorder.summary
+    return recorder.record
