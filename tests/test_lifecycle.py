@@ -24,7 +24,7 @@ from wcntk.run.job import run_job
 from wcntk.run.lifecycle import Interrupted, deferred_signals, interruptible
 from wcntk.run.outcome import SweepSummary, closing_line
 from wcntk.run.record import Record, Status, effective_status, flatten, load_record
-from wcntk.run.tracking import CsvLog, RunRecorder
+from wcntk.run.tracking import CsvLog, RunRecorder, WandbLog
 from wcntk.training.progress import LineProgress, progress_bar
 
 
@@ -206,6 +206,21 @@ def test_a_killed_run_leaves_a_running_record_with_its_initial_values(tmp_path, 
     assert on_disk["status"] == "running" and on_disk["last_step"] == 0
     assert on_disk["initial"] == done.initial and on_disk["facts"] == done.facts
     assert on_disk["provenance"]["pid"] == os.getpid() and on_disk["config"] == done.config
+
+
+def test_wandb_finish_stores_the_status_word(tmp_path):
+    """W&B stores a str subclass by its name: the run summary must get "interrupted", never
+    "INTERRUPTED" (Status is a StrEnum)."""
+    class Run:
+        summary: dict = {}
+
+        def finish(self, exit_code):
+            self.exit_code = exit_code
+    log = WandbLog("disabled", "p", None, [], None, {}, tmp_path)
+    log.run = Run()
+    log.finish(Record(status=Status.INTERRUPTED, last_step=6, final={"corr/C02": 0.5}), 143)
+    assert type(log.run.summary["status"]) is str and log.run.summary["status"] == "interrupted"
+    assert (log.run.summary["last_step"], log.run.summary["corr/C02"], log.run.exit_code) == (6, 0.5, 143)
 
 
 def test_a_partial_config_is_recorded_with_every_key(tmp_path):

@@ -183,8 +183,8 @@ class WandbLog:
             return
         values = {**record.final,
                   **{INITIAL_PREFIX + key: value for key, value in record.initial.items()},
-                  "status": record.status, "message": record.message, "last_step": record.last_step,
-                  "wall_time_s": record.wall_time_s}
+                  "status": record.status.value,   # W&B would store a Status as its name, "OK"
+                  "message": record.message, "last_step": record.last_step, "wall_time_s": record.wall_time_s}
         self.run.summary.update(values)
         self.run.finish(exit_code=exit_code)
 
