@@ -55,7 +55,7 @@ def case_config(case: str, steps: int | None) -> RunConfig:
 
 def measure_case(case: str, steps: int | None, repeats: int, where: Path) -> dict:
     run = case_config(case, steps)
-    record = run.record()
+    record = run.recorded()
     model, data, opt, train = run.library_configs()
     run_dir = Path(tempfile.mkdtemp(prefix="ckpt-bench-", dir=where))
     with RunRecorder(run_dir, METRIC_NAMES, record) as recorder:

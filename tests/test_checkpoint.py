@@ -19,6 +19,7 @@ from wcntk.run.checkpoint import read_header
 from wcntk.run.config import run_config
 from wcntk.run.job import FinishedRecord, run_job
 from wcntk.run.lifecycle import Interrupted
+from wcntk.run.record import Status
 from wcntk.run.tracking import RunRecorder
 from wcntk.training.sampler import MinibatchSampler
 from wcntk.training.trainer import Trainer
@@ -176,9 +177,9 @@ def interrupted(tmp_path, monkeypatch) -> Path:
 
 def rerun_from_zero(run_dir: Path, capsys, uninterrupted) -> str:
     capsys.readouterr()
-    summary = run_job(tiny_config(**CHANGES), run_dir, resume=True)
+    record = run_job(tiny_config(**CHANGES), run_dir, resume=True)
     (line,) = capsys.readouterr().err.splitlines()
-    assert summary["resumed_from"] == [] and numbers(run_dir) == uninterrupted
+    assert record.resumed_from == [] and numbers(run_dir) == uninterrupted
     (moved,) = (run_dir / "superseded").glob("*/checkpoint.pt")
     assert not (run_dir / "checkpoint.pt").exists()
     return line.replace(str(moved.parent), "<dir>")
@@ -211,11 +212,11 @@ def test_a_checkpoint_of_another_config_is_set_aside_and_the_run_starts_from_zer
 @pytest.mark.slow
 def test_a_changed_experiment_moves_the_checkpoint_aside_with_its_record(interrupted, capsys):
     capsys.readouterr()
-    summary = run_job(tiny_config(**{**CHANGES, "optimizer.lr": 0.25}), interrupted, resume=True)
+    record = run_job(tiny_config(**{**CHANGES, "optimizer.lr": 0.25}), interrupted, resume=True)
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("wcntk: config changed: optimizer.lr 0.5 -> 0.25; the previous record was moved")
     (moved,) = (interrupted / "superseded").glob("*/checkpoint.pt")
-    assert (moved.parent / "summary.json").is_file() and summary["resumed_from"] == []
+    assert (moved.parent / "summary.json").is_file() and record.resumed_from == []
 
 
 @pytest.mark.slow
@@ -223,14 +224,14 @@ def test_keep_checkpoint_keeps_it_after_ok_and_overwrite_starts_over(interrupted
     cfg = tiny_config(**CHANGES, keep_checkpoint=True)
     with pytest.raises(FinishedRecord):  # a single run continues an interrupted dir of its own config only
         run_job(tiny_config(**{**CHANGES, "optimizer.lr": 0.25}), interrupted)
-    summary = run_job(cfg, interrupted)
-    assert summary["status"] == "ok" and summary["resumed_from"] == [6]
-    assert read_header(interrupted / "checkpoint.pt")["step"] == 6 and summary["checkpoint_step"] == 6
+    record = run_job(cfg, interrupted)
+    assert record.status == Status.OK and record.resumed_from == [6]
+    assert read_header(interrupted / "checkpoint.pt")["step"] == 6 and record.checkpoint_step == 6
     with pytest.raises(FinishedRecord):
         run_job(cfg, interrupted)
     capsys.readouterr()
-    summary = run_job(cfg, interrupted, overwrite=True)  # the record and its checkpoint move aside
-    assert summary["resumed_from"] == [] and numbers(interrupted) == uninterrupted
+    record = run_job(cfg, interrupted, overwrite=True)  # the record and its checkpoint move aside
+    assert record.resumed_from == [] and numbers(interrupted) == uninterrupted
     assert capsys.readouterr().err.startswith("wcntk: overwrite=true; the previous record was moved")
 
 
@@ -291,5 +292,5 @@ def test_slurm_warning_signal_checkpoints_before_submitit_requeues(tmp_path, mon
     finally:
         signal.signal(signal.SIGUSR2, previous)
     assert seen == [("interrupted", 9)]
-    summary = run_job(tiny_config(**CHANGES), tmp_path, resume=True)
-    assert summary["resumed_from"] == [9] and numbers(tmp_path) == uninterrupted
+    record = run_job(tiny_config(**CHANGES), tmp_path, resume=True)
+    assert record.resumed_from == [9] and numbers(tmp_path) == uninterrupted

@@ -17,8 +17,8 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
 from tests.conftest import CONF, ROOT, run_py, start_run_py, tiny_config
-from wcntk.core.layers import ModelConfig
 from wcntk.__main__ import cli
+from wcntk.core.layers import ModelConfig
 from wcntk.run import cli_checks, entry
 from wcntk.run.config import (
     RunConfig,
@@ -375,7 +375,7 @@ def test_a_closed_choice_is_rejected_at_composition_with_one_line(in_tmp, key, b
 def test_closed_choices_are_enums_that_read_and_record_as_strings():
     run = validate_config(composed("debug=default", "optimizer=adam", "precision=float64"))
     assert isinstance(run.optimizer.name, enum.StrEnum) and run.optimizer.name == "adam"
-    record = run.record()
+    record = run.recorded()
     assert record["optimizer"]["name"] == "adam" and record["precision"] == "float64"
     closed = [record["optimizer"]["name"], record["precision"], record["parameterization"],
               record["cuda_graphs"], record["model"]["kind"], record["model"]["attention_logits"],

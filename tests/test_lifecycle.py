@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,8 @@ from wcntk.run import provenance as prov
 from wcntk.run.job import run_job
 from wcntk.run.lifecycle import Interrupted, deferred_signals, interruptible
 from wcntk.run.outcome import SweepSummary, closing_line
-from wcntk.run.record import STATUSES, effective_status, flatten
-from wcntk.run.tracking import CsvLog, RunRecorder
+from wcntk.run.record import Record, Status, effective_status, flatten, load_record
+from wcntk.run.tracking import CsvLog, RunRecorder, WandbLog
 from wcntk.training.progress import LineProgress, progress_bar
 
 
@@ -56,7 +57,7 @@ def test_signal_ends_the_run_as_interrupted_with_what_was_logged(tmp_path, monke
         run_job(tiny_config(), tmp_path)
     assert caught.value.exit_code == code and caught.value.signum == signum
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert caught.value.summary == summary
+    assert caught.value.record == load_record(tmp_path / "summary.json")
     assert summary["status"] == "interrupted" and summary["message"] == f"interrupted by {signum.name}"
     assert summary["last_step"] == 6
     rows = read_rows(tmp_path / "metrics.csv")
@@ -104,13 +105,13 @@ def test_signals_within_deferred_signals_wait_for_the_block_to_end():
     assert done == ["row written"]
 
 
-def test_interrupted_pickles_with_its_summary():
+def test_interrupted_pickles_with_its_record():
     import pickle
     err = Interrupted(signal.SIGTERM)
-    err.summary = {"status": "interrupted"}
+    err.record = Record(status=Status.INTERRUPTED, config={"width": 8}, final={"corr/C02": 0.5})
     back = pickle.loads(pickle.dumps(err))   # crosses joblib's process boundary
-    assert (back.signum, back.exit_code, back.summary, str(back)) == \
-        (signal.SIGTERM, 143, {"status": "interrupted"}, "interrupted by SIGTERM")
+    assert (back.signum, back.exit_code, back.record, str(back)) == \
+        (signal.SIGTERM, 143, err.record, "interrupted by SIGTERM")
 
 
 # ----------------------------------------------------------------------------- disk full
@@ -153,7 +154,7 @@ def test_disk_full_gives_failed_with_complete_rows(tmp_path, monkeypatch, room_f
         self.fh = FullDisk(self.fh, budget=self.size * 3)   # room for about two rows
 
     def write_summary(self):
-        if self.summary["status"] == "failed" and not room_for_a_temp_file:
+        if self.record.status == Status.FAILED and not room_for_a_temp_file:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         atomic(self)
     monkeypatch.setattr(CsvLog, "__init__", small_disk)
@@ -161,7 +162,7 @@ def test_disk_full_gives_failed_with_complete_rows(tmp_path, monkeypatch, room_f
     with pytest.raises(OSError) as caught:
         run_job(tiny_config(), tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert caught.value.summary == summary
+    assert caught.value.record == load_record(tmp_path / "summary.json")
     assert summary["status"] == "failed" and "No space left on device" in summary["message"]
     rows = read_rows(tmp_path / "metrics.csv")
     assert len(rows) >= 2 and all(len(r) == len(rows[0]) for r in rows)
@@ -173,21 +174,22 @@ def test_disk_full_gives_failed_with_complete_rows(tmp_path, monkeypatch, room_f
 
 def test_summary_holds_the_full_config_facts_and_provenance(tmp_path):
     cfg = tiny_config()
-    summary = run_job(cfg, tmp_path)
+    record = run_job(cfg, tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary) >= {"status", "message", "diverged_step", "last_step", "config", "config_validated",
                             "facts", "provenance", "initial", "final", "wall_time_s"}
-    assert summary["config_validated"] is True
-    assert summary["status"] in STATUSES and summary["last_step"] == 12
-    assert summary["config"] == cfg and dict(flatten(summary["config"]))["dataset.n_train"] == 48
-    facts = dict(summary["facts"])
+    assert summary == json.loads(json.dumps(record.to_dict()))      # what run_job returned
+    assert record.config_validated is True
+    assert record.status in Status.written() and record.last_step == 12
+    assert record.config == cfg and dict(flatten(record.config))["dataset.n_train"] == 48
+    facts = dict(record.facts)
     assert 0 < facts.pop("stable_lr") < 100
     assert facts == {"n_params": 64 * 8 + 8 + 8 * 10 + 10, "n_frozen_params": 0, "effective_lr": 0.5,
                      "data_source": "sklearn-digits", "device": "cpu", "init_scheme": "chunked-v2"}
-    p = summary["provenance"]
+    p = record.provenance
     assert set(p) == {"git_commit", "git_dirty", "wcntk", "torch", "cuda", "python", "host", "pid",
                       "started_at", "launch"}
     assert p["pid"] == os.getpid() and p["started_at"].endswith("+00:00")
-    assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
 
 
 def test_a_killed_run_leaves_a_running_record_with_its_initial_values(tmp_path, monkeypatch):
@@ -202,16 +204,31 @@ def test_a_killed_run_leaves_a_running_record_with_its_initial_values(tmp_path, 
     monkeypatch.setattr(RunRecorder, "log", log_and_look)
     done = run_job(tiny_config(), tmp_path)
     assert on_disk["status"] == "running" and on_disk["last_step"] == 0
-    assert on_disk["initial"] == done["initial"] and on_disk["facts"] == done["facts"]
-    assert on_disk["provenance"]["pid"] == os.getpid() and on_disk["config"] == done["config"]
+    assert on_disk["initial"] == done.initial and on_disk["facts"] == done.facts
+    assert on_disk["provenance"]["pid"] == os.getpid() and on_disk["config"] == done.config
+
+
+def test_wandb_finish_stores_the_status_word(tmp_path):
+    """W&B stores a str subclass by its name: the run summary must get "interrupted", never
+    "INTERRUPTED" (Status is a StrEnum)."""
+    class Run:
+        summary: dict = {}
+
+        def finish(self, exit_code):
+            self.exit_code = exit_code
+    log = WandbLog("disabled", "p", None, [], None, {}, tmp_path)
+    log.run = Run()
+    log.finish(Record(status=Status.INTERRUPTED, last_step=6, final={"corr/C02": 0.5}), 143)
+    assert type(log.run.summary["status"]) is str and log.run.summary["status"] == "interrupted"
+    assert (log.run.summary["last_step"], log.run.summary["corr/C02"], log.run.exit_code) == (6, 0.5, 143)
 
 
 def test_a_partial_config_is_recorded_with_every_key(tmp_path):
     cfg = tiny_config()
     partial = {k: v for k, v in cfg.items() if k not in ("loss", "threads", "corr_every")}
     partial["wandb"] = {"mode": "disabled"}
-    summary = run_job(partial, tmp_path)
-    assert summary["config"] == cfg        # the defaults filled in (W&B's defaults included)
+    record = run_job(partial, tmp_path)
+    assert record.config == cfg        # the defaults filled in (W&B's defaults included)
 
 
 def test_provenance_git_state(monkeypatch, tmp_path):
@@ -235,12 +252,12 @@ def test_resume_reruns_a_stale_running_job_and_skips_an_ok_one(tmp_path):
     first = run_job(tiny_config(), tmp_path)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = {**first, "status": "running", "provenance": {**first["provenance"], "pid": dead.pid}}
-    (tmp_path / "summary.json").write_text(json.dumps(stale))
-    assert effective_status(stale) == "stale"
+    stale = replace(first, status=Status.RUNNING, provenance={**first.provenance, "pid": dead.pid})
+    (tmp_path / "summary.json").write_text(json.dumps(stale.to_dict()))
+    assert effective_status(stale) == Status.STALE
     again = run_job(tiny_config(), tmp_path, resume=True)
-    assert again["status"] == "ok" and again["provenance"]["started_at"] >= first["provenance"]["started_at"]
-    assert again["final"] == first["final"]
+    assert again.status == Status.OK and again.provenance["started_at"] >= first.provenance["started_at"]
+    assert again.final == first.final
     stamp = (tmp_path / "summary.json").stat().st_mtime_ns
     assert run_job(tiny_config(), tmp_path, resume=True) == again
     assert (tmp_path / "summary.json").stat().st_mtime_ns == stamp
@@ -255,20 +272,20 @@ def test_wandb_gets_the_same_record_and_one_run_per_job_dir(tmp_path, monkeypatc
         run_job(cfg, tmp_path)
     assert exit_codes(tmp_path) == [143]
     monkeypatch.undo()
-    summary = run_job(cfg, tmp_path, resume=True)            # the re-run of an interrupted job
+    record = run_job(cfg, tmp_path, resume=True)            # the re-run of an interrupted job
     runs = list((tmp_path / "wandb").glob("*run-*"))
     assert len(runs) == 1 and runs[0].name.endswith((tmp_path / "wandb_run_id").read_text().strip())
     assert exit_codes(tmp_path) == [0]
     (run_file,) = runs[0].glob("run-*.wandb")
     config = {k: v for k, v in config_values(run_file).items() if k != "_wandb"}
-    assert config == {**summary["config"], "facts": summary["facts"], "provenance": summary["provenance"]}
+    assert config == {**record.config, "facts": record.facts, "provenance": record.provenance}
     logged = summary_values(run_file)
     for key in METRIC_NAMES:
-        assert logged[f"initial/{key}"] == pytest.approx(summary["initial"][key])
-        assert logged[key] == pytest.approx(summary["final"][key])
+        assert logged[f"initial/{key}"] == pytest.approx(record.initial[key])
+        assert logged[key] == pytest.approx(record.final[key])
     assert (logged["status"], logged["last_step"]) == ("ok", 12)
     # continued from the checkpoint at step 3: the one local run holds every row of metrics.csv
-    assert summary["resumed_from"] == [3]
+    assert record.resumed_from == [3]
     assert [row["step"] for row in history_rows(run_file)] == [int(r[0]) for r in read_rows(tmp_path /
                                                                                             "metrics.csv")[1:]]
 
@@ -291,19 +308,19 @@ def test_progress_lines_every_tenth_without_carriage_returns(capsys):
 
 def test_closing_lines():
     final = {"lin/func_rmse_test": 0.0012345, "corr/C02": None}
-    ok = {"status": "ok", "message": None, "final": final, "last_step": 10}
+    ok = Record(status=Status.OK, final=final, last_step=10)
     assert closing_line(ok, "out/r") == "ok  lin/func_rmse_test 0.001234  corr/C02 n/a  out/r"
-    cut = {**ok, "status": "interrupted", "message": "interrupted by SIGTERM", "last_step": 40}
+    cut = replace(ok, status=Status.INTERRUPTED, message="interrupted by SIGTERM", last_step=40)
     assert closing_line(cut) == ("interrupted by SIGTERM (last step 40)  lin/func_rmse_test 0.001234  "
                                  "corr/C02 n/a")
-    assert closing_line({**cut, "last_step": None}).startswith("interrupted by SIGTERM  lin/")
-    failed = {**ok, "status": "failed", "message": "OSError: [Errno 28] No space left on device"}
+    assert closing_line(replace(cut, last_step=None)).startswith("interrupted by SIGTERM  lin/")
+    failed = replace(ok, status=Status.FAILED, message="OSError: [Errno 28] No space left on device")
     assert closing_line(failed).startswith("failed: OSError: [Errno 28]")
     # corr/* values come from step 0, every corr_every steps and the last step: the line names which.
-    measured = {**cut, "final": {"corr/C02": 0.5}, "config": {"steps": 100, "corr_every": 15}}
+    measured = replace(cut, final={"corr/C02": 0.5}, config={"steps": 100, "corr_every": 15})
     assert closing_line(measured).endswith("corr/C02 0.5 (step 30)")
-    assert closing_line({**measured, "config": {"steps": 100, "corr_every": None}}).endswith("(step 0)")
-    assert closing_line({**measured, "status": "ok", "last_step": 100}).endswith("(step 100)")
+    assert closing_line(replace(measured, config={"steps": 100, "corr_every": None})).endswith("(step 0)")
+    assert closing_line(replace(measured, status=Status.OK, last_step=100)).endswith("(step 100)")
 
 
 def test_progress_lines_name_the_step_their_values_come_from(capsys):

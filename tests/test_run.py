@@ -23,7 +23,7 @@ from wcntk.core.losses import mse
 from wcntk.core.metric_registry import METRIC_NAMES
 from wcntk.core.ntk import empirical_ntk
 from wcntk.run.job import run_job
-from wcntk.run.record import flatten
+from wcntk.run.record import Status, flatten
 from wcntk.training.data import DataConfig
 from wcntk.training.sampler import MinibatchSampler
 from wcntk.training.trainer import OptimizerConfig, TrainConfig, Trainer
@@ -246,13 +246,13 @@ def test_every_setting_trains_and_reports_all_metrics(changes):
 
 
 def test_same_seed_same_numbers_different_seed_different(tmp_path):
-    def summary(seed, name):
+    def record(seed, name):
         cfg = tiny_config(width=16, depth=2, activation="erf", seed=seed, log_every=4,
                           **{"optimizer.name": "sgd", "optimizer.batch_size": 16})
         return run_job(cfg, tmp_path / name)
-    a, b, c = summary(0, "a"), summary(0, "b"), summary(1, "c")
-    assert a["status"] == "ok" and a["final"] == b["final"] and a["initial"] == b["initial"]
-    assert a["final"] != c["final"]
+    a, b, c = record(0, "a"), record(0, "b"), record(1, "c")
+    assert a.status == Status.OK and a.final == b.final and a.initial == b.initial
+    assert a.final != c.final
 
 
 def test_trained_twin_follows_the_closed_form_kernel_dynamics():
@@ -313,8 +313,8 @@ def test_debug_run_writes_the_golden_metrics(tmp_path):
     committed one (its columns, steps and values, to float32 round-off across machines)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=["debug=default", "wandb.mode=disabled"])
-    summary = run_job(OmegaConf.to_container(cfg, resolve=True), tmp_path)
-    assert summary["status"] == "ok"
+    record = run_job(OmegaConf.to_container(cfg, resolve=True), tmp_path)
+    assert record.status == Status.OK
     golden, got = read_csv(GOLDEN), read_csv(tmp_path / "metrics.csv")
     assert [list(row) for row in got] == [list(row) for row in golden]
     for want, row in zip(golden, got, strict=True):

@@ -21,13 +21,12 @@ from tests.test_lifecycle import write_job
 from wcntk.run.job import FinishedRecord, prepare_run_dir, run_job
 from wcntk.run.outcome import SweepSummary, sweep_exit_code
 from wcntk.run.record import (
-    STATUSES,
+    Record,
     Status,
     UnreadableRecord,
     effective_status,
     load_record,
     read_record,
-    read_summary,
     write_json_atomic,
 )
 from wcntk.run.rundir import LOCK_FILE, RunningElsewhere, config_changes, lock_is_held, writer_lock
@@ -62,7 +61,7 @@ def test_a_held_run_dir_is_left_alone_and_its_lock_dies_with_the_process(tmp_pat
         holder.kill()                                     # SIGKILL: the kernel drops the lock
         holder.wait()
     assert lock_is_held(job) is False
-    assert run_job(tiny_config(), job)["status"] == "ok"
+    assert run_job(tiny_config(), job).status == Status.OK
 
 
 def test_writer_lock_is_reentrant_within_a_process_and_names_its_holder(tmp_path):
@@ -75,11 +74,11 @@ def test_writer_lock_is_reentrant_within_a_process_and_names_its_holder(tmp_path
 
 
 def test_a_running_record_is_stale_exactly_when_its_lock_is_free():
-    running = {"status": "running", "provenance": {"pid": os.getpid(), "host": "elsewhere"}}
-    assert effective_status(running, lock_held=True) == "running"
-    assert effective_status(running, lock_held=False) == "stale"      # wherever it ran
-    assert effective_status(running) == "running"                     # no lock file: pid check only
-    assert effective_status({"status": "ok"}, lock_held=False) == "ok"
+    running = Record(status=Status.RUNNING, provenance={"pid": os.getpid(), "host": "elsewhere"})
+    assert effective_status(running, lock_held=True) == Status.RUNNING
+    assert effective_status(running, lock_held=False) == Status.STALE      # wherever it ran
+    assert effective_status(running) == Status.RUNNING                     # no lock file: pid check only
+    assert effective_status(Record(status=Status.OK), lock_held=False) == Status.OK
 
 
 # ----------------------------------------------------------------------------- finished records
@@ -93,10 +92,10 @@ def test_a_finished_record_is_never_overwritten_and_overwrite_moves_it_aside(tmp
     assert (tmp_path / "summary.json").read_bytes() == before
     second = run_job(tiny_config(width=16), tmp_path, overwrite=True)
     (aside,) = (tmp_path / "superseded").iterdir()
-    assert json.loads((aside / "summary.json").read_text()) == json.loads(json.dumps(first))
+    assert load_record(aside / "summary.json") == first
     assert (aside / "metrics.csv").is_file() and (aside / "wandb_run_id").read_text() == "0123abcd\n"
     assert not (tmp_path / "wandb_run_id").exists()       # the new run never reuses the old W&B id
-    assert second["config"]["width"] == 16 and read_summary(tmp_path) == json.loads(json.dumps(second))
+    assert second.config["width"] == 16 and read_record(tmp_path) == second
 
 
 def test_resume_skips_only_the_same_config_and_keeps_a_changed_ones_record(tmp_path, capsys):
@@ -106,21 +105,21 @@ def test_resume_skips_only_the_same_config_and_keeps_a_changed_ones_record(tmp_p
     same = run_job(tiny_config(**{"progress": True, "threads": 1}), tmp_path, resume=True)
     assert same == first and (tmp_path / "summary.json").stat().st_mtime_ns == stamp
     again = run_job(tiny_config(**{"model.b_std": 0.5}), tmp_path, resume=True)
-    assert again["config"]["model"]["b_std"] == 0.5 and again["final"] != first["final"]
+    assert again.config["model"]["b_std"] == 0.5 and again.final != first.final
     (aside,) = (tmp_path / "superseded").iterdir()
     assert json.loads((aside / "summary.json").read_text())["config"]["model"]["b_std"] == 0.05
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("wcntk: config changed: model.b_std 0.05 -> 0.5; the previous record was moved to")
-    assert config_changes(first["config"], again["config"]) == {"model.b_std": (0.05, 0.5)}
-    older = {k: v for k, v in first["config"].items() if k != "loss"}  # a record made before `loss` existed
-    assert config_changes(older, again["config"]) == {"model.b_std": (0.05, 0.5)}
+    assert config_changes(first.config, again.config) == {"model.b_std": (0.05, 0.5)}
+    older = {k: v for k, v in first.config.items() if k != "loss"}  # a record made before `loss` existed
+    assert config_changes(older, again.config) == {"model.b_std": (0.05, 0.5)}
 
 
 @pytest.mark.parametrize("content", ["[]", '{"status": "ok", "config": {"width": "wide", "seed": 0}}',
                                      "{not json", '{"status": "ok"}'])
 def test_resume_moves_a_malformed_summary_aside_with_one_line(tmp_path, capsys, content):
     (tmp_path / "summary.json").write_text(content)
-    assert read_summary(tmp_path) is None
+    assert read_record(tmp_path) is None
     with writer_lock(tmp_path):
         assert prepare_run_dir(tmp_path, tiny_config(), resume=True) is None
     (line,) = capsys.readouterr().err.splitlines()
@@ -146,11 +145,12 @@ def test_summary_json_has_the_mode_of_any_other_new_file(tmp_path, umask, mode):
 
 def test_a_failed_validation_record_holds_the_raw_config(tmp_path):
     raw = {**tiny_config(**{"optimizer.momentum": -5}), "width": 64}
-    write_invalid_setting_record(tmp_path, raw, "invalid setting: momentum must be in [0, 1)")
-    record = read_summary(tmp_path)
-    assert record["status"] == "failed" and record["config_validated"] is False
-    assert record["config"] == raw and (record["config"]["width"], record["config"]["seed"]) == (64, 0)
-    assert record["provenance"]["pid"] == os.getpid()
+    written = write_invalid_setting_record(tmp_path, raw, "invalid setting: momentum must be in [0, 1)")
+    record = read_record(tmp_path)
+    assert record == written
+    assert record.status == Status.FAILED and record.config_validated is False
+    assert record.config == raw and (record.config["width"], record.config["seed"]) == (64, 0)
+    assert record.provenance["pid"] == os.getpid()
 
 
 # ----------------------------------------------------------------------------- the sweep's table
@@ -275,7 +275,7 @@ def test_cli_finished_run_dir_is_refused_and_overwrite_keeps_it_aside(tmp_path):
     assert json.loads((aside / "summary.json").read_text())["config"]["width"] == 16
     assert (aside / "wandb_run_id").read_text() == old_id and list(aside.glob("wandb/offline-run-*"))
     assert (run_dir / "wandb_run_id").read_text() != old_id               # a W&B run of its own
-    assert read_summary(run_dir)["config"]["width"] == 32
+    assert read_record(run_dir).config["width"] == 32
 
 
 @pytest.mark.slow
@@ -288,7 +288,7 @@ def test_cli_two_sweeps_on_one_dir_run_each_job_once(tmp_path):
     long_job, short_job = named + "400", named + "200"
     first = cli(*args)
     deadline = time.monotonic() + 240
-    while (read_summary(sweep / long_job) or {}).get("last_step") is None:   # step 0 logged
+    while (record := read_record(sweep / long_job)) is None or record.last_step is None:   # step 0 logged
         assert time.monotonic() < deadline and first.poll() is None, first.communicate()
         time.sleep(0.1)
     first.send_signal(signal.SIGSTOP)       # the first sweep is mid-job for as long as the second runs
@@ -303,9 +303,9 @@ def test_cli_two_sweeps_on_one_dir_run_each_job_once(tmp_path):
     assert table(out1, sweep) == {long_job: "ok", short_job: "skipped"} and code1 == 0
     launches = set()
     for job, steps in ((long_job, 400), (short_job, 200)):
-        summary = read_summary(sweep / job)
-        assert summary["status"] == "ok" and summary["last_step"] == steps
-        launches.add(summary["provenance"]["launch"])
+        record = read_record(sweep / job)
+        assert record.status == Status.OK and record.last_step == steps
+        launches.add(record.provenance["launch"])
         data = (sweep / job / "metrics.csv").read_bytes()
         assert b"\0" not in data and len(data.splitlines()) == 1 + steps // 100 + 1
         assert len(list((sweep / job / "wandb").glob("offline-run-*"))) == 1
@@ -320,10 +320,10 @@ def test_cli_all_diverged_sweep_fails_and_a_failed_validation_keeps_its_config(t
     assert code == 1 and f"wcntk: sweep {sweep}: 2 jobs: 2 diverged" in out, err
     code, out, err = finish(cli(*common, "optimizer=momentum", "optimizer.momentum=0.5,-5"))
     assert code == 1 and f"wcntk: sweep {sweep}: 2 jobs: 1 ok, 1 failed" in out, err
-    failed = read_summary(sweep / "dataset=synthetic,debug=default,optimizer.momentum=-5,optimizer=momentum")
-    assert failed["status"] == "failed" and failed["message"].startswith("invalid setting:")
-    assert failed["config_validated"] is False and failed["config"]["optimizer"]["momentum"] == -5
-    assert (failed["config"]["width"], failed["config"]["seed"]) == (16, 0)
+    failed = read_record(sweep / "dataset=synthetic,debug=default,optimizer.momentum=-5,optimizer=momentum")
+    assert failed.status == Status.FAILED and failed.message.startswith("invalid setting:")
+    assert failed.config_validated is False and failed.config["optimizer"]["momentum"] == -5
+    assert (failed.config["width"], failed.config["seed"]) == (16, 0)
     # The report sees the failed job as the setting it was asked to run, not a new setting.
     from wcntk.analysis.report import collect, setting_columns
     runs = collect(sweep)
@@ -349,7 +349,7 @@ def test_cli_a_changed_group_default_reruns_the_job_and_keeps_the_old_record(tmp
         (aside,) = (sweep / job / "superseded").iterdir()
         assert json.loads((aside / "summary.json").read_text())["config"]["model"]["b_std"] == 0.05
         assert (aside / "metrics.csv").is_file()
-        assert read_summary(sweep / job)["config"]["model"]["b_std"] == 0.5
+        assert read_record(sweep / job).config["model"]["b_std"] == 0.5
     code, out, err = finish(cli(*args, "--config-path", str(conf)))          # now up to date: skipped
     assert code == 0 and set(table(out, sweep).values()) == {"skipped"}, err
 
@@ -412,7 +412,7 @@ def test_cli_rerun_after_kill_9_of_a_joblib_launcher_leaves_its_orphans_alone(tm
     with open(tmp_path / "launcher.log", "w") as log:
         launcher = cli(*args, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 240
-    while not all((read_summary(job) or {}).get("last_step") is not None for job in jobs):
+    while not all((record := read_record(job)) is not None and record.last_step is not None for job in jobs):
         if time.monotonic() > deadline or launcher.poll() is not None:
             launcher.kill()
             pytest.fail((tmp_path / "launcher.log").read_text()[-3000:])
@@ -424,7 +424,7 @@ def test_cli_rerun_after_kill_9_of_a_joblib_launcher_leaves_its_orphans_alone(tm
         code, out, err = finish(cli(*args))
         assert code == 3 and table(out, sweep) == {job.name: "elsewhere" for job in jobs}, err
         for job, pid in zip(jobs, workers, strict=True):
-            assert lock_is_held(job) and read_summary(job)["provenance"]["pid"] == pid
+            assert lock_is_held(job) and read_record(job).provenance["pid"] == pid
     finally:
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
@@ -440,8 +440,42 @@ def test_records_of_the_previous_version_read_as_records():
         record = load_record(path)
         assert record.status == raw["status"] == Status.OK and record.config_validated is True
         assert (record.config, record.initial, record.final) == (raw["config"], raw["initial"], raw["final"])
-        assert read_record(path.parent) == record and read_summary(path.parent) == record.to_dict()
+        assert read_record(path.parent) == record
         assert json.loads(json.dumps(record.to_dict()))["status"] == "ok"   # stored as a plain string
+
+
+def test_a_record_without_the_newer_keys_reads_with_their_defaults(tmp_path):
+    """A summary.json of an older version (before config_validated, checkpoint_step,
+    resumed_from, facts) reads; the keys it lacks, or holds as null, take their defaults."""
+    old = {"status": "interrupted", "message": "interrupted by SIGTERM", "diverged_step": None,
+           "last_step": 40, "config": {"width": 8, "seed": 0, "steps": 100}, "provenance": None,
+           "initial": {"corr/C02": 0.5}, "final": {"corr/C02": 0.25}, "wall_time_s": 1.5,
+           "a_key_no_version_knows": 1}
+    (tmp_path / "summary.json").write_text(json.dumps(old))
+    record = read_record(tmp_path)
+    assert record == Record(status=Status.INTERRUPTED, message="interrupted by SIGTERM", last_step=40,
+                            config=old["config"], initial=old["initial"], final=old["final"],
+                            wall_time_s=1.5)
+    assert (record.config_validated, record.checkpoint_step, record.resumed_from, record.facts,
+            record.provenance) == (True, None, [], {}, {})
+    assert effective_status(record, lock_held=None) == Status.INTERRUPTED
+
+
+def test_a_misspelt_field_or_status_is_an_error_not_a_silent_mismatch():
+    record = Record(status="ok")                   # a plain word is taken as its Status
+    assert record.status is Status.OK
+    with pytest.raises(AttributeError):
+        record.stauts = Status.FAILED               # slotted: no new attributes
+    with pytest.raises(AttributeError):
+        record.stauts                               # noqa: B018
+    with pytest.raises(TypeError):
+        Record(stauts=Status.OK)
+    with pytest.raises(AttributeError):
+        Status.OKK                                  # noqa: B018
+    with pytest.raises(ValueError):
+        Record(status="okk")
+    import wcntk
+    assert wcntk.Status is Status and wcntk.Record is Record    # one enum, wherever imported from
 
 
 def test_an_unreadable_record_says_why(tmp_path):
@@ -454,4 +488,4 @@ def test_an_unreadable_record_says_why(tmp_path):
         with pytest.raises(UnreadableRecord, match=why):
             load_record(tmp_path / "summary.json")
         assert read_record(tmp_path) is None
-    assert set(STATUSES) | {"stale", "unreadable"} == {s.value for s in Status}
+    assert Status.written() == ("running", "ok", "diverged", "failed", "interrupted")   # what may be written

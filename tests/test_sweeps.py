@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 
 from tests.conftest import CONF, ENV, ROOT, run_py
 from wcntk.run.config import library_configs
-from wcntk.run.record import effective_status
+from wcntk.run.record import Record, Status, effective_status
 from wcntk.training.config import effective_lr
 
 SWEEPS = ROOT / "sweeps"
@@ -307,7 +307,7 @@ def test_rerun_resumes_only_missing_and_interrupted_jobs(joblib_sweep):
     gone.wait()
     killed = {**before[interrupted], "status": "running",
               "provenance": {**before[interrupted]["provenance"], "pid": gone.pid}}
-    assert effective_status(killed) == "stale"
+    assert effective_status(Record.from_dict(killed)) == Status.STALE
     path = joblib_sweep / interrupted / "summary.json"
     path.write_text(json.dumps(killed))
     stamps[interrupted][0] = path.stat().st_mtime_ns

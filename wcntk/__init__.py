@@ -7,8 +7,9 @@ The public API, for notebooks and scripts (README, "Python API"; docs/api.md)::
     f, theta0 = wcntk.functional(model), wcntk.params_of(model)
     ntk = wcntk.empirical_ntk(f, theta0, x)                 # [n, k, n, k]
     corr = wcntk.derivative_correlations(f, theta0, x, lr=1.0)
-    summary = wcntk.run_job({"width": 64, "steps": 100, "wandb": {"mode": "disabled"}}, "runs/a")
-    record = wcntk.load_record("runs/a/summary.json")
+    record = wcntk.run_job({"width": 64, "steps": 100, "wandb": {"mode": "disabled"}}, "runs/a")
+    record.status, record.final["corr/C02"]                 # a wcntk.Record (wcntk.Status.OK, …)
+    assert wcntk.load_record("runs/a/summary.json") == record
     wcntk.make_report("outputs/sweeps/width_scaling")
 
 Names are imported on first use (PEP 562), so `import wcntk` stays cheap and the record readers
@@ -36,7 +37,7 @@ _EXPORTS = {
     "Trainer": "wcntk.training.trainer",
     # a recorded run and its record
     "RunConfig": "wcntk.run.config", "run_job": "wcntk.run.job",
-    "Record": "wcntk.run.record", "Status": "wcntk.run.record", "load_record": "wcntk.run.record",
+    "Record": "wcntk.run.record", "Status": "wcntk.core.status", "load_record": "wcntk.run.record",
     "read_record": "wcntk.run.record",
     # the sweep report
     "make_report": "wcntk.analysis.report", "collect": "wcntk.analysis.report",

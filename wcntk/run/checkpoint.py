@@ -221,7 +221,7 @@ class Checkpointer:
             say(f"could not write the checkpoint at step {t}{' ' + why if why else ''} "
                 f"({type(err).__name__}: {err})", self.label)
             return
-        self.recorder.summary["checkpoint_step"] = t
+        self.recorder.record.checkpoint_step = t
         self.last_cost = time.perf_counter() - start
         self.last_time = time.monotonic()
         self.writes += 1

@@ -156,7 +156,7 @@ class RunConfig:
         check_memory(model, data, PRECISION_BYTES[train.precision], train.device)
         self.__dict__["_validated"] = True
 
-    def record(self) -> dict[str, Any]:
+    def recorded(self) -> dict[str, Any]:
         """The config as summary.json's `config` (plain values, nested as .hydra/config.yaml;
         the closed choices as their strings)."""
         return asdict(self, dict_factory=lambda items: {k: plain(v) for k, v in items})

@@ -29,7 +29,7 @@ from .cli_checks import config_error
 from .config import run_config, validate_config
 from .job import FinishedRecord, run_job
 from .lifecycle import Interrupted, exit_code, interruptible
-from .record import SUMMARY_FILE, Status, read_summary
+from .record import SUMMARY_FILE, Status, read_record
 from .rundir import LOCK_FILE, RunningElsewhere, supersede, writer_lock
 from .tracking import write_invalid_setting_record
 
@@ -45,7 +45,7 @@ def cli(hydra_main: Callable[[], None]) -> None:
     except (Interrupted, KeyboardInterrupt) as err:
         # A job's interruption has been recorded and reported by the job; anything else (Ctrl-C
         # while Hydra starts, or in the launcher's process) gets one line here, never a traceback.
-        if not isinstance(err, Interrupted) or err.summary is None:
+        if not isinstance(err, Interrupted) or err.record is None:
             say(str(err) if isinstance(err, Interrupted) else "interrupted by SIGINT")
         sys.exit(exit_code(Status.INTERRUPTED, err))
 
@@ -89,15 +89,15 @@ def run_single(cfg: DictConfig, run_dir: Path) -> None:
         sys.exit(f"wcntk: error: {err}")
     apply_threads(run.threads, None)
     try:
-        summary = run_job(run, run_dir, overwrite=run.overwrite)
+        record = run_job(run, run_dir, overwrite=run.overwrite)
     except FinishedRecord as err:
         sys.exit(f"wcntk: error: {err}")
     except (DatasetUnavailable, OSError) as err:  # the machine or the data, not a bug
-        if getattr(err, "summary", None) is None:
+        if getattr(err, "record", None) is None:
             raise
-        sys.exit(exit_code(err.summary["status"], err))
-    if summary["status"] != Status.OK:
-        sys.exit(exit_code(summary["status"]))
+        sys.exit(exit_code(err.record.status, err))
+    if record.status != Status.OK:
+        sys.exit(exit_code(record.status))
 
 
 def run_sweep_job(cfg: DictConfig, run_dir: Path, job: str, launcher: DictConfig) -> None:
@@ -108,8 +108,8 @@ def run_sweep_job(cfg: DictConfig, run_dir: Path, job: str, launcher: DictConfig
         run = validate_config(run_config(cfg))
     except ValueError as err:
         with writer_lock(run_dir):
-            old = read_summary(run_dir)
-            if (run_dir / SUMMARY_FILE).exists() and (old or {}).get("config_validated") is not False:
+            old = read_record(run_dir)
+            if (run_dir / SUMMARY_FILE).exists() and (old is None or old.config_validated):
                 supersede(run_dir)  # a record with results (or an unreadable one) is kept aside
             write_invalid_setting_record(run_dir, raw_config(cfg), f"invalid setting: {err}")
         say(f"error: {err}", job)
@@ -118,7 +118,7 @@ def run_sweep_job(cfg: DictConfig, run_dir: Path, job: str, launcher: DictConfig
     try:
         run_job(run, run_dir, resume=True, label=job)
     except Exception as err:
-        if getattr(err, "summary", None) is None:  # failed before the run was recorded
+        if getattr(err, "record", None) is None:  # failed before the run was recorded
             raise
 
 

@@ -14,7 +14,7 @@ from .checkpoint import Checkpointer, checkpoint_path, load_checkpoint, remove_c
 from .config import RunConfig, validate_config
 from .lifecycle import Interrupted, deferred_signals, interruptible
 from .outcome import closing_line, metrics_text
-from .record import SUMMARY_FILE, Status, effective_status, read_summary
+from .record import SUMMARY_FILE, Record, Status, effective_status, read_record
 from .rundir import config_changes, finished_run_message, supersede, writer_lock
 from .tracking import WANDB_ID_FILE, RunRecorder
 
@@ -24,7 +24,7 @@ class FinishedRecord(ValueError):
 
 
 def prepare_run_dir(run_dir: str | Path, cfg: dict[str, Any], resume: bool = False,
-                    overwrite: bool = False, label: str | None = None) -> dict[str, Any] | None:
+                    overwrite: bool = False, label: str | None = None) -> Record | None:
     """Decide what becomes of run_dir's record before a run of `cfg` (a validated, complete
     config); call it holding run_dir's writer lock. Returns the record to keep instead of
     running (resume only), or None: run, in a dir that now holds no finished record.
@@ -44,14 +44,14 @@ def prepare_run_dir(run_dir: str | Path, cfg: dict[str, Any], resume: bool = Fal
     run_dir = Path(run_dir)
     if not (run_dir / SUMMARY_FILE).exists():
         return None
-    old = read_summary(run_dir)
+    old = read_record(run_dir)
     if old is None:
         moved = supersede(run_dir)
         say(f"{run_dir / 'summary.json'} is not a readable record: moved to {moved}; the job runs again",
             label)
         return None
     status = effective_status(old, lock_held=False)
-    changes = config_changes(old.get("config") or {}, cfg)
+    changes = config_changes(old.config, cfg)
     continues = status == Status.INTERRUPTED and not changes and checkpoint_path(run_dir).exists()
     finished = status != Status.STALE and not continues
     if not resume and finished and not overwrite:
@@ -73,9 +73,10 @@ def default_run_name(cfg: RunConfig) -> str:
 
 
 def run_job(cfg: RunConfig | Mapping[str, Any], run_dir: str | Path, resume: bool = False,
-            label: str | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Train and record one run; returns the summary dict (wcntk.run.record's layout). The one
-    run path: the command line's job (wcntk.run.entry), each sweep job, notebooks, benchmarks.
+            label: str | None = None, overwrite: bool = False) -> Record:
+    """Train and record one run; returns its Record (wcntk.run.record: record.status,
+    record.final["corr/C02"], …), as summary.json holds it. The one run path: the command
+    line's job (wcntk.run.entry), each sweep job, notebooks, benchmarks.
 
     `cfg` is validated here unless it is a RunConfig that already was; a hand-written dict that
     leaves keys out gets their defaults, and the record holds every key.
@@ -86,54 +87,55 @@ def run_job(cfg: RunConfig | Mapping[str, Any], run_dir: str | Path, resume: boo
     record is never overwritten (FinishedRecord) unless `overwrite`, which moves it aside.
     Status ok or diverged is returned; an exception after validation is recorded as `failed`
     and re-raised; SIGINT/SIGTERM/SIGUSR1/SIGUSR2 record `interrupted` and raise
-    wcntk.run.lifecycle.Interrupted (its `summary` holds the record).
+    wcntk.run.lifecycle.Interrupted (its `record`: the run's Record).
 
     It ends with one line (wcntk.run.outcome.closing_line): `wcntk: ok …` on stdout, any other
     outcome on stderr. `label` names the job in its lines (a sweep job's override dirname),
     which then leave out the run dir.
     """
     run = validate_config(cfg)
-    record = run.record()
+    config = run.recorded()
     run_dir = Path(run_dir)
     where = None if label else run_dir
     with writer_lock(run_dir):
-        if (done := prepare_run_dir(run_dir, record, resume, overwrite, label)) is not None:
+        if (done := prepare_run_dir(run_dir, config, resume, overwrite, label)) is not None:
             print(f"wcntk: {f'[{label}] ' if label else ''}skipped (already ok)  {metrics_text(done)}",
                   flush=True)
             return done
         try:
-            summary = train_and_record(run, run_dir, record, label)
+            record = train_and_record(run, run_dir, config, label)
         except Interrupted as err:
-            if err.summary is not None:  # else stopped before its record (loading a checkpoint)
-                say(closing_line(err.summary, where), label)
+            if err.record is not None:  # else stopped before its record (loading a checkpoint)
+                say(closing_line(err.record, where), label)
             raise
         except SystemExit as err:  # submitit's requeue (the signal's previous handler) exits instead
-            if isinstance(err.__context__, Interrupted) and err.__context__.summary is not None:
-                say(closing_line(err.__context__.summary, where) + "; requeued", label)
+            if isinstance(err.__context__, Interrupted) and err.__context__.record is not None:
+                say(closing_line(err.__context__.record, where) + "; requeued", label)
             raise
         except Exception as err:
-            if getattr(err, "summary", None) is not None:  # recorded `failed`
-                say(closing_line(err.summary, where), label)
+            if getattr(err, "record", None) is not None:  # recorded `failed`
+                say(closing_line(err.record, where), label)
             raise
-    if summary["status"] == Status.OK:
-        print(f"wcntk: {f'[{label}] ' if label else ''}{closing_line(summary, where)}", flush=True)
+    if record.status == Status.OK:
+        print(f"wcntk: {f'[{label}] ' if label else ''}{closing_line(record, where)}", flush=True)
     else:
-        say(closing_line(summary, where), label)
-    return summary
+        say(closing_line(record, where), label)
+    return record
 
 
-def train_and_record(run: RunConfig, run_dir: Path, record: dict[str, Any],
-                     label: str | None = None) -> dict[str, Any]:
+def train_and_record(run: RunConfig, run_dir: Path, config: dict[str, Any],
+                     label: str | None = None) -> Record:
     """The body of run_job, holding run_dir's writer lock, its old record settled
-    (prepare_run_dir): train network + twin, record metrics.csv, summary.json, W&B."""
+    (prepare_run_dir): train network + twin, record metrics.csv, summary.json, W&B; returns
+    the run's Record."""
     model, data, opt, train = run.library_configs()
     w = run.wandb
     with interruptible():
-        ckpt = load_checkpoint(run_dir, record, METRIC_NAMES, label)
+        ckpt = load_checkpoint(run_dir, config, METRIC_NAMES, label)
         if ckpt is not None and ckpt.header.get("wandb_run_id") and not (run_dir / WANDB_ID_FILE).exists():
             (run_dir / WANDB_ID_FILE).write_text(ckpt.header["wandb_run_id"] + "\n")
         resume = None if ckpt is None else ckpt.recorder_resume()
-        with RunRecorder(run_dir, METRIC_NAMES, record, label=label, resume=resume) as recorder:
+        with RunRecorder(run_dir, METRIC_NAMES, config, label=label, resume=resume) as recorder:
             recorder.start_wandb(w.mode, project=w.project, group=w.group, tags=list(w.tags),
                                  name=w.name or default_run_name(run), entity=w.entity,
                                  init_timeout=w.init_timeout)
@@ -143,13 +145,13 @@ def train_and_record(run: RunConfig, run_dir: Path, record: dict[str, Any],
                 say(f"resumed from step {ckpt.step}", label)
                 del ckpt
             recorder.set_facts(trainer.facts())
-            saver = Checkpointer(run_dir, record, trainer, recorder, run.checkpoint_every, label)
+            saver = Checkpointer(run_dir, config, trainer, recorder, run.checkpoint_every, label)
             with deferred_signals():  # a signal ends the run at the next step boundary, checkpointed
                 result = trainer.run(label=label, boundary=saver.boundary)
             recorder.set_result(result.status, result.message, result.diverged_step)
             done = result.status in (Status.OK, Status.DIVERGED) and not run.keep_checkpoint
             if done:  # nothing to continue: an ok run is complete, a diverged one would diverge again
-                recorder.summary["checkpoint_step"] = None
+                recorder.record.checkpoint_step = None
     if done:
         remove_checkpoint(run_dir)
-    return recorder.summary
+    return recorder.record

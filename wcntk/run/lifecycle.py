@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .record import Status
+from .record import Record, Status
 
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
                 if hasattr(signal, name))
@@ -21,12 +21,13 @@ _pending: list[int] = []    # signals noted there, raised as the block ends
 
 class Interrupted(BaseException):
     """A termination signal arrived. A BaseException, like KeyboardInterrupt, so that no
-    `except Exception` on the way swallows it. `summary`: the run's record, once written."""
+    `except Exception` on the way swallows it. `record`: the run's Record
+    (wcntk.run.record), set by the RunRecorder it ended; None when it ended none."""
 
     def __init__(self, signum: int):
         super().__init__(signum)
         self.signum = signum
-        self.summary: dict[str, Any] | None = None
+        self.record: Record | None = None
 
     @property
     def signal_name(self) -> str:
@@ -112,7 +113,7 @@ def take_pending() -> int | None:
     return _pending.pop() if _pending else None
 
 
-def exit_code(status: str | None, err: BaseException | None = None) -> int:
+def exit_code(status: Status | None, err: BaseException | None = None) -> int:
     """The one map from how a run ended to its process's (and its W&B run's) exit code: 128 +
     signal for a signal (Interrupted; 130 for a bare KeyboardInterrupt), 0 for `ok`, else 1."""
     if isinstance(err, Interrupted):

@@ -12,22 +12,19 @@ from omegaconf import OmegaConf
 
 from ..core.metric_registry import HEADLINE_METRICS, is_correlation
 from .provenance import LAUNCH_ENV, git_state
-from .record import SUMMARY_FILE, Status, effective_status, read_summary
+from .record import SUMMARY_FILE, Record, Status, effective_status, read_record
 from .rundir import SUPERSEDED_DIR, config_changes, lock_is_held
-
-# Statuses that make a sweep exit 1 (with diverged): the job did not produce its result.
-UNFINISHED = (Status.FAILED, Status.INTERRUPTED, Status.STALE, Status.RUNNING, "no summary")
 
 
 def _number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, int | float) and math.isfinite(value) else "n/a"
 
 
-def corr_step(summary: dict[str, Any]) -> int | None:
+def corr_step(record: Record) -> int | None:
     """The step whose values `final` holds for corr/* metrics: they are measured at step 0, every
     `corr_every` steps and at the last step (`steps`), so the last of those up to `last_step`.
     None when the record has no last step or no config to tell."""
-    last, cfg = summary.get("last_step"), summary.get("config") or {}
+    last, cfg = record.last_step, record.config
     steps, every = cfg.get("steps"), cfg.get("corr_every")
     if type(last) is not int or type(steps) is not int:
         return None
@@ -36,45 +33,44 @@ def corr_step(summary: dict[str, Any]) -> int | None:
     return last // every * every if type(every) is int and every > 0 else 0
 
 
-def metrics_text(summary: dict[str, Any]) -> str:
-    """`lin/func_rmse_test <final>  corr/C02 <final> (step <t>)`: final values (n/a where not
-    logged or not finite); corr/C02 names the step it was measured at (corr_step), which for
-    an interrupted or diverged run may be step 0."""
-    final = summary.get("final") or {}
+def metrics_text(record: Record) -> str:
+    """`lin/func_rmse_test <final>  corr/C02 <final> (step <t>)`: the record's final values (n/a
+    where not logged or not finite); corr/C02 names the step it was measured at (corr_step),
+    which for an interrupted or diverged run may be step 0."""
     texts = []
     for key in HEADLINE_METRICS:
-        text = f"{key} {_number(final.get(key))}"
-        step = corr_step(summary) if is_correlation(key) else None
+        text = f"{key} {_number(record.final.get(key))}"
+        step = corr_step(record) if is_correlation(key) else None
         texts.append(text + (f" (step {step})" if step is not None and not text.endswith("n/a") else ""))
     return "  ".join(texts)
 
 
-def outcome_text(summary: dict[str, Any]) -> str:
-    """`ok`, or the status with the reason: `diverged at step 40: …`, `failed: OSError: …`,
+def outcome_text(record: Record) -> str:
+    """`ok`, or the record's status with the reason: `diverged at step 40: …`, `failed: OSError: …`,
     `interrupted by SIGTERM (last step 120)`."""
-    status, message = effective_status(summary), summary.get("message")
-    if status == "ok" or not message:
-        text = status
+    status, message = effective_status(record), record.message
+    if status == Status.OK or not message:
+        text = str(status)
     else:
         text = message if message.startswith(status) else f"{status}: {message}"
     notes = []
-    if status in (Status.INTERRUPTED, Status.STALE) and summary.get("last_step") is not None:
-        notes.append(f"last step {summary['last_step']}")
-    if status != Status.OK and summary.get("checkpoint_step") is not None:
-        notes.append(f"checkpoint at step {summary['checkpoint_step']}")
+    if status in (Status.INTERRUPTED, Status.STALE) and record.last_step is not None:
+        notes.append(f"last step {record.last_step}")
+    if status != Status.OK and record.checkpoint_step is not None:
+        notes.append(f"checkpoint at step {record.checkpoint_step}")
     return text + (f" ({', '.join(notes)})" if notes else "")
 
 
-def resumes_text(summary: dict[str, Any]) -> str:
+def resumes_text(record: Record) -> str:
     """`resumed 2× (from step 40, 80)` for a run continued from checkpoints ('' for none)."""
-    steps = summary.get("resumed_from") or []
+    steps = record.resumed_from
     return f"resumed {len(steps)}× (from step {', '.join(map(str, steps))})" if steps else ""
 
 
-def closing_line(summary: dict[str, Any], run_dir: str | Path | None = None) -> str:
-    """A run's last line: status (and why), the final lin/func_rmse_test and corr/C02, run dir
-    (left out for a sweep job, whose label already names its dir)."""
-    return f"{outcome_text(summary)}  {metrics_text(summary)}" + (f"  {run_dir}" if run_dir else "")
+def closing_line(record: Record, run_dir: str | Path | None = None) -> str:
+    """A run's last line, from its record: status (and why), the final lin/func_rmse_test and
+    corr/C02, run dir (left out for a sweep job, whose label already names its dir)."""
+    return f"{outcome_text(record)}  {metrics_text(record)}" + (f"  {run_dir}" if run_dir else "")
 
 
 def _mtime(path: Path) -> int | None:
@@ -113,7 +109,7 @@ class SweepSummary(Callback):
         self.sweep_dir: Path | None = None
         self.launch: str | None = None
         self.before: dict[Path, tuple[int | None, int | None, set[str]]] = {}
-        self.summaries: dict[Path, dict[str, Any] | None] = {}   # what row() read, per job
+        self.records: dict[Path, Record | None] = {}   # what row() read, per job
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -121,38 +117,38 @@ class SweepSummary(Callback):
         self.before = {d: (_mtime(d / ".hydra" / "overrides.yaml"), _mtime(d / SUMMARY_FILE),
                            _superseded(d)) for d in _job_dirs(self.sweep_dir)}
 
-    def row(self, job: Path) -> tuple[str, str, dict[str, tuple[Any, Any]]]:
+    def row(self, job: Path) -> tuple[Status, str, dict[str, tuple[Any, Any]]]:
         """(status, detail, config changes that made it re-run) of a job this multirun launched."""
         _, summary_time, superseded = self.before.get(job, (None, None, set()))
-        summary = self.summaries[job] = read_summary(job)
+        record = self.records[job] = read_record(job)
         held = lock_is_held(job)
-        if summary is None:
+        if record is None:
             if held:
-                return "elsewhere", "running elsewhere (no record yet)", {}
+                return Status.ELSEWHERE, "running elsewhere (no record yet)", {}
             unreadable = (job / SUMMARY_FILE).exists()
             return (Status.FAILED, "summary.json is not a readable record", {}) if unreadable \
-                else ("no summary", "", {})
-        status = effective_status(summary, held)
-        prov = summary.get("provenance") or {}
+                else (Status.NO_SUMMARY, "", {})
+        status = effective_status(record, held)
+        prov = record.provenance
         untouched = _mtime(job / SUMMARY_FILE) == summary_time
-        if status == "ok" and untouched:
-            return "skipped", metrics_text(summary), {}
+        if status == Status.OK and untouched:
+            return Status.SKIPPED, metrics_text(record), {}
         # Without a launch id (a callback used outside run.py): a record written since the start.
         mine = prov.get("launch") == self.launch if self.launch is not None else not untouched
         if not mine:
             who = f"pid {prov.get('pid')} on {prov.get('host')}"
-            if status == "ok":  # finished by another process meanwhile: this sweep skipped it
-                return "skipped", f"{metrics_text(summary)}  (run by {who})", {}
+            if status == Status.OK:  # finished by another process meanwhile: this sweep skipped it
+                return Status.SKIPPED, f"{metrics_text(record)}  (run by {who})", {}
             if held:
-                return "elsewhere", f"running elsewhere ({who})", {}
+                return Status.ELSEWHERE, f"running elsewhere ({who})", {}
             # The other process is done with it and left it unfinished: no one will finish it.
-            return status, f"{outcome_text(summary)}  (run by {who})", {}
-        detail = metrics_text(summary) if status == "ok" else outcome_text(summary)
-        detail += f"  {resumes_text(summary)}" if summary.get("resumed_from") else ""
+            return status, f"{outcome_text(record)}  (run by {who})", {}
+        detail = metrics_text(record) if status == Status.OK else outcome_text(record)
+        detail += f"  {resumes_text(record)}" if record.resumed_from else ""
         changes: dict[str, tuple[Any, Any]] = {}
         for name in sorted(_superseded(job) - superseded):
-            old = read_summary(job / SUPERSEDED_DIR / name)
-            changes.update(config_changes((old or {}).get("config") or {}, summary.get("config") or {}))
+            old = read_record(job / SUPERSEDED_DIR / name)
+            changes.update(config_changes({} if old is None else old.config, record.config))
         return status, detail, changes
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
@@ -164,15 +160,15 @@ class SweepSummary(Callback):
                 continue                       # not part of this multirun
             rows.append((job, *self.row(job)))
         counts = Counter(status for _, status, *_ in rows)
-        order = ["skipped", "ok", "diverged", *UNFINISHED, "elsewhere"]
-        names = {"skipped": "skipped (already ok)", "elsewhere": "running elsewhere"}
+        order = [Status.SKIPPED, Status.OK, Status.DIVERGED, *Status.unfinished(), Status.ELSEWHERE]
+        names = {Status.SKIPPED: "skipped (already ok)", Status.ELSEWHERE: "running elsewhere"}
         tally = ", ".join(f"{counts[s]} {names.get(s, s)}" for s in order if counts[s])
         lines = [f"wcntk: sweep {self.sweep_dir}: {len(rows)} jobs: {tally or 'none'}"]
         width = max((len(str(job.relative_to(self.sweep_dir))) for job, *_ in rows), default=0)
         for job, status, detail, _ in rows:
             lines.append(f"  {status:<11} {str(job.relative_to(self.sweep_dir)):<{width}}  {detail}".rstrip())
-        resumed = [len((self.summaries.get(job) or {}).get("resumed_from") or [])
-                   for job, status, *_ in rows if status not in ("skipped", "elsewhere")]
+        resumed = [len(self.records[job].resumed_from) for job, status, *_ in rows
+                   if status not in (Status.SKIPPED, Status.ELSEWHERE) and self.records[job] is not None]
         resumed = [n for n in resumed if n]
         if resumed:
             lines.append(f"  {len(resumed)} jobs continued from checkpoints ({sum(resumed)} resumes: "
@@ -183,8 +179,8 @@ class SweepSummary(Callback):
             lines.append(f"  {len(changed)} jobs re-ran because their config changed ({', '.join(keys)}); "
                          f"their previous records are in <job dir>/{SUPERSEDED_DIR}/")
         commit = git_state()[0]
-        recorded = {job: ((self.summaries.get(job) or {}).get("provenance") or {}).get("git_commit")
-                    for job, status, *_ in rows if status == "skipped"}
+        recorded = {job: self.records[job].provenance.get("git_commit")
+                    for job, status, *_ in rows if status == Status.SKIPPED}
         other_code = [job for job, made_by in recorded.items() if made_by not in (None, commit)]
         if commit is not None and other_code:
             lines.append(f"  warning: {len(other_code)} skipped jobs were recorded by another git commit "
@@ -203,6 +199,6 @@ SWEEP_EXIT_CODES = {0: "every job ok or skipped (already ok)",
 
 def sweep_exit_code(counts: Counter) -> int:
     """SWEEP_EXIT_CODES for the closing table's counts of each status."""
-    if any(counts[s] for s in ("diverged", *UNFINISHED)):
+    if any(counts[s] for s in (Status.DIVERGED, *Status.unfinished())):
         return 1
-    return 3 if counts["elsewhere"] else 0
+    return 3 if counts[Status.ELSEWHERE] else 0

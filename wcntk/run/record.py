@@ -1,4 +1,5 @@
-"""A run directory's `summary.json`: its layout (Record), its statuses (Status), its one writer
+"""A run directory's `summary.json`: its layout (Record), its statuses (Status, defined in the
+leaf module wcntk.core.status and re-exported here), its one writer
 (write_summary) and its one reader (load_record / read_record), for everyone who reads it:
 the runner, resume, the sweep's table, the report and the dashboard.
 
@@ -22,10 +23,11 @@ Layout of summary.json (Record's fields)::
     checkpoint_step  the step of the run dir's checkpoint.pt (null: none; wcntk.run.checkpoint)
     resumed_from   the steps this run was continued from, one per resume (empty: one attempt)
 
-Records written before `config_validated` existed read as validated. Two more statuses are
-never written but read: `stale` (a `running` record whose writer is gone, effective_status) and
-`unreadable` (a summary.json that is not a record, UnreadableRecord). W&B's run summary holds the
-initial values under INITIAL_PREFIX.
+Keys a record of an older version lacks read as their defaults (Record.from_dict): records
+written before `config_validated` existed read as validated. Status also holds words that are
+never written: `stale` (a `running` record whose writer is gone, effective_status), `unreadable`
+(a summary.json that is not a record, UnreadableRecord) and a sweep table's (wcntk.run.outcome).
+W&B's run summary holds the initial values under INITIAL_PREFIX.
 
 Bookkeeping keys are config keys that never change a run's numbers: they stay out of sweep
 job-dir names and are never a "setting" of the report (which also ignores width and seed,
@@ -39,32 +41,13 @@ import secrets
 import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from ..core.metric_registry import INITIAL
+from ..core.status import Status
 from .provenance import provenance
 
-
-class Status(StrEnum):
-    """Every status a run has: the five a record is written with, and two a reader derives.
-    A StrEnum: each member is its plain string (`Status.OK == "ok"`; JSON stores "ok")."""
-
-    RUNNING = "running"
-    OK = "ok"
-    DIVERGED = "diverged"
-    FAILED = "failed"
-    INTERRUPTED = "interrupted"
-    STALE = "stale"              # read: `running`, but its writer is gone (effective_status)
-    UNREADABLE = "unreadable"    # read: summary.json is not a record (UnreadableRecord)
-
-    @classmethod
-    def written(cls) -> tuple[Status, ...]:
-        return (cls.RUNNING, cls.OK, cls.DIVERGED, cls.FAILED, cls.INTERRUPTED)
-
-
-STATUSES: tuple[str, ...] = tuple(Status.written())   # what summary.json's `status` may say
 INITIAL_PREFIX = INITIAL   # initial (step 0) values next to the final ones (W&B's run summary)
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"   # wcntk.run.checkpoint
@@ -101,32 +84,33 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def effective_status(summary: Mapping[str, Any], lock_held: bool | None = None) -> str:
-    """The summary's status, except a `running` one whose process is gone (SIGKILL, crash):
-    "stale". `lock_held` is whether the run dir's writer lock is held (wcntk.run.rundir.lock_is_held):
-    a free lock means stale wherever the process ran; without a lock file (None) only a process
-    on this host can be checked, elsewhere `running` is kept."""
-    status = summary.get("status") or "unknown"
-    if status != Status.RUNNING or lock_held:
-        return status
+def effective_status(record: Record, lock_held: bool | None = None) -> Status:
+    """The record's status, except a `running` one whose process is gone (SIGKILL, crash):
+    Status.STALE. `lock_held` is whether the run dir's writer lock is held
+    (wcntk.run.rundir.lock_is_held): a free lock means stale wherever the process ran; without a
+    lock file (None) only a process on this host can be checked, elsewhere `running` is kept."""
+    if record.status != Status.RUNNING or lock_held:
+        return record.status
     if lock_held is False:
         return Status.STALE
-    prov: dict[str, Any] = summary.get("provenance") or {}
-    pid, host = prov.get("pid"), prov.get("host")
+    pid, host = record.provenance.get("pid"), record.provenance.get("host")
     if isinstance(pid, int) and host == socket.gethostname() and not _process_alive(pid):
         return Status.STALE
-    return status
+    return record.status
 
 
 class UnreadableRecord(ValueError):
     """A summary.json that cannot be read, or is not a record; the message says why."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
-    """summary.json, typed (see the module docstring for each field)."""
+    """summary.json, typed (see the module docstring for each field): what a run, resume, the
+    sweep's table and the report pass around. Slotted, so a misspelt field is an error:
+    `record.stauts = ...` raises AttributeError, `Record(stauts=...)` TypeError; `status` is
+    always a Status (a plain string given is converted: ValueError for an unknown word)."""
 
-    status: str = Status.RUNNING
+    status: Status = Status.RUNNING
     message: str | None = None
     diverged_step: int | None = None
     last_step: int | None = None
@@ -140,6 +124,9 @@ class Record:
     checkpoint_step: int | None = None
     resumed_from: list[int] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.status = Status(self.status)
+
     @classmethod
     def new(cls, config: dict[str, Any], validated: bool = True) -> Record:
         """A `running` record of `config`, its provenance taken now."""
@@ -148,13 +135,17 @@ class Record:
     @classmethod
     def from_dict(cls, data: Any) -> Record:
         """The Record of parsed JSON; UnreadableRecord (why) when it is not one (not_a_record).
-        Keys a record of an older version lacks take their defaults; unknown keys are dropped."""
+        Keys a record of an older version lacks take their defaults, and so do keys it holds as
+        null where the default is not null (facts, provenance, resumed_from, config_validated);
+        unknown keys are dropped."""
         if (why := not_a_record(data)) is not None:
             raise UnreadableRecord(f"not a record ({why})")
-        names = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in names})
+        known = {f.name: f for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items()
+                      if key in known and (value is not None or known[key].default is None)})
 
     def to_dict(self) -> dict[str, Any]:
+        """The plain dict summary.json holds (status a Status, which JSON writes as its word)."""
         return asdict(self)
 
 
@@ -166,8 +157,8 @@ def not_a_record(data: Any) -> str | None:
     in a validated config."""
     if not isinstance(data, dict):
         return f"a JSON {type(data).__name__}, not an object"
-    if data.get("status") not in STATUSES:
-        return f"status {data.get('status')!r} is none of {', '.join(STATUSES)}"
+    if data.get("status") not in Status.written():
+        return f"status {data.get('status')!r} is none of {', '.join(Status.written())}"
     for key in ("config", "initial", "final"):
         if not isinstance(data.get(key, {}), dict):
             return f"{key} is not an object"
@@ -199,12 +190,6 @@ def read_record(run_dir: str | Path) -> Record | None:
         return None
 
 
-def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
-    """read_record as the plain dict summary.json holds (what the run layer passes around)."""
-    record = read_record(run_dir)
-    return None if record is None else record.to_dict()
-
-
 def _json_default(obj: Any) -> Any:
     if hasattr(obj, "item"):
         return obj.item()
@@ -229,10 +214,11 @@ def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
         raise
 
 
-def write_summary(run_dir: str | Path, record: Record | Mapping[str, Any], atomic: bool = True) -> None:
-    """The one writer of summary.json: atomically (write_json_atomic), or, with atomic=False,
-    by rewriting the file in place (on a full disk, which has no room for a temp file)."""
-    data = record.to_dict() if isinstance(record, Record) else record
+def write_summary(run_dir: str | Path, record: Record, atomic: bool = True) -> None:
+    """The one writer of summary.json: `record` atomically (write_json_atomic), or, with
+    atomic=False, by rewriting the file in place (on a full disk, which has no room for a temp
+    file)."""
+    data = record.to_dict()
     path = Path(run_dir) / SUMMARY_FILE
     if atomic:
         write_json_atomic(path, data)

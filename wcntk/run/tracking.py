@@ -175,30 +175,34 @@ class WandbLog:
         if self.run is not None:
             self.run.config.update(values, allow_val_change=True)
 
-    def finish(self, summary: dict[str, Any], exit_code: int) -> None:
-        """Final values under their metric names, initial ones as `initial/<metric>` (INITIAL_PREFIX; so W&B
-        panels can plot both against config.width), status, last_step, wall time."""
+    def finish(self, record: Record, exit_code: int) -> None:
+        """The W&B run's summary from `record`: final values under their metric names, initial
+        ones as `initial/<metric>` (INITIAL_PREFIX; so W&B panels can plot both against
+        config.width), status, message, last_step, wall time; then the run ends with exit_code."""
         if self.run is None:
             return
-        values = {**summary.get("final", {}),
-                  **{INITIAL_PREFIX + key: value for key, value in summary.get("initial", {}).items()},
-                  **{key: summary.get(key) for key in ("status", "message", "last_step", "wall_time_s")}}
+        values = {**record.final,
+                  **{INITIAL_PREFIX + key: value for key, value in record.initial.items()},
+                  "status": record.status.value,   # W&B would store a Status as its name, "OK"
+                  "message": record.message, "last_step": record.last_step, "wall_time_s": record.wall_time_s}
         self.run.summary.update(values)
         self.run.finish(exit_code=exit_code)
 
 
-def write_invalid_setting_record(run_dir: Path, raw_config: dict[str, Any], message: str) -> dict[str, Any]:
-    """Record a job whose settings failed validation: status `failed`, `message`, and the raw
-    composed config it was asked to run, marked `config_validated: false` (so its width, seed
-    and settings are those of the job, never blanks the report would mistake for a setting)."""
+def write_invalid_setting_record(run_dir: Path, raw_config: dict[str, Any], message: str) -> Record:
+    """Record a job whose settings failed validation, and return that record: status `failed`,
+    `message`, and the raw composed config it was asked to run, marked `config_validated: false`
+    (so its width, seed and settings are those of the job, never blanks the report would mistake
+    for a setting)."""
     record = Record.new(raw_config, validated=False)
     record.status, record.message = Status.FAILED, message
     write_summary(run_dir, record)
-    return record.to_dict()
+    return record
 
 
 class RunRecorder:
     """Context manager that owns a run directory's outputs (summary.json: wcntk.run.record's layout).
+    `record` is the run's Record as it stands; summary.json is written from it.
 
     On entry summary.json says `running` with the full config and provenance (rewritten with the
     facts and after step 0 with the initial values). Inside the block
@@ -214,7 +218,7 @@ class RunRecorder:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.label = label
-        self.summary: dict[str, Any] = Record.new(config).to_dict()
+        self.record = Record.new(config)
         self.exit_code = 0
         self.wandb_log: WandbLog | None = None
         self.start = time.perf_counter()
@@ -225,17 +229,18 @@ class RunRecorder:
             self.csv = CsvLog(self.run_dir / "metrics.csv", metric_names)
         else:  # a checkpoint's recorder_state (wcntk.run.checkpoint), `step` added
             self.csv = CsvLog(self.run_dir / "metrics.csv", metric_names, keep=resume["csv_bytes"])
-            self.summary.update(initial=dict(resume["initial"]), final=dict(resume["final"]),
-                                last_step=resume["last_step"], checkpoint_step=resume["step"],
-                                resumed_from=[*resume["resumed_from"], resume["step"]])
+            r = self.record
+            r.initial, r.final = dict(resume["initial"]), dict(resume["final"])
+            r.last_step, r.checkpoint_step = resume["last_step"], resume["step"]
+            r.resumed_from = [*resume["resumed_from"], resume["step"]]
             self.wall_before = resume["wall_time_s"]
         self.write_summary()
 
     def recorder_state(self) -> dict[str, Any]:
         """What a checkpoint keeps of the record, to continue it (RunRecorder's `resume`)."""
-        s = self.summary
-        return {"initial": s["initial"], "final": s["final"], "last_step": s["last_step"],
-                "csv_bytes": self.csv.size, "resumed_from": s["resumed_from"],
+        r = self.record
+        return {"initial": r.initial, "final": r.final, "last_step": r.last_step,
+                "csv_bytes": self.csv.size, "resumed_from": r.resumed_from,
                 "wall_time_s": self.wall_time()}
 
     def wall_time(self) -> float:
@@ -246,12 +251,12 @@ class RunRecorder:
         return self.run_dir / SUMMARY_FILE
 
     def write_summary(self) -> None:
-        write_summary(self.run_dir, self.summary)
+        write_summary(self.run_dir, self.record)
 
     def wandb_config(self) -> dict[str, Any]:
         """What W&B gets as its config: the full config, plus `facts` and `provenance`."""
-        s = self.summary
-        return {**s["config"], "facts": s["facts"], "provenance": s["provenance"]}
+        r = self.record
+        return {**r.config, "facts": r.facts, "provenance": r.provenance}
 
     def start_wandb(self, mode: str, **kwargs: Any) -> None:
         self.wandb_log = WandbLog(mode, config=self.wandb_config(), run_dir=self.run_dir, label=self.label,
@@ -267,9 +272,9 @@ class RunRecorder:
         with deferred_signals():  # the CSV row and last_step/initial/final change together
             self.csv.log(step, metrics)
             if step == 0:
-                self.summary["initial"] = dict(values)
-            self.summary["final"].update(values)
-            self.summary["last_step"] = step
+                self.record.initial = dict(values)
+            self.record.final.update(values)
+            self.record.last_step = step
         if step == 0:  # a run killed later (SIGKILL) still records its initial values
             self.write_summary()
         if self.wandb_log is not None:
@@ -277,13 +282,15 @@ class RunRecorder:
 
     def set_facts(self, facts: dict[str, Any]) -> None:
         """What the run resolved at run time (effective_lr, n_params, data_source, device)."""
-        self.summary["facts"] = dict(facts)
+        self.record.facts = dict(facts)
         self.write_summary()
         if self.wandb_log is not None:
-            self.wandb_log.update_config({"facts": self.summary["facts"]})
+            self.wandb_log.update_config({"facts": self.record.facts})
 
-    def set_result(self, status: str, message: str | None, diverged_step: int | None) -> None:
-        self.summary.update(status=status, message=message, diverged_step=diverged_step)
+    def set_result(self, status: Status, message: str | None, diverged_step: int | None) -> None:
+        """How training ended (Trainer.run's ok or diverged), written as the block exits."""
+        r = self.record
+        r.status, r.message, r.diverged_step = status, message, diverged_step
         self.exit_code = exit_code(status)
 
     def __enter__(self) -> RunRecorder:
@@ -294,15 +301,15 @@ class RunRecorder:
             status = ended_status(exc)
             message = (str(exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT))
                        if status == Status.INTERRUPTED else _short(exc))
-            self.summary.update(status=status, message=message)
+            self.record.status, self.record.message = status, message
             self.exit_code = exit_code(status, exc)
         try:
             self.csv.close()
         except OSError:
             pass
-        self.summary["wall_time_s"] = self.wall_time()
+        self.record.wall_time_s = self.wall_time()
         self.finish_summary(raise_errors=exc is None)
-        if exc is not None and self.summary["status"] == Status.FAILED:
+        if exc is not None and self.record.status == Status.FAILED:
             path = self.run_dir / "traceback.txt"
             try:
                 path.write_text("".join(traceback.format_exception(exc)))
@@ -310,12 +317,12 @@ class RunRecorder:
                 path.unlink(missing_ok=True)
         if self.wandb_log is not None:
             try:
-                self.wandb_log.finish(self.summary, self.exit_code)
+                self.wandb_log.finish(self.record, self.exit_code)
             except Exception as err:  # noqa: BLE001 - the record on disk is complete already
                 say(f"W&B finish failed: {_short(err)}", self.label)
         if exc is not None:
             try:
-                exc.summary = self.summary  # the record, also when it could not be written
+                exc.record = self.record  # also when it could not be written
             except AttributeError:
                 pass
         return False
@@ -329,7 +336,7 @@ class RunRecorder:
         except OSError:
             pass
         try:
-            write_summary(self.run_dir, self.summary, atomic=False)
+            write_summary(self.run_dir, self.record, atomic=False)
         except OSError as err:
             say(f"could not write {self.path}: {_short(err)}", self.label)
             if raise_errors:

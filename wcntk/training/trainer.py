@@ -32,6 +32,7 @@ from ..core.losses import accuracy, get_loss
 from ..core.metric_registry import NET, TRAIN_LOSSES, TWIN, correlation, deviation, model_metric
 from ..core.metrics import deviation_from_outputs, ntk_rel_change, param_rel_change, rms
 from ..core.models import build_model, custom_factory_arguments
+from ..core.status import Status
 from ..core.tf32 import disable_tf32
 from .config import PRECISIONS, OptimizerConfig, TrainConfig, effective_lr, resolve_device, validate_all
 from .data import DataConfig, Dataset, load_dataset
@@ -42,7 +43,7 @@ from .step_graph import Capture, StepChoice, choose_step, cuda_graph_capture
 
 @dataclass
 class RunResult:
-    status: str                        # ok | diverged
+    status: Status                     # Status.OK | Status.DIVERGED
     message: str | None
     diverged_step: int | None
     initial: dict[str, float]
@@ -272,7 +273,7 @@ class Trainer:
         load_state_dict the run continues from the restored step."""
         steps, start = self.cfg.steps, self.start_step
         initial, final = self.initial, self.final  # empty, or restored by load_state_dict
-        status, message, bad_step = "ok", None, None
+        status, message, bad_step = Status.OK, None, None
         self.warn_unstable_lr()
         bar = progress_bar(steps, self.cfg.progress, label)
         if start:
@@ -293,7 +294,7 @@ class Trainer:
                                     func_rmse=f"{values[deviation('func_rmse', 'train')]:.3g}", refresh=False)
                     why = divergence(values, initial, self.cfg.diverge_factor)
                     if why is not None:
-                        status, bad_step = "diverged", t
+                        status, bad_step = Status.DIVERGED, t
                         message = (f"diverged at step {t}: {why}; lower optimizer.lr "
                                    f"(effective lr {self.lr:g})")
                         break

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ...core.metric_registry import stage_column as metric_column  # a bare name → initial/ or final/
+from ...core.status import Status
 from ...run.record import (
     SUMMARY_FILE,
     UnreadableRecord,
@@ -70,12 +71,12 @@ def has_curves(job_dir: Path) -> bool:
     return path.is_file() and path.stat().st_size > 0
 
 
-def wandb_file_problem(job_dir: Path, status: str) -> str:
+def wandb_file_problem(job_dir: Path, status: Status) -> str:
     """"<name> truncated (no exit record)" for an offline W&B run file of a job that finished
     (status ok, diverged, failed or interrupted) whose records end before W&B's exit record, or
     that cannot be parsed; "" otherwise (and when W&B is not installed)."""
     files = sorted(job_dir.glob("wandb/*run-*/run-*.wandb"))
-    if not files or status not in ("ok", "diverged", "failed", "interrupted") or find_spec("wandb") is None:
+    if not files or status not in Status.ended() or find_spec("wandb") is None:
         return ""
     from ..wandb_records import read_records
     for f in files:
@@ -87,29 +88,30 @@ def wandb_file_problem(job_dir: Path, status: str) -> str:
     return ""
 
 
-def _read_summary(path: Path, root: Path) -> dict:
+def _job_row(path: Path, root: Path) -> dict:
+    """The runs-table row of the summary.json at `path` (collect's columns), from its Record; a
+    row with status "unreadable" and why, when it holds none."""
     row = {"job_dir": path.parent.relative_to(root).as_posix()}
     try:
-        s = load_record(path).to_dict()
+        record = load_record(path)
     except UnreadableRecord as e:
-        return {**row, "status": "unreadable", "message": str(e)}
-    row.update(status=effective_status(s), message=s.get("message"),
-               diverged_step=s.get("diverged_step"), last_step=s.get("last_step"),
-               config_validated=s.get("config_validated") is not False)
-    if row["status"] == "stale":
+        return {**row, "status": Status.UNREADABLE, "message": str(e)}
+    row.update(status=effective_status(record), message=record.message,
+               diverged_step=record.diverged_step, last_step=record.last_step,
+               config_validated=record.config_validated is not False)
+    if row["status"] == Status.STALE:
         row["message"] = row["message"] or "status running, but its process is gone (killed?)"
     problems = [p for p in (metrics_csv_problem(path.parent / "metrics.csv")
                             if (path.parent / "metrics.csv").is_file() else "",
                             wandb_file_problem(path.parent, row["status"])) if p]
     row["record_problems"] = "; ".join(problems)
-    config = dict(flatten(s.get("config") or {}))
-    for k, v in config.items():
+    for k, v in flatten(record.config):
         row[k] = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
-    for k, v in (s.get("facts") or {}).items():
+    for k, v in record.facts.items():
         row[f"facts.{k}"] = v
-    row["wall_time_s"] = _number(s.get("wall_time_s"))
-    row.update({f"initial/{k}": _number(v) for k, v in (s.get("initial") or {}).items()})
-    row.update({f"final/{k}": _number(v) for k, v in (s.get("final") or {}).items()})
+    row["wall_time_s"] = _number(record.wall_time_s)
+    row.update({f"initial/{k}": _number(v) for k, v in record.initial.items()})
+    row.update({f"final/{k}": _number(v) for k, v in record.final.items()})
     return row
 
 
@@ -127,7 +129,7 @@ def collect(sweep_dir) -> pd.DataFrame:
     root = Path(sweep_dir)
     paths = sorted((p for p in root.rglob(SUMMARY_FILE) if SUPERSEDED_DIR not in p.relative_to(root).parts),
                    key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.as_posix())])
-    rows = [_read_summary(p, root) for p in paths]
+    rows = [_job_row(p, root) for p in paths]
     if not rows:
         raise FileNotFoundError(f"no summary.json below {root}")
     runs = pd.DataFrame(rows)
@@ -166,7 +168,7 @@ def validated(runs: pd.DataFrame) -> pd.Series:
     """Rows whose config was validated and run: not unreadable, not failed, and not marked
     config_validated false (a failed-validation record carries the raw config it was asked
     to run)."""
-    return ~runs["status"].isin(("unreadable", "failed")) & (runs["config_validated"] != False)  # noqa: E712
+    return ~runs["status"].isin((Status.UNREADABLE, Status.FAILED)) & (runs["config_validated"] != False)  # noqa: E712
 
 
 def setting_columns(runs: pd.DataFrame) -> list[str]:
@@ -191,7 +193,7 @@ def with_settings(runs: pd.DataFrame) -> pd.DataFrame:
     names = setting_labels(cols)
 
     def label(row) -> str:
-        if row["status"] == "unreadable":
+        if row["status"] == Status.UNREADABLE:
             return "(unreadable)"
         return ", ".join(f"{names[c]}={_fmt(row[c])}" for c in cols) or "all"
 
@@ -231,7 +233,7 @@ def _missing(v) -> bool:
 
 def failures(runs: pd.DataFrame) -> pd.DataFrame:
     """Every job whose status is not "ok", with its setting, width, seed and message."""
-    bad = runs[runs["status"] != "ok"]
+    bad = runs[runs["status"] != Status.OK]
     cols = ["setting", "width", "seed", "status", "last_step", "diverged_step", "message", "job_dir"]
     return bad[[c for c in cols if c in bad]].sort_values(["setting", "job_dir"]).reset_index(drop=True)
 
@@ -239,7 +241,7 @@ def failures(runs: pd.DataFrame) -> pd.DataFrame:
 def status_counts(runs: pd.DataFrame) -> pd.DataFrame:
     """Jobs per setting and status, with a total column."""
     counts = pd.crosstab(runs["setting"], runs["status"])
-    counts = counts[sorted(counts.columns, key=lambda s: (s != "ok", s))]
+    counts = counts[sorted(counts.columns, key=lambda s: (s != Status.OK, s))]
     counts["total"] = counts.sum(axis=1)
     return counts.reset_index()
 

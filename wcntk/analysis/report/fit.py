@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from ...core.metric_registry import CORRELATIONS, DEVIATIONS, REPORT_METRICS
+from ...core.status import Status
 from ..asymptotic import MIN_TAIL_WIDTHS, choose_n_min, local_slopes
 from ..powerlaw import fit_power_law, fit_power_law_by_seed
 from ..theory import Expectation, expected, expected_ratio
@@ -181,7 +182,7 @@ def fit_slopes(runs: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, min
     fit). per_width: mean and s.e. over seeds, in_fit (width ≥ n_min). local: the local slopes
     of :func:`wcntk.analysis.asymptotic.local_slopes`, in_fit when both widths are ≥ n_min."""
     cols = setting_columns(runs)
-    ok = runs[runs["status"] == "ok"]
+    ok = runs[runs["status"] == Status.OK]
     slope_rows, per_width_parts, local_rows = [], [], []
     for setting in _settings(runs):
         g = ok[ok["setting"] == setting]
@@ -220,7 +221,7 @@ def fit_deviation_vs_correlation(runs: pd.DataFrame, deviations: Sequence[str] =
     is the larger of the two metrics' :func:`regime` (both must be asymptotic for b = β/γ), or
     `min_width`; the fit over all ok jobs beside it (*_all). theory from
     :func:`wcntk.analysis.theory.expected_ratio`."""
-    ok = runs[runs["status"] == "ok"]
+    ok = runs[runs["status"] == Status.OK]
     rows = []
     for setting in _settings(runs):
         g = ok[ok["setting"] == setting]

@@ -12,6 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ...core.metric_registry import DEVIATIONS, LOSS_CURVES
+from ...core.status import Status
 from ..powerlaw import CORRECTION_EXPONENT
 from .collect import _fmt, has_curves, metric_column
 from .fit import ZERO_TOL
@@ -204,7 +205,7 @@ def plot_deviation_vs_correlation(runs: pd.DataFrame, dev: pd.DataFrame) -> Figu
     asymptotic fit over its own range (solid) and the theory's slope anchored at the widest
     width's mean point (dashed: prediction, dash-dot: bound or lower bound)."""
     colors = _setting_colors(runs)
-    ok = runs[runs["status"] == "ok"]
+    ok = runs[runs["status"] == Status.OK]
     devs, corrs = list(dict.fromkeys(dev["deviation"])), list(dict.fromkeys(dev["correlation"]))
     fig = Figure(figsize=(5.6 * len(corrs), 4.4 * len(devs)), layout="constrained")
     axes = fig.subplots(len(devs), len(corrs), squeeze=False)
@@ -261,7 +262,7 @@ def plot_deviation_trajectories(runs: pd.DataFrame, sweep_dir, metrics: Sequence
     one row per setting; None when no ok job has a metrics.csv."""
     root = Path(sweep_dir)
     names = [metric_column(m).split("/", 1)[1] for m in metrics]
-    ok = runs[(runs["status"] == "ok") & runs["job_dir"].map(lambda d: has_curves(root / d))]
+    ok = runs[(runs["status"] == Status.OK) & runs["job_dir"].map(lambda d: has_curves(root / d))]
     settings = [s for s in runs["setting"].cat.categories if (ok["setting"] == s).any()]
     if not settings:
         return None
@@ -305,12 +306,12 @@ def curve_jobs(runs: pd.DataFrame, sweep_dir, width: float | None = None) -> tup
     """(width, one job per setting) for the loss curves: the given width (default: the largest
     width of an ok job, else of any job), first seed, ok jobs preferred, metrics.csv required."""
     root = Path(sweep_dir)
-    ok = runs[runs["status"] == "ok"]
+    ok = runs[runs["status"] == Status.OK]
     if width is None:
         width = (ok if ok["width"].notna().any() else runs)["width"].max()
     cand = runs[(runs["width"] == width)
                 & runs["job_dir"].map(lambda d: has_curves(root / d))]
-    cand = cand.assign(_bad=cand["status"] != "ok").sort_values(["_bad", "seed", "job_dir"])
+    cand = cand.assign(_bad=cand["status"] != Status.OK).sort_values(["_bad", "seed", "job_dir"])
     return width, cand.drop_duplicates("setting").sort_values("setting").drop(columns="_bad")
 
 
@@ -334,7 +335,7 @@ def plot_loss_curves(runs: pd.DataFrame, sweep_dir, width: float | None = None) 
             if positive and ax.lines:
                 ax.set_yscale("log")
                 tidy_log_axis(ax.yaxis, 8)
-            status = "" if job["status"] == "ok" else f" [{job['status']}]"
+            status = "" if job["status"] == Status.OK else f" [{job['status']}]"
             ax.set_title(f"{job['setting']} — seed {_fmt(job['seed'])}, {split}{status}", fontsize=9)
             ax.set_xlabel("step")
             ax.set_ylabel(f"{split} loss")
