@@ -60,6 +60,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..core.losses import get_loss
+
 
 class DatasetName(StrEnum):
     """`dataset.name`."""
@@ -204,8 +206,7 @@ def load_dataset(cfg: DataConfig, *, flatten: bool, loss: str, seed: int,
                  dtype: torch.dtype = torch.float32, device="cpu") -> Dataset:
     """Load, filter, split, preprocess and place the data that ``cfg`` describes."""
     cfg.validate()
-    if loss not in ("mse", "xent"):
-        raise ValueError(f"loss={loss!r} is unknown; choose 'mse' (one-hot targets) or 'xent' (labels)")
+    get_loss(loss)  # an unknown name: ValueError
     generator = torch.Generator().manual_seed(seed)
     if cfg.name == "synthetic":
         x_train, l_train, x_test, l_test = _synthetic(cfg, generator)
