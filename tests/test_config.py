@@ -6,8 +6,10 @@ import dataclasses
 import enum
 import functools
 import json
+import os
 import re
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yaml
@@ -293,7 +295,8 @@ def command_line(argv: list[str]) -> str | None:
     """`python run.py *argv` in-process, for a command line that stops before any job: its
     `wcntk: error: …` line (None when it ends with exit code 0)."""
     try:
-        cli(argv)
+        with mock.patch.dict(os.environ):  # cli sets HYDRA_FULL_ERROR for its process
+            cli(argv)
     except SystemExit as stop:
         assert stop.code in (None, 0) or isinstance(stop.code, str)
         return stop.code or None

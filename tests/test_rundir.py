@@ -474,6 +474,10 @@ def test_a_misspelt_field_or_status_is_an_error_not_a_silent_mismatch():
         Status.OKK                                  # noqa: B018
     with pytest.raises(ValueError):
         Record(status="okk")
+    record.status = "failed"                        # assigned: converted too
+    assert record.status is Status.FAILED
+    with pytest.raises(ValueError):
+        record.status = "okk"
     import wcntk
     assert wcntk.Status is Status and wcntk.Record is Record    # one enum, wherever imported from
 

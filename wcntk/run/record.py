@@ -108,7 +108,8 @@ class Record:
     """summary.json, typed (see the module docstring for each field): what a run, resume, the
     sweep's table and the report pass around. Slotted, so a misspelt field is an error:
     `record.stauts = ...` raises AttributeError, `Record(stauts=...)` TypeError; `status` is
-    always a Status (a plain string given is converted: ValueError for an unknown word)."""
+    always a Status (a plain string given, also by assignment, is converted: ValueError for an
+    unknown word)."""
 
     status: Status = Status.RUNNING
     message: str | None = None
@@ -124,8 +125,8 @@ class Record:
     checkpoint_step: int | None = None
     resumed_from: list[int] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self.status = Status(self.status)
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, Status(value) if name == "status" else value)
 
     @classmethod
     def new(cls, config: dict[str, Any], validated: bool = True) -> Record:
