@@ -90,8 +90,9 @@ def in_process_breakdown(overrides: list[str], run_dir: Path) -> dict[str, float
     t0 = clock()
     from wcntk.core.metric_registry import METRIC_NAMES
     from wcntk.core.models import build_model
+    from wcntk.core.status import Status
     from wcntk.run.config import library_configs
-    from wcntk.run.tracking import RunRecorder, WandbLog
+    from wcntk.run.tracking import RunRecorder
     from wcntk.training.data import load_dataset
     from wcntk.training.trainer import PRECISIONS, Trainer, resolve_device
     T["imports_s"] = clock() - t0
@@ -101,10 +102,12 @@ def in_process_breakdown(overrides: list[str], run_dir: Path) -> dict[str, float
     model_cfg, data_cfg, opt_cfg, train_cfg = library_configs(cfg)
     T["compose_s"] = clock() - t
 
+    recorder = RunRecorder(run_dir, METRIC_NAMES, cfg)
+    recorder.__enter__()
     t = clock()
     w = cfg["wandb"]
-    wandb_log = WandbLog(mode=w["mode"], project=w["project"], group=w["group"], tags=w["tags"],
-                         name="bench-e2e", config=cfg, run_dir=run_dir, entity=w["entity"])
+    recorder.start_wandb(w["mode"], project=w["project"], group=w["group"], tags=w["tags"],
+                         name="bench-e2e", entity=w["entity"])
     T["wandb_init_s"] = clock() - t
 
     device, dtype = resolve_device(train_cfg.device), PRECISIONS[train_cfg.precision]
@@ -117,7 +120,6 @@ def in_process_breakdown(overrides: list[str], run_dir: Path) -> dict[str, float
     T["model_build_s"] = clock() - t
 
     log_s = [0.0]
-    recorder = RunRecorder(run_dir, METRIC_NAMES, cfg, wandb_log)
 
     def log(step, metrics):
         t = clock()
@@ -127,7 +129,7 @@ def in_process_breakdown(overrides: list[str], run_dir: Path) -> dict[str, float
     t = clock()
     trainer = Trainer(model_cfg, data_cfg, opt_cfg, train_cfg, log=log, data=data)
     T["trainer_setup_s"] = clock() - t        # model build + linearize(train) + linearize(test)
-    recorder.update_config(trainer.facts())
+    recorder.set_facts(trainer.facts())
 
     steps = train_cfg.steps
     n_step = n_eval = n_corr = 0
@@ -148,7 +150,6 @@ def in_process_breakdown(overrides: list[str], run_dir: Path) -> dict[str, float
             values = {k: float(v) for k, v in row.items()}
             sync_s += clock() - t
             trainer.log(s, values)
-            final = values
         if s < steps:
             t = clock()
             trainer.step()
@@ -156,7 +157,7 @@ def in_process_breakdown(overrides: list[str], run_dir: Path) -> dict[str, float
             n_step += 1
     loop_s = clock() - loop_start
     t = clock()
-    recorder.set_result("ok", None, None, {}, final)
+    recorder.set_result(Status.OK, None, None)
     recorder.__exit__(None, None, None)       # summary.json + wandb finish
     T["finish_s"] = clock() - t
     T.update(steps_s=step_s, n_steps=n_step, evaluate_s=eval_s, n_evaluate=n_eval,
@@ -182,13 +183,15 @@ def child_breakdown(threads: int | None, overrides: list[str], run_dir: Path) ->
 
 def warm_wandb_cost(tmp: Path) -> float:
     """Seconds of one offline W&B init + finish once wandb is imported (a reused joblib worker)."""
+    from wcntk.run.record import Record
     from wcntk.run.tracking import WandbLog
     costs = []
     for i in range(2):
+        (tmp / f"warm{i}").mkdir()
         t = time.perf_counter()
         w = WandbLog(mode="offline", project="wcntk", group=None, tags=[], name=f"bench-warm-{i}",
                      config={}, run_dir=tmp / f"warm{i}")
-        w.finish({"final": {}, "status": "ok"}, failed=False)
+        w.finish(Record(status="ok"), exit_code=0)
         costs.append(time.perf_counter() - t)
     return costs[-1]
 
