@@ -1,11 +1,13 @@
 """Train a network and its linearized twin side by side: `python run.py width=4096` in a checkout,
 `python -m wcntk width=4096` (or the `wcntk` command) wherever the package is installed.
 
-The Hydra entry point, and only that: the command line's checks, the run itself and the exit
-codes live in wcntk.run.entry (which see). The configs are the package's `conf` (the checkout's
-top-level conf/, shipped inside the package). The schema is registered in Hydra's ConfigStore as
-this module loads, before Hydra composes anything; from there it reaches the joblib/submitit
-workers, which compose each job's config and name its dir.
+The Hydra entry point, and only that: Hydra parses the command line and composes the config,
+wcntk.run.cli_checks.CommandLineCheck (a callback conf/config.yaml names) checks it before any
+directory exists, and wcntk.run.entry runs the job through run_job and maps how it ended to an
+exit code. The configs are the package's `conf` (the checkout's top-level conf/, shipped inside
+the package). The schema is registered in Hydra's ConfigStore as this module loads, before Hydra
+composes anything; from there it reaches the joblib/submitit workers, which compose each job's
+config and name its dir.
 """
 import os
 import sys
