@@ -46,6 +46,7 @@ from ..core.layers import ModelConfig, functional
 from ..core.models import build_model
 from ..core.ntk import sample_cost
 from ..core.transformer import default_patch_size
+from ..training.config import resolve_device
 from ..training.data import DataConfig, data_shapes
 from .record import flatten
 
@@ -125,12 +126,11 @@ def memory_needed(model: ModelConfig, data: DataConfig, precision_bytes: int) ->
 def free_memory(device: str) -> tuple[str, int | None]:
     """(what, free bytes) of the device a run with `device` (auto | cpu | cuda[:i]) uses;
     None when it cannot be told."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
+    resolved = resolve_device(device)
+    if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            return device, None
-        return device, torch.cuda.mem_get_info(torch.device(device))[0]
+            return str(resolved), None
+        return str(resolved), torch.cuda.mem_get_info(resolved)[0]
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
