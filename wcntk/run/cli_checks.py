@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import sys
 import tempfile
 import traceback
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from ..core.custom import resolve_target, takes_width
+from ..training.progress import say
 from .config import (
     RunConfig,
     config_keys,
@@ -220,8 +220,7 @@ def check_width_reaches_factory(run: RunConfig, given: list, swept: set[str]) ->
     if "width" in swept:
         raise ConfigError(f"{what}: every width of the sweep would build the same network; "
                           f"add a width parameter to the factory")
-    print(f"wcntk: warning: {what}: width={run.width} changes nothing (the record still says it)",
-          file=sys.stderr, flush=True)
+    say(f"warning: {what}: width={run.width} changes nothing (the record still says it)")
 
 
 def pin(config: DictConfig, key: str, value: str) -> None:

@@ -99,8 +99,7 @@ def run_job(cfg: RunConfig | Mapping[str, Any], run_dir: str | Path, resume: boo
     where = None if label else run_dir
     with writer_lock(run_dir):
         if (done := prepare_run_dir(run_dir, config, resume, overwrite, label)) is not None:
-            print(f"wcntk: {f'[{label}] ' if label else ''}skipped (already ok)  {metrics_text(done)}",
-                  flush=True)
+            say(f"skipped (already ok)  {metrics_text(done)}", label, stdout=True)
             return done
         try:
             record = train_and_record(run, run_dir, config, label)
@@ -116,10 +115,7 @@ def run_job(cfg: RunConfig | Mapping[str, Any], run_dir: str | Path, resume: boo
             if getattr(err, "record", None) is not None:  # recorded `failed`
                 say(closing_line(err.record, where), label)
             raise
-    if record.status == Status.OK:
-        print(f"wcntk: {f'[{label}] ' if label else ''}{closing_line(record, where)}", flush=True)
-    else:
-        say(closing_line(record, where), label)
+    say(closing_line(record, where), label, stdout=record.status == Status.OK)
     return record
 
 

@@ -9,11 +9,11 @@ from typing import Any
 from tqdm.auto import tqdm
 
 
-def say(message: str, label: str | None = None) -> None:
-    """One line on stderr, naming the job (its override dirname) when there is one."""
-    line = f"wcntk: [{label}] {message}\n" if label else f"wcntk: {message}\n"
-    sys.stderr.write(line)  # one write: lines of parallel jobs never interleave
-    sys.stderr.flush()
+def say(message: str, label: str | None = None, stdout: bool = False) -> None:
+    """One line on stderr (stdout: a result), naming the job (its override dirname) when there is one."""
+    stream = sys.stdout if stdout else sys.stderr
+    stream.write(f"wcntk: [{label}] {message}\n" if label else f"wcntk: {message}\n")
+    stream.flush()  # one write: lines of parallel jobs never interleave
 
 
 class LineProgress:

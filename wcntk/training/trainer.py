@@ -8,7 +8,6 @@ with α = `lr_width_exponent` and m_param = width for mean_field, 1 otherwise.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,7 +35,7 @@ from ..core.status import Status
 from ..core.tf32 import disable_tf32
 from .config import PRECISIONS, OptimizerConfig, TrainConfig, effective_lr, resolve_device, validate_all
 from .data import DataConfig, Dataset, load_dataset
-from .progress import progress_bar
+from .progress import progress_bar, say
 from .sampler import MinibatchSampler
 from .step_graph import Capture, StepChoice, choose_step, cuda_graph_capture
 
@@ -158,7 +157,7 @@ class Trainer:
             choice = self.graph_step()
             self._step, self.step_mode = choice.step, "graph" if choice.graphed else "eager"
             if choice.note:
-                print(f"wcntk: {choice.note}", file=sys.stderr, flush=True)
+                say(choice.note)
         self._step()
 
     def eager_step(self) -> None:
@@ -320,9 +319,9 @@ class Trainer:
         """One line on stderr when η exceeds the kernel regime's stable limit (a warning only)."""
         limit = self.stable_lr()
         if limit is not None and self.lr > limit:
-            print(f"wcntk: warning: effective lr {self.lr:g} is above 2/λ_max = {limit:.3g} of the initial "
-                  f"NTK on {len(self.x_probe)} training inputs (MSE, {self.opt_cfg.name}): the network "
-                  f"and its twin will likely diverge; lower optimizer.lr", file=sys.stderr, flush=True)
+            say(f"warning: effective lr {self.lr:g} is above 2/λ_max = {limit:.3g} of the initial NTK on "
+                f"{len(self.x_probe)} training inputs (MSE, {self.opt_cfg.name}): the network and its "
+                f"twin will likely diverge; lower optimizer.lr")
 
     # --- checkpoints ----------------------------------------------------------------------
     def state_dict(self, step: int) -> dict[str, object]:
