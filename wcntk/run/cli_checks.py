@@ -117,7 +117,7 @@ def check_run(config: DictConfig) -> None:
     its run dir is checked and, if timestamped, claimed and pinned in `config`."""
     check_keys(config)
     try:
-        run = validate_config(run_config(task_config(config)))
+        run = validate_config(task_config(config))
     except ValueError as err:
         raise ConfigError(str(err)) from None
     check_width_reaches_factory(run, command_line(config), swept=set())
@@ -133,10 +133,11 @@ def check_multirun(config: DictConfig) -> None:
         run = run_config(task_config(config))
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    sweeps = sweep_overrides(config)
+    given = command_line(config)
+    sweeps = sweep_overrides(config, given)
     for override in sweeps:
         check_sweep_values(config, override)
-    check_width_reaches_factory(run, command_line(config), {o.key_or_group for o in sweeps})
+    check_width_reaches_factory(run, given, {o.key_or_group for o in sweeps})
     pin(config, f"hydra.job.env_set.{LAUNCH_ENV}", secrets.token_hex(6))
     claim_run_dir(config, "hydra.sweep.dir", overwrite=False)
 
@@ -170,10 +171,9 @@ def check_keys(config: DictConfig) -> None:
         raise ConfigError(f"~{removed[0]}: a schema key cannot be removed; set it instead ({removed[0]}=…)")
 
 
-def sweep_overrides(config: DictConfig) -> list:
-    """The sweeps of a multirun: the command line's, then a sweep file's (`hydra.sweeper.params`)
-    for keys the command line leaves alone."""
-    given = command_line(config)
+def sweep_overrides(config: DictConfig, given: list) -> list:
+    """The sweeps of a multirun: the command line's (`given`, command_line), then a sweep file's
+    (`hydra.sweeper.params`) for keys the command line leaves alone."""
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
     names = {o.key_or_group for o in given}
     lines = [f"{key}={value}" for key, value in params.items() if key not in names]

@@ -26,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ..training.data import DatasetUnavailable
 from ..training.progress import say
 from .cli_checks import config_error
-from .config import run_config, validate_config
+from .config import validate_config
 from .job import FinishedRecord, run_job
 from .lifecycle import Interrupted, exit_code, interruptible
 from .record import SUMMARY_FILE, Status, read_record
@@ -83,7 +83,7 @@ def run_single(cfg: DictConfig, run_dir: Path) -> None:
     """A single run (its config checked by CommandLineCheck before Hydra made run_dir); exits
     with the run's exit code unless it is ok; a bug's exception goes on up (Hydra shows where)."""
     try:
-        run = validate_config(run_config(cfg))
+        run = validate_config(cfg)
     except ValueError as err:  # valid at the check, not now (the free memory changed)
         remove_if_untouched(run_dir)
         sys.exit(f"wcntk: error: {err}")
@@ -105,7 +105,7 @@ def run_sweep_job(cfg: DictConfig, run_dir: Path, job: str, launcher: DictConfig
     happens it returns, recorded, for the other jobs to go on (the closing table lists it); a
     job whose settings are invalid is recorded `failed` with its one line."""
     try:
-        run = validate_config(run_config(cfg))
+        run = validate_config(cfg)
     except ValueError as err:
         with writer_lock(run_dir):
             old = read_record(run_dir)
