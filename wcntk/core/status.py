@@ -24,6 +24,7 @@ class Status(StrEnum):
     SKIPPED = "skipped"          # already ok: the job's record was kept
     ELSEWHERE = "elsewhere"      # another process holds the job's dir
     NO_SUMMARY = "no summary"    # the job left no summary.json
+    CANCELLED = "cancelled"      # SLURM ended the job before it wrote a record (wcntk.run.launcher)
 
     @classmethod
     def written(cls) -> tuple[Status, ...]:
@@ -38,4 +39,4 @@ class Status(StrEnum):
     @classmethod
     def unfinished(cls) -> tuple[Status, ...]:
         """A sweep job that did not produce its result (with diverged: the sweep exits 1)."""
-        return (cls.FAILED, cls.INTERRUPTED, cls.STALE, cls.RUNNING, cls.NO_SUMMARY)
+        return (cls.FAILED, cls.INTERRUPTED, cls.STALE, cls.RUNNING, cls.NO_SUMMARY, cls.CANCELLED)

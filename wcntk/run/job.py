@@ -105,18 +105,25 @@ def run_job(cfg: RunConfig | Mapping[str, Any], run_dir: str | Path, resume: boo
             record = train_and_record(run, run_dir, config, label)
         except Interrupted as err:
             if err.record is not None:  # else stopped before its record (loading a checkpoint)
-                say(closing_line(err.record, where), label)
+                say(signal_line(err, where), label)
             raise
         except SystemExit as err:  # submitit's requeue (the signal's previous handler) exits instead
             if isinstance(err.__context__, Interrupted) and err.__context__.record is not None:
-                say(closing_line(err.__context__.record, where) + "; requeued", label)
+                say(signal_line(err.__context__, where, "requeued"), label)
             raise
         except Exception as err:
             if getattr(err, "record", None) is not None:  # recorded `failed`
                 say(closing_line(err.record, where), label)
-            raise
+            raise  # (submitit's UncompletedJobError after a signal: the SLURM launcher says it)
     say(closing_line(record, where), label, stdout=record.status == Status.OK)
     return record
+
+
+def signal_line(err: Interrupted, where: Path | None, *notes: str) -> str:
+    """The closing line of a run a signal ended, with `notes` (`requeued`) and what became of its
+    W&B run when W&B's service process got the signal too (RunRecorder)."""
+    notes = (*notes, *filter(None, [getattr(err, "wandb_note", None)]))
+    return "; ".join([closing_line(err.record, where), *notes])
 
 
 def train_and_record(run: RunConfig, run_dir: Path, config: dict[str, Any],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,26 @@ def _mtime(path: Path) -> int | None:
         return None
 
 
+@dataclass
+class Launch:
+    """What a launcher that waits on its jobs itself (wcntk.run.launcher.SweepLauncher) tells the
+    closing table of this process's multirun: every job dir of the launch (-> its SLURM job id,
+    None: not submitted, already ok), how a job ended without a result (SLURM cancelled it, it
+    left the queue, it raised), and the signal that stopped the wait (the jobs went on)."""
+
+    jobs: dict[Path, str | None] = field(default_factory=dict)
+    ended: dict[Path, str] = field(default_factory=dict)
+    stopped: BaseException | None = None
+
+    def reset(self) -> None:
+        self.jobs.clear()
+        self.ended.clear()
+        self.stopped = None
+
+
+LAUNCH = Launch()
+
+
 def _job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(p.parent.parent for p in sweep_dir.glob("**/.hydra/overrides.yaml"))
 
@@ -114,6 +135,7 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         self.launch = OmegaConf.select(config, f"hydra.job.env_set.{LAUNCH_ENV}")
+        LAUNCH.reset()
         self.before = {d: (_mtime(d / ".hydra" / "overrides.yaml"), _mtime(d / SUMMARY_FILE),
                            _superseded(d)) for d in _job_dirs(self.sweep_dir)}
 
@@ -125,6 +147,8 @@ class SweepSummary(Callback):
         if record is None:
             if held:
                 return Status.ELSEWHERE, "running elsewhere (no record yet)", {}
+            if job in LAUNCH.ended:
+                return Status.CANCELLED, f"ended before it wrote a record ({LAUNCH.ended[job]})", {}
             unreadable = (job / SUMMARY_FILE).exists()
             return (Status.FAILED, "summary.json is not a readable record", {}) if unreadable \
                 else (Status.NO_SUMMARY, "", {})
@@ -155,10 +179,17 @@ class SweepSummary(Callback):
         if self.sweep_dir is None:
             return
         rows = []
-        for job in _job_dirs(self.sweep_dir):
-            if _mtime(job / ".hydra" / "overrides.yaml") == self.before.get(job, (None,))[0]:
+        for job in sorted({*_job_dirs(self.sweep_dir), *LAUNCH.jobs}):
+            if job not in LAUNCH.jobs and \
+                    _mtime(job / ".hydra" / "overrides.yaml") == self.before.get(job, (None,))[0]:
                 continue                       # not part of this multirun
-            rows.append((job, *self.row(job)))
+            status, detail, changes = self.row(job)
+            if job in LAUNCH.ended and status != Status.CANCELLED:
+                detail += f"  ({LAUNCH.ended[job]})"
+            elif LAUNCH.stopped is not None and LAUNCH.jobs.get(job) and \
+                    status in (Status.RUNNING, Status.ELSEWHERE, Status.NO_SUMMARY):
+                status, detail = Status.RUNNING, f"still queued or running (SLURM job {LAUNCH.jobs[job]})"
+            rows.append((job, status, detail, changes))
         counts = Counter(status for _, status, *_ in rows)
         order = [Status.SKIPPED, Status.OK, Status.DIVERGED, *Status.unfinished(), Status.ELSEWHERE]
         names = {Status.SKIPPED: "skipped (already ok)", Status.ELSEWHERE: "running elsewhere"}
@@ -185,7 +216,12 @@ class SweepSummary(Callback):
         if commit is not None and other_code:
             lines.append(f"  warning: {len(other_code)} skipped jobs were recorded by another git commit "
                          f"than {commit[:12]} (kept: a code change alone does not re-run a job)")
+        if LAUNCH.stopped is not None:
+            lines.append(f"  stopped waiting ({LAUNCH.stopped}); the jobs still queued or running go on "
+                         f"in SLURM: re-run the same command to collect them (scancel stops them)")
         print("\n".join(lines), flush=True)
+        if LAUNCH.stopped is not None:
+            raise LAUNCH.stopped
         code = sweep_exit_code(counts)
         if code:
             raise SystemExit(code)

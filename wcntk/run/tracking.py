@@ -319,7 +319,11 @@ class RunRecorder:
             try:
                 self.wandb_log.finish(self.record, self.exit_code)
             except Exception as err:  # noqa: BLE001 - the record on disk is complete already
-                say(f"W&B finish failed: {_short(err)}", self.label)
+                if isinstance(exc, Interrupted):  # SLURM signals every process of a job, W&B's service
+                    # too: the run's closing line says so (wcntk.run.job.signal_line)
+                    exc.wandb_note = f"W&B run left unfinished ({_short(err)})"
+                else:
+                    say(f"W&B finish failed: {_short(err)}", self.label)
         if exc is not None:
             try:
                 exc.record = self.record  # also when it could not be written
