@@ -1,19 +1,22 @@
-"""The SLURM launcher (conf/hydra/launcher/slurm.yaml) against a real one-node cluster, the one
-`.ci/slurm_up.sh` starts (Debian's slurm-wlm and munge; `.ci/run` starts it before pytest).
+"""The SLURM launcher (conf/hydra/launcher/slurm.yaml: wcntk.run.launcher) against a real one-node
+cluster, the one `.ci/slurm_up.sh` starts (Debian's slurm-wlm and munge; `.ci/run` starts it
+before pytest).
 
 Where no cluster answers, these tests skip and say why; in CI (`CI` or `WCNTK_SLURM` set) they
 start it with .ci/slurm_up.sh and fail if it cannot start. Each sweep runs from a directory
 outside the checkout, without PYTHONPATH, and every job's record must name this checkout's commit:
 the jobs import the wcntk of the run.py that launched them.
 
-The test cluster keeps no accounting (no slurmdbd), so `sacct` fails and submitit cannot tell a
-cancelled job from a running one: submitit logs "Bypassing sacct error" and the launcher keeps
-waiting for a job that left no result; the scancel test stops the launcher itself.
+The test cluster keeps no accounting (no slurmdbd, so `sacct` fails): the launcher needs none, it
+watches `squeue` and submitit's result files, so a cancelled job ends its wait here as it would
+on a cluster with accounting. The interruptions are sent when a job has logged step 200, not
+timed: a job's start-up takes 10-30 s on a loaded machine.
 """
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import time
@@ -121,84 +124,133 @@ def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None
         time.sleep(0.5)
 
 
-def test_an_array_sweep_ends_ok(slurm, tmp_path):
-    sweep = tmp_path / "sweep"
-    proc = slurm_sweep(sweep, "width=16,32", "seed=0,1", "steps=30")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    table = closing_table(proc.stdout, sweep)
-    assert table[0] == f"wcntk: sweep {sweep}: 4 jobs: 4 ok"
-    assert [row.split()[0] for row in table[1:]] == ["ok"] * 4
-    found = records(sweep)
-    assert sorted((r["config"]["width"], r["config"]["seed"]) for r in found.values()) == \
-        [(16, 0), (16, 1), (32, 0), (32, 1)]
-    for record in found.values():
-        assert record["status"] == "ok" and record["last_step"] == 30
-        assert_this_checkout(record)
-    ids = submitit_jobs(sweep)
-    assert len(ids) == 4 and len({i.split("_")[0] for i in ids}) == 1   # one array job, four tasks
-
-
-def test_scancel_leaves_a_resumable_record_and_the_rerun_continues_it(slurm, tmp_path):
-    sweep = tmp_path / "sweep"
-    args = ["width=16", "seed=0", "steps=2000", "log_every=100"]
-    log = tmp_path / "launcher.log"
+def start_sweep(sweep: Path, *overrides: str) -> tuple[subprocess.Popen, Path]:
+    """slurm_sweep started in the background; its stdout and stderr go to the returned file."""
+    sweep.parent.mkdir(parents=True, exist_ok=True)
+    log = sweep.parent / "launcher.log"
     with open(log, "w") as out:
-        launcher = start_run_py("-m", *TINY, *LAUNCHER, *args, f"hydra.sweep.dir={sweep}", cwd=tmp_path,
-                                env=JOB_ENV, stdout=out, stderr=subprocess.STDOUT)
+        proc = start_run_py("-m", *TINY, *LAUNCHER, *overrides, f"hydra.sweep.dir={sweep}", cwd=sweep.parent,
+                            env=JOB_ENV, stdout=out, stderr=subprocess.STDOUT)
+    return proc, log
+
+
+def stop(launcher: subprocess.Popen) -> None:
+    if launcher.poll() is None:
+        launcher.kill()
+        launcher.wait(30)
+
+
+def task_of(sweep: Path, job: Path) -> str:
+    """The SLURM job id of the task that runs job dir `job` (from submitit's pickle of its overrides)."""
+    for pkl in (sweep / ".submitit").glob("*/*_submitted.pkl"):
+        with open(pkl, "rb") as fh:
+            overrides = pickle.load(fh).args[0]
+        if set(job.name.split(",")) <= set(overrides):
+            return pkl.name.removesuffix("_submitted.pkl")
+    raise AssertionError(f"no submitted task runs {job.name}")
+
+
+def submitit_log(sweep: Path, task: str) -> str:
+    """What the task wrote (submitit's stdout and stderr files), all its attempts."""
+    return "".join(p.read_text() for p in sorted((sweep / ".submitit" / task).glob("*_log.*")))
+
+
+def status_of(job: Path) -> str | None:
     try:
-        job = sweep / "dataset=digits,log_every=100,seed=0,steps=2000,width=16"
+        return json.loads((job / "summary.json").read_text())["status"]
+    except (OSError, ValueError, KeyError):
+        return None
 
-        wait_for(lambda: last_row(job) >= 200, 240, "the job's step 200", launcher)
-        (task,) = submitit_jobs(sweep)
-        subprocess.run(["scancel", task], check=True, timeout=30)
 
-        def interrupted() -> bool:
-            try:
-                return json.loads((job / "summary.json").read_text())["status"] == "interrupted"
-            except (OSError, ValueError, KeyError):
-                return False
-        wait_for(interrupted, 60, "the interrupted record")
-        record = json.loads((job / "summary.json").read_text())
-        assert record["message"] == "interrupted by SIGTERM" and 200 <= record["checkpoint_step"] < 2000
-        assert (job / "checkpoint.pt").is_file()
-        assert_this_checkout(record)
-    finally:   # the launcher cannot see the cancelled job end (no sacct here): stop it
-        launcher.terminate()
-        launcher.wait(60)
+def test_a_job_out_of_requeues_leaves_every_row_and_a_rerun_submits_only_it(slurm, tmp_path):
+    """A 2-job array; the long job gets SIGUSR2 (what SLURM sends before a time limit) with
+    max_num_timeout=0: it checkpoints, submitit does not requeue it, its log has one line and no
+    traceback, and the launcher ends with both rows (exit 1), no traceback. The same command
+    again submits only that job (one task), which continues from its checkpoint to ok."""
+    sweep = tmp_path / "sweep"
+    args = ["width=16", "seed=0", "steps=30,4000", "log_every=100",
+            "hydra.launcher.max_num_timeout=0", "hydra.launcher.timeout_min=10"]  # any SIGUSR2: a timeout
+    short, long = (sweep / f"dataset=digits,log_every=100,seed=0,steps={n},width=16" for n in (30, 4000))
+    launcher, log = start_sweep(sweep, *args)
+    try:
+        wait_for(lambda: last_row(long) >= 200, 240, "the long job's step 200", launcher)
+        subprocess.run(["scancel", "--signal=USR2", task_of(sweep, long)], check=True, timeout=30)
+        launcher.wait(120)
+    finally:
+        stop(launcher)
+    out = log.read_text()
+    assert launcher.returncode == 1, out[-3000:]
+    assert "Traceback" not in out
+    table = closing_table(out, sweep)
+    assert table[0] == f"wcntk: sweep {sweep}: 2 jobs: 1 ok, 1 interrupted"
+    record = json.loads((long / "summary.json").read_text())
+    assert record["status"] == "interrupted" and record["message"] == "interrupted by SIGUSR2"
+    assert 200 <= record["checkpoint_step"] < 4000 and (long / "checkpoint.pt").is_file()
+    assert table[1].split()[:2] == ["ok", short.name] and table[2].split()[:2] == ["interrupted", long.name]
+    assert f"checkpoint at step {record['checkpoint_step']}" in table[2]
+    job_log = submitit_log(sweep, task_of(sweep, long))
+    assert "Traceback" not in job_log and job_log.count("wcntk: ") == 1, job_log
+    assert "interrupted by SIGUSR2" in job_log and "not requeued: timed-out too many times" in job_log
+    assert "exit code 140" in job_log                 # 128 + SIGUSR2 (srun's line)
+    for found in records(sweep).values():
+        assert_this_checkout(found)
+    first = submitit_jobs(sweep)
+    assert len(first) == 2 and len({i.split("_")[0] for i in first}) == 1   # one array job, two tasks
+
     proc = slurm_sweep(sweep, *args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert closing_table(proc.stdout, sweep)[0] == f"wcntk: sweep {sweep}: 1 jobs: 1 ok"
-    done = json.loads((job / "summary.json").read_text())
-    assert done["status"] == "ok" and done["last_step"] == 2000
+    assert "wcntk: submitting 1 of 2 jobs to SLURM (1 already ok: skipped)" in proc.stderr
+    (again,) = set(submitit_jobs(sweep)) - set(first)                    # one task submitted
+    table = closing_table(proc.stdout, sweep)
+    assert table[0] == f"wcntk: sweep {sweep}: 2 jobs: 1 skipped (already ok), 1 ok"
+    done = json.loads((long / "summary.json").read_text())
+    assert done["status"] == "ok" and done["last_step"] == 4000
     assert done["resumed_from"] == [record["checkpoint_step"]]
-    assert f"resumed from step {record['checkpoint_step']}" in (proc.stdout + proc.stderr + "".join(
-        p.read_text() for p in (sweep / ".submitit").glob("*/*_log.err")))
+    assert f"resumed 1× (from step {record['checkpoint_step']})" in table[2]
+    assert f"resumed from step {record['checkpoint_step']}" in submitit_log(sweep, again)
 
 
-def test_a_preempted_job_is_requeued_by_slurm_and_continues_from_its_checkpoint(slurm, tmp_path):
-    """`scontrol requeue` (what preemption with PreemptMode=REQUEUE does): SIGTERM, the job
-    checkpoints and records interrupted, SLURM starts it again, it continues to ok; the launcher
-    waits throughout and its table says the job was resumed once."""
+def test_a_requeued_job_continues_quietly_and_scancel_ends_the_wait(slurm, tmp_path):
+    """A 2-job array with W&B offline: `scontrol requeue` of one (what preemption does) sends
+    SIGTERM, it checkpoints, SLURM starts it again and it continues to ok, its log holding one
+    line per interruption and no traceback; `scancel` of the other then ends the launcher's wait
+    within a minute, with its row (interrupted, its checkpoint step) and no traceback."""
     sweep = tmp_path / "sweep"
-    args = ["width=16", "seed=0", "steps=2000", "log_every=100"]
-    job = sweep / "dataset=digits,log_every=100,seed=0,steps=2000,width=16"
-    launcher = start_run_py("-m", *TINY, *LAUNCHER, *args, f"hydra.sweep.dir={sweep}", cwd=tmp_path,
-                            env=JOB_ENV)
+    args = ["width=16", "seed=0", "steps=3000,500000", "log_every=100", "wandb.mode=offline"]
+    requeued, cancelled = (sweep / f"dataset=digits,log_every=100,seed=0,steps={n},width=16"
+                           for n in (3000, 500000))
+    launcher, log = start_sweep(sweep, *args)
     try:
-        wait_for(lambda: last_row(job) >= 200, 240, "the job's step 200", launcher)
-        (task,) = submitit_jobs(sweep)
-        subprocess.run(["scontrol", "requeue", task], check=True, timeout=30)
-        out, err = launcher.communicate(timeout=600)
+        wait_for(lambda: last_row(requeued) >= 200, 240, "the first job's step 200", launcher)
+        subprocess.run(["scontrol", "requeue", task_of(sweep, requeued)], check=True, timeout=30)
+        wait_for(lambda: status_of(requeued) == "ok", 300, "the requeued job's end", launcher)
+        assert last_row(cancelled) >= 200
+        subprocess.run(["scancel", task_of(sweep, cancelled)], check=True, timeout=30)
+        start = time.monotonic()
+        launcher.wait(90)
+        waited = time.monotonic() - start
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
-    assert launcher.returncode == 0, out[-3000:] + err[-3000:]
+        stop(launcher)
+    out = log.read_text()
+    assert waited < 60, f"the launcher ended {waited:.0f} s after scancel"
+    assert launcher.returncode == 1, out[-3000:]
+    assert "Traceback" not in out
     table = closing_table(out, sweep)
     print("\n".join(table))
-    record = json.loads((job / "summary.json").read_text())
-    assert record["status"] == "ok" and len(record["resumed_from"]) == 1 and record["resumed_from"][0] >= 200
-    assert table[0] == f"wcntk: sweep {sweep}: 1 jobs: 1 ok"
-    assert f"resumed 1× (from step {record['resumed_from'][0]})" in table[1]
+    assert table[0] == f"wcntk: sweep {sweep}: 2 jobs: 1 ok, 1 interrupted"
+    ok = json.loads((requeued / "summary.json").read_text())
+    assert len(ok["resumed_from"]) == 1 and ok["resumed_from"][0] >= 200
+    stopped = json.loads((cancelled / "summary.json").read_text())
+    assert stopped["status"] == "interrupted" and stopped["message"] == "interrupted by SIGTERM"
+    rows = {row.split()[1]: row for row in table[1:3]}
+    assert rows[requeued.name].startswith("  ok") and f"resumed 1× (from step {ok['resumed_from'][0]})" \
+        in rows[requeued.name]
+    assert rows[cancelled.name].split()[0] == "interrupted"
+    assert f"checkpoint at step {stopped['checkpoint_step']}" in rows[cancelled.name]
+    for job, lines in ((requeued, 3), (cancelled, 1)):   # interrupted, resumed from, ok / interrupted
+        job_log = submitit_log(sweep, task_of(sweep, job))
+        assert "Traceback" not in job_log and job_log.count("wcntk: ") == lines, job_log
+        assert "exit code 143" in job_log              # 128 + SIGTERM (srun's line)
 
 
 def steps_for(seconds: float, run_dir: Path) -> int:
