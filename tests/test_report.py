@@ -44,10 +44,11 @@ def config(width, seed, activation="relu", b_std=0.05, group="synthetic-group", 
 
 
 def write_job(path: Path, cfg, status="ok", initial=None, final=None, message=None, diverged_step=None,
-              curves=None, provenance=None):
+              curves=None, provenance=None, resumed_from=()):
     path.mkdir(parents=True)
     (path / "summary.json").write_text(json.dumps({
         "status": status, "message": message, "diverged_step": diverged_step, "last_step": 100,
+        "resumed_from": list(resumed_from),
         "config": cfg, "facts": {"effective_lr": 1.0, "n_params": 795 * cfg["width"] + 10,
                                  "data_source": "synthetic", "device": "cpu"},
         "provenance": provenance or {"host": "elsewhere", "pid": 1},
@@ -318,10 +319,11 @@ def test_never_pools_settings_and_never_fits_unfinished_jobs(tmp_path):
                 c02 = 2.0 * w ** slope * math.exp(0.02 * (-1) ** s)  # the seeds' noise cancels in the fit
                 cfg = config(w, s, b_std=b_std, group=f"g{job % 2}", threads=job % 3 or None)
                 write_job(tmp_path / str(job), cfg, initial={"corr/C02": c02},
-                          final={"lin/func_rmse_test": c02 ** 0.5})
+                          final={"lin/func_rmse_test": c02 ** 0.5}, resumed_from=(20, 60)[:job % 3])
                 job += 1
     write_job(tmp_path / "interrupted", config(1024, 0, b_std=0.5), status="interrupted",
-              message="SIGTERM", initial={"corr/C02": 1e3}, final={"lin/func_rmse_test": 1e3})
+              message="SIGTERM", initial={"corr/C02": 1e3}, final={"lin/func_rmse_test": 1e3},
+              resumed_from=[40])
     write_job(tmp_path / "stale", config(1024, 1, b_std=0.05), status="running",
               provenance={"host": socket.gethostname(), "pid": _dead_pid()}, initial={"corr/C02": 1e3})
     res = report.make_report(tmp_path, tmp_path / "out", metrics=["corr/C02"], formats=("png",))
@@ -337,6 +339,13 @@ def test_never_pools_settings_and_never_fits_unfinished_jobs(tmp_path):
     assert fails.loc["interrupted", "status"] == "interrupted" and fails.loc["stale", "status"] == "stale"
     assert fails.loc["stale", "setting"] == "b_std=0.05"
     assert "process is gone" in fails.loc["stale", "message"]
+    # resumes (requeued or re-run from a checkpoint): per job in runs.csv, per setting in the status table
+    assert fails.loc["interrupted", "resumes"] == 1 and fails.loc["stale", "resumes"] == 0
+    written = pd.read_csv(tmp_path / "out" / "runs.csv").set_index("job_dir")
+    assert [written.loc[str(j), "resumes"] for j in range(4)] == [0, 1, 2, 0]
+    counts = res["counts"].set_index("setting")["resumes"]
+    assert counts["b_std=0.05"] == 0 + 1 + 2 + 0 + 1 + 2 and counts["b_std=0.5"] == 0 + 1 + 2 + 0 + 1 + 2 + 1
+    assert "resumes" in (tmp_path / "out" / "failures.md").read_text()
     # final deviation ∝ C02^0.5 in both settings
     dev = res["deviation"]
     fit = dev[(dev["correlation"] == "initial/corr/C02") & (dev["deviation"] == "final/lin/func_rmse_test")]

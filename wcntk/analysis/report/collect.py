@@ -34,7 +34,7 @@ from ...run.record import (
 )
 from ...run.rundir import SUPERSEDED_DIR
 
-JOB_COLUMNS = ("job_dir", "status", "message", "diverged_step", "last_step", "config_validated",
+JOB_COLUMNS = ("job_dir", "status", "message", "diverged_step", "last_step", "resumes", "config_validated",
                "record_problems")
 SHORT_NAMES = {"lr_width_exponent": "α"}
 
@@ -98,7 +98,7 @@ def _job_row(path: Path, root: Path) -> dict:
         return {**row, "status": Status.UNREADABLE, "message": str(e)}
     row.update(status=effective_status(record), message=record.message,
                diverged_step=record.diverged_step, last_step=record.last_step,
-               config_validated=record.config_validated is not False)
+               resumes=len(record.resumed_from), config_validated=record.config_validated is not False)
     if row["status"] == Status.STALE:
         row["message"] = row["message"] or "status running, but its process is gone (killed?)"
     problems = [p for p in (metrics_csv_problem(path.parent / "metrics.csv")
@@ -123,7 +123,8 @@ def config_columns(runs: pd.DataFrame) -> list[str]:
 
 def collect(sweep_dir) -> pd.DataFrame:
     """One row per job below sweep_dir: job_dir (relative), status (stale for a dead running
-    job), message, diverged_step, last_step, every config key (dotted), width, seed, facts.<k>,
+    job), message, diverged_step, last_step, resumes (how often it was continued from a
+    checkpoint: requeued by SLURM or re-run), every config key (dotted), width, seed, facts.<k>,
     wall_time_s, initial/<metric>, final/<metric>. Unparsable summary.json files become rows with
     status "unreadable"."""
     root = Path(sweep_dir)
@@ -136,7 +137,7 @@ def collect(sweep_dir) -> pd.DataFrame:
     for c in JOB_COLUMNS + ("width", "seed"):
         if c not in runs:
             runs[c] = None
-    for c in ("diverged_step", "last_step"):
+    for c in ("diverged_step", "last_step", "resumes"):
         runs[c] = pd.to_numeric(runs[c], errors="coerce").astype("Int64")
     cols = list(runs.columns)
     metrics = [c for c in cols if c.startswith("initial/")] + [c for c in cols if c.startswith("final/")]
@@ -234,15 +235,18 @@ def _missing(v) -> bool:
 def failures(runs: pd.DataFrame) -> pd.DataFrame:
     """Every job whose status is not "ok", with its setting, width, seed and message."""
     bad = runs[runs["status"] != Status.OK]
-    cols = ["setting", "width", "seed", "status", "last_step", "diverged_step", "message", "job_dir"]
+    cols = ["setting", "width", "seed", "status", "last_step", "diverged_step", "resumes", "message",
+            "job_dir"]
     return bad[[c for c in cols if c in bad]].sort_values(["setting", "job_dir"]).reset_index(drop=True)
 
 
 def status_counts(runs: pd.DataFrame) -> pd.DataFrame:
-    """Jobs per setting and status, with a total column."""
+    """Jobs per setting and status, with a total column and `resumes` (how often the setting's
+    jobs were continued from a checkpoint: requeued by SLURM or re-run after an interruption)."""
     counts = pd.crosstab(runs["setting"], runs["status"])
     counts = counts[sorted(counts.columns, key=lambda s: (s != Status.OK, s))]
     counts["total"] = counts.sum(axis=1)
+    counts["resumes"] = runs.groupby("setting")["resumes"].sum(min_count=0).reindex(counts.index).astype(int)
     return counts.reset_index()
 
 
