@@ -154,7 +154,8 @@ class SweepSummary(Callback):
                 else (Status.NO_SUMMARY, "", {})
         status = effective_status(record, held)
         prov = record.provenance
-        untouched = _mtime(job / SUMMARY_FILE) == summary_time
+        not_submitted = job in LAUNCH.jobs and LAUNCH.jobs[job] is None   # the launcher left it out: ok
+        untouched = _mtime(job / SUMMARY_FILE) == summary_time or not_submitted
         if status == Status.OK and untouched:
             return Status.SKIPPED, metrics_text(record), {}
         # Without a launch id (a callback used outside run.py): a record written since the start.
