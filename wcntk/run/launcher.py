@@ -10,6 +10,9 @@ hydra_plugins/wcntk_launcher): Hydra's submitit launcher, except that it
   (wcntk.run.outcome.SweepSummary) always comes, with a row for every job of the launch;
 - in the job, ends a run a signal interrupted with its one closing line and exit code 128 +
   signal (lifecycle.exit_code), instead of a traceback.
+
+Hydra imports this module whenever it scans its plugins (every Hydra start): it imports torch
+only where it is used.
 """
 from __future__ import annotations
 
@@ -29,8 +32,6 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 from omegaconf import OmegaConf, open_dict
 
 from ..training.progress import say
-from .config import run_config
-from .job import signal_line
 from .lifecycle import Interrupted
 from .outcome import LAUNCH
 from .record import Status, effective_status, read_record
@@ -78,6 +79,8 @@ def already_ok(job_dir: Path, config: Any) -> bool:
     record = read_record(job_dir)
     if record is None or effective_status(record, lock_is_held(job_dir)) != Status.OK:
         return False
+    from .config import run_config  # (torch: not at Hydra's plugin scan)
+
     task_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
     try:
         recorded = run_config(task_cfg).recorded()
@@ -113,6 +116,7 @@ class SweepLauncher(SlurmLauncher):
             label = None if ret.hydra_cfg is None else OmegaConf.select(ret.hydra_cfg, "job.override_dirname")
             why = str(err).removeprefix("Job not requeued because: ").rstrip(".")
             if stopped.record is not None:
+                from .job import signal_line
                 say(signal_line(stopped, None, f"not requeued: {why}"), label)
             quiet_exit(stopped.exit_code)
         return ret
