@@ -164,3 +164,27 @@ def test_a_stopped_wait_prints_the_table_so_far_then_exits_with_the_signal(tmp_p
     assert rows["a=2"].split()[0] == "running" and "still queued or running (SLURM job 4_1)" in rows["a=2"]
     assert rows["a=1"].split()[0] == "ok"
     assert out[-1].startswith("  stopped waiting (interrupted by SIGINT)")
+
+
+def test_a_wandb_service_the_signal_ended_too_is_a_note_on_the_closing_line(tmp_path, capsys):
+    """SLURM signals every process of a job, W&B's service too: the run's finish then fails; the
+    run's one closing line says so (no line of its own, no traceback)."""
+    from wcntk.run.job import signal_line
+    from wcntk.run.tracking import RunRecorder
+
+    class DeadService:
+        def log(self, step, metrics):
+            pass
+
+        def finish(self, record, exit_code):
+            raise ConnectionResetError("Connection lost")
+
+    with pytest.raises(Interrupted) as stopped:
+        with RunRecorder(tmp_path, ["a"], tiny_config()) as recorder:
+            recorder.wandb_log = DeadService()
+            recorder.log(0, {"a": 1.0})
+            raise Interrupted(signal.SIGTERM)
+    assert capsys.readouterr().err == ""
+    line = signal_line(stopped.value, None, "requeued")
+    assert line.startswith("interrupted by SIGTERM (last step 0)")
+    assert line.endswith("; requeued; W&B run left unfinished (ConnectionResetError: Connection lost)")
