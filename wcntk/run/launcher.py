@@ -126,8 +126,7 @@ class SweepLauncher(SlurmLauncher):
         JobReturn for every job (what became of each is LAUNCH's and the records')."""
         assert self.config is not None and self.hydra_context is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))   # as SweepSummary names it
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        LAUNCH.reset()
+        sweep_dir.mkdir(parents=True, exist_ok=True)   # (LAUNCH: emptied as the multirun starts)
         todo, returns = [], []
         for i, overrides in enumerate(job_overrides):
             idx = initial_job_idx + i
