@@ -104,6 +104,8 @@ class SweepLauncher(SlurmLauncher):
         try:
             ret = super().__call__(*args, **kwargs)
         except Interrupted as err:
+            if err.record is None:   # before the run had a record (run_job said nothing)
+                say(f"{err} before the run started")
             quiet_exit(err.exit_code)
         except SystemExit as err:
             if isinstance(err.__context__, Interrupted):   # requeued by submitit
