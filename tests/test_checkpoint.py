@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tests.conftest import ENV, ROOT, run_py, tiny_config
-from wcntk.run.checkpoint import read_header
+from wcntk.run.checkpoint import read_checkpoint, read_header, write_checkpoint
 from wcntk.run.config import run_config
 from wcntk.run.job import FinishedRecord, run_job
 from wcntk.run.lifecycle import Interrupted
@@ -199,13 +199,31 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_run_starts_from_zero(interrup
 @pytest.mark.slow
 def test_a_checkpoint_of_another_config_is_set_aside_and_the_run_starts_from_zero(interrupted, capsys,
                                                                                    uninterrupted):
-    path = interrupted / "checkpoint.pt"
-    magic, header, payload = path.read_bytes().split(b"\n", 2)
-    header = json.loads(header)
-    header["config"]["optimizer"]["lr"] = 0.25
-    path.write_bytes(magic + b"\n" + json.dumps(header).encode() + b"\n" + payload)
+    ckpt = read_checkpoint(interrupted / "checkpoint.pt")
+    ckpt.header["config"]["optimizer"]["lr"] = 0.25
+    write_checkpoint(interrupted, ckpt.header, ckpt.state)   # a sound checkpoint, of another config
     assert rerun_from_zero(interrupted, capsys, uninterrupted) == (
         "wcntk: checkpoint.pt is of another config (optimizer.lr 0.25 -> 0.5): moved to <dir>; "
+        "the run starts from step 0")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", ["initial", "step", "csv_bytes"])
+def test_a_changed_header_digit_is_refused_like_a_damaged_payload(interrupted, capsys, uninterrupted, key):
+    """The checksum covers the header: one digit of recorder.initial (what summary.json's initial
+    values would say), of the step or of metrics.csv's size changed by hand is a damaged checkpoint."""
+    path = interrupted / "checkpoint.pt"
+    first, header, payload = path.read_bytes().split(b"\n", 2)
+    text = header.decode()
+    at = {"initial": text.index('"net/test_loss": ') + len('"net/test_loss": '),
+          "step": text.index('"step": ') + len('"step": '),
+          "csv_bytes": text.index('"csv_bytes": ') + len('"csv_bytes": ')}[key]
+    digit = text[at]
+    assert digit.isdigit()
+    changed = text[:at] + str((int(digit) + 1) % 10) + text[at + 1:]
+    path.write_bytes(first + b"\n" + changed.encode() + b"\n" + payload)
+    assert rerun_from_zero(interrupted, capsys, uninterrupted) == (
+        "wcntk: checkpoint.pt fails its checksum (truncated or damaged): moved to <dir>; "
         "the run starts from step 0")
 
 
