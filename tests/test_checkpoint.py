@@ -342,6 +342,34 @@ def test_a_run_interrupted_before_step_0_is_re_run_from_step_0(tmp_path, monkeyp
     assert not (tmp_path / "superseded").exists()
 
 
+# run.py, with SIGTERM sent to itself right after the run recorded its facts (before step 0)
+SIGTERM_AT_START = """
+import os, runpy, signal, sys
+from wcntk.run.tracking import RunRecorder
+set_facts = RunRecorder.set_facts
+def facts_then_signal(self, facts):
+    set_facts(self, facts)
+    os.kill(os.getpid(), signal.SIGTERM)
+RunRecorder.set_facts = facts_then_signal
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_run_py_interrupted_before_step_0_runs_again_from_step_0(tmp_path, cli_reference):
+    run_dir = tmp_path / "run"
+    first = subprocess.run([sys.executable, "-c", SIGTERM_AT_START, str(ROOT / "run.py"),
+                            f"hydra.run.dir={run_dir}", *CLI], cwd=ROOT, env=ENV, capture_output=True,
+                           text=True, timeout=300)
+    assert first.returncode == 143, first.stderr
+    assert first.stderr.startswith("wcntk: interrupted by SIGTERM  "), first.stderr
+    assert json.loads((run_dir / "summary.json").read_text())["last_step"] is None
+    second = run_py(f"hydra.run.dir={run_dir}", *CLI)
+    assert second.returncode == 0 and second.stderr == "", second.stderr
+    assert numbers(run_dir) == cli_reference
+
+
 @pytest.mark.slow
 def test_an_interrupted_run_without_its_checkpoint_starts_over_keeping_its_rows_aside(interrupted, capsys,
                                                                                       uninterrupted):
