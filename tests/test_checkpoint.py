@@ -397,8 +397,8 @@ def test_a_resume_with_another_thread_count_says_so_and_records_it(interrupted, 
     finally:
         torch.set_num_threads(threads)
     assert capsys.readouterr().err.splitlines() == [
-        f"wcntk: checkpoint.pt was written with {threads} torch threads, this attempt has {other}: numbers "
-        f"may differ from an uninterrupted run at round-off (set threads={threads} to continue as it ran)",
+        f"wcntk: torch threads: {threads} when checkpoint.pt was written, {other} now: numbers may differ "
+        f"from an uninterrupted run at round-off (set threads={threads} to continue as it ran)",
         "wcntk: resumed from step 6"]
     assert record.status == Status.OK and record.provenance["torch_threads"] == other
 

@@ -192,9 +192,9 @@ def load_checkpoint(run_dir: str | Path, config: Mapping[str, Any], metric_names
         return None
     threads = ckpt.header.get("torch_threads")
     if threads is not None and threads != torch.get_num_threads():
-        say(f"{CHECKPOINT_FILE} was written with {threads} torch threads, this attempt has "
-            f"{torch.get_num_threads()}: numbers may differ from an uninterrupted run at round-off "
-            f"(set threads={threads} to continue as it ran)", label)
+        say(f"torch threads: {threads} when {CHECKPOINT_FILE} was written, {torch.get_num_threads()} now: "
+            f"numbers may differ from an uninterrupted run at round-off (set threads={threads} to continue "
+            f"as it ran)", label)
     return ckpt
 
 
