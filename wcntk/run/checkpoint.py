@@ -4,7 +4,9 @@ bit).
 
 When (Checkpointer, the boundary hook of Trainer.run, i.e. between two steps, never inside one):
 on SIGINT, SIGTERM, SIGUSR1 or SIGUSR2 (the run defers them while it trains: the step in progress
-ends, the checkpoint is written, then Interrupted records `interrupted`), and every
+ends, or a measurement in progress stops at its next module call (wcntk.run.lifecycle.signal_pending,
+Trainer.run's `stop`) and its row is measured again on resume; the checkpoint is written, then
+Interrupted records `interrupted`), and every
 `checkpoint_every` (a number of steps, or a time: `30s`, `10min`, `2h`; null: on signals only).
 A timed interval also waits 49× the last write's duration, so checkpoints never take more than
 2 % of a run's time. Re-running the run (same dir, same config) continues from it
