@@ -403,6 +403,7 @@ def test_a_resume_with_another_thread_count_says_so_and_records_it(interrupted, 
     assert record.status == Status.OK and record.provenance["torch_threads"] == other
 
 
+@pytest.mark.slow
 def test_a_full_disk_says_so_once_and_once_when_a_checkpoint_is_written_again(tmp_path, monkeypatch, capsys):
     """checkpoint_every=1 with no room at steps 2-8: two lines, not one per interval."""
     real = checkpoint.write_checkpoint
