@@ -3,19 +3,22 @@ stopped by a signal (or killed) continues from its checkpoint to the numbers of 
 run, bad or foreign checkpoints are set aside, and the checkpoint goes once the run is ok."""
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import ENV, ROOT, run_py, tiny_config
-from wcntk.run.checkpoint import read_header
+from tests.conftest import ENV, ROOT, run_py, start_run_py, tiny_config
+from wcntk.run import checkpoint
+from wcntk.run.checkpoint import read_checkpoint, read_header, write_checkpoint
 from wcntk.run.config import run_config
 from wcntk.run.job import FinishedRecord, run_job
 from wcntk.run.lifecycle import Interrupted
@@ -199,13 +202,31 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_run_starts_from_zero(interrup
 @pytest.mark.slow
 def test_a_checkpoint_of_another_config_is_set_aside_and_the_run_starts_from_zero(interrupted, capsys,
                                                                                    uninterrupted):
-    path = interrupted / "checkpoint.pt"
-    magic, header, payload = path.read_bytes().split(b"\n", 2)
-    header = json.loads(header)
-    header["config"]["optimizer"]["lr"] = 0.25
-    path.write_bytes(magic + b"\n" + json.dumps(header).encode() + b"\n" + payload)
+    ckpt = read_checkpoint(interrupted / "checkpoint.pt")
+    ckpt.header["config"]["optimizer"]["lr"] = 0.25
+    write_checkpoint(interrupted, ckpt.header, ckpt.state)   # a sound checkpoint, of another config
     assert rerun_from_zero(interrupted, capsys, uninterrupted) == (
         "wcntk: checkpoint.pt is of another config (optimizer.lr 0.25 -> 0.5): moved to <dir>; "
+        "the run starts from step 0")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", ["initial", "step", "csv_bytes"])
+def test_a_changed_header_digit_is_refused_like_a_damaged_payload(interrupted, capsys, uninterrupted, key):
+    """The checksum covers the header: one digit of recorder.initial (what summary.json's initial
+    values would say), of the step or of metrics.csv's size changed by hand is a damaged checkpoint."""
+    path = interrupted / "checkpoint.pt"
+    first, header, payload = path.read_bytes().split(b"\n", 2)
+    text = header.decode()
+    at = {"initial": text.index('"net/test_loss": ') + len('"net/test_loss": '),
+          "step": text.index('"step": ') + len('"step": '),
+          "csv_bytes": text.index('"csv_bytes": ') + len('"csv_bytes": ')}[key]
+    digit = text[at]
+    assert digit.isdigit()
+    changed = text[:at] + str((int(digit) + 1) % 10) + text[at + 1:]
+    path.write_bytes(first + b"\n" + changed.encode() + b"\n" + payload)
+    assert rerun_from_zero(interrupted, capsys, uninterrupted) == (
+        "wcntk: checkpoint.pt fails its checksum (truncated or damaged): moved to <dir>; "
         "the run starts from step 0")
 
 
@@ -294,3 +315,200 @@ def test_slurm_warning_signal_checkpoints_before_submitit_requeues(tmp_path, mon
     assert seen == [("interrupted", 9)]
     record = run_job(tiny_config(**CHANGES), tmp_path, resume=True)
     assert record.resumed_from == [9] and numbers(tmp_path) == uninterrupted
+
+
+# ----------------------------------------------------------------------------- odd moments
+
+@pytest.mark.slow
+def test_a_run_interrupted_before_step_0_is_re_run_from_step_0(tmp_path, monkeypatch, capsys, uninterrupted):
+    """SIGTERM while the run starts (before its first row): `interrupted`, no checkpoint; running
+    the same config again runs it from step 0, as any interrupted run continues."""
+    with monkeypatch.context() as m:
+        set_facts = RunRecorder.set_facts
+
+        def facts_then_signal(self, facts):
+            set_facts(self, facts)
+            os.kill(os.getpid(), signal.SIGTERM)
+        m.setattr(RunRecorder, "set_facts", facts_then_signal)
+        with pytest.raises(Interrupted):
+            run_job(tiny_config(**CHANGES), tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["last_step"] is None
+    assert not (tmp_path / "checkpoint.pt").exists()
+    capsys.readouterr()
+    record = run_job(tiny_config(**CHANGES), tmp_path)   # no FinishedRecord
+    assert record.status == Status.OK and record.resumed_from == []
+    assert capsys.readouterr().err == "" and numbers(tmp_path) == uninterrupted
+    assert not (tmp_path / "superseded").exists()
+
+
+# run.py, with SIGTERM sent to itself right after the run recorded its facts (before step 0)
+SIGTERM_AT_START = """
+import os, runpy, signal, sys
+from wcntk.run.tracking import RunRecorder
+set_facts = RunRecorder.set_facts
+def facts_then_signal(self, facts):
+    set_facts(self, facts)
+    os.kill(os.getpid(), signal.SIGTERM)
+RunRecorder.set_facts = facts_then_signal
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_run_py_interrupted_before_step_0_runs_again_from_step_0(tmp_path, cli_reference):
+    run_dir = tmp_path / "run"
+    first = subprocess.run([sys.executable, "-c", SIGTERM_AT_START, str(ROOT / "run.py"),
+                            f"hydra.run.dir={run_dir}", *CLI], cwd=ROOT, env=ENV, capture_output=True,
+                           text=True, timeout=300)
+    assert first.returncode == 143, first.stderr
+    assert first.stderr.startswith("wcntk: interrupted by SIGTERM  "), first.stderr
+    assert json.loads((run_dir / "summary.json").read_text())["last_step"] is None
+    second = run_py(f"hydra.run.dir={run_dir}", *CLI)
+    assert second.returncode == 0 and second.stderr == "", second.stderr
+    assert numbers(run_dir) == cli_reference
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_without_its_checkpoint_starts_over_keeping_its_rows_aside(interrupted, capsys,
+                                                                                      uninterrupted):
+    (interrupted / "checkpoint.pt").unlink()
+    capsys.readouterr()
+    record = run_job(tiny_config(**CHANGES), interrupted)
+    (line,) = capsys.readouterr().err.splitlines()
+    (moved,) = (interrupted / "superseded").glob("*/metrics.csv")
+    assert line == (f"wcntk: the interrupted run has no checkpoint.pt to continue from (last step 6): its "
+                    f"record was moved to {moved.parent}; the run starts from step 0")
+    assert record.status == Status.OK and numbers(interrupted) == uninterrupted
+
+
+@pytest.mark.slow
+def test_a_resume_with_another_thread_count_says_so_and_records_it(interrupted, capsys, uninterrupted):
+    threads = torch.get_num_threads()
+    assert read_header(interrupted / "checkpoint.pt")["torch_threads"] == threads
+    summary = json.loads((interrupted / "summary.json").read_text())
+    assert summary["provenance"]["torch_threads"] == threads
+    other = 2 if threads == 1 else 1
+    capsys.readouterr()
+    torch.set_num_threads(other)
+    try:
+        record = run_job(tiny_config(**CHANGES), interrupted)
+    finally:
+        torch.set_num_threads(threads)
+    assert capsys.readouterr().err.splitlines() == [
+        f"wcntk: torch threads: {threads} when checkpoint.pt was written, {other} now: numbers may differ "
+        f"from an uninterrupted run at round-off (set threads={threads} to continue as it ran)",
+        "wcntk: resumed from step 6"]
+    assert record.status == Status.OK and record.provenance["torch_threads"] == other
+
+
+@pytest.mark.slow
+def test_a_full_disk_says_so_once_and_once_when_a_checkpoint_is_written_again(tmp_path, monkeypatch, capsys):
+    """checkpoint_every=1 with no room at steps 2-8: two lines, not one per interval."""
+    real = checkpoint.write_checkpoint
+
+    def write(run_dir, header, state):
+        if 2 <= header["step"] <= 8:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(run_dir, header, state)
+    monkeypatch.setattr(checkpoint, "write_checkpoint", write)
+    record = run_job(tiny_config(checkpoint_every=1, keep_checkpoint=True), tmp_path)
+    assert record.status == Status.OK and record.checkpoint_step == 11
+    assert capsys.readouterr().err.splitlines() == [
+        "wcntk: could not write the checkpoint at step 2 (OSError: [Errno 28] No space left on device); "
+        "retrying at each interval, said again once one is written",
+        "wcntk: checkpoint written again at step 9"]
+
+
+# ----------------------------------------------------------------------------- a signal inside a measurement
+
+@pytest.mark.slow
+def test_a_stopped_measurement_checkpoints_its_step_and_is_measured_again_on_resume():
+    """stop() turns True inside step 6's measurement (its first pass through the network): the
+    boundary gets step 6 with the row still to log; a trainer restored from that state logs the
+    rows of an uninterrupted run from step 6 on."""
+    changes = {"optimizer.name": "adam", "optimizer.lr": 0.01, "optimizer.batch_size": 16, "corr_every": 6}
+    rows_a: list = []
+    whole = trainer_of(**changes)
+    whole.log = lambda t, m: rows_a.append((t, m))
+    whole.run()
+
+    rows_b: list = []
+    first = trainer_of(**changes)
+    first.log = lambda t, m: rows_b.append((t, m))
+    saved = {}
+
+    class Stopped(Exception):
+        pass
+
+    def boundary(t):
+        if first.row_pending:
+            buf = io.BytesIO()
+            torch.save(first.state_dict(t), buf)
+            saved["state"], saved["step"] = buf.getvalue(), t
+            raise Stopped
+
+    with pytest.raises(Stopped):
+        first.run(boundary=boundary, stop=lambda: first.steps_taken == 6)
+    assert saved["step"] == 6 and [t for t, _ in rows_b] == [0, 3]
+    assert not any(h for m in first.model.modules() for h in m._forward_pre_hooks.values())
+
+    rows_c: list = []
+    resumed = trainer_of(**changes)
+    resumed.log = lambda t, m: rows_c.append((t, m))
+    resumed.load_state_dict(torch.load(io.BytesIO(saved["state"]), weights_only=True))
+    result = resumed.run()
+    assert rows_b + rows_c == rows_a
+    assert result.initial == rows_a[0][1] and result.final == rows_a[-1][1]
+
+
+SLEEPY = ["debug=default", "model=custom", "model.target=tests.repro_nets.sleepy", "steps=6", "log_every=1",
+          "corr_every=3", "probes=4", "optimizer.lr=0.5"]
+
+
+@pytest.mark.slow
+def test_sigterm_inside_a_slow_measurement_ends_the_run_within_seconds_and_it_continues_to_the_same_numbers(
+        tmp_path):
+    """A network whose every forward sleeps 2 s once a flag file exists (step 3's measurement
+    then takes over 20 s): SIGTERM during its third slow call ends run.py within 10 s with
+    `interrupted` and a checkpoint of step 3 (its row not logged); re-running measures row 3
+    again and ends with the numbers of an uninterrupted run."""
+    from tests.repro_nets import SLOW_ENV
+    flag = tmp_path / "slow"
+    env = {**ENV, SLOW_ENV: str(flag)}
+    whole = run_py(f"hydra.run.dir={tmp_path / 'whole'}", *SLEEPY, env=env)
+    assert whole.returncode == 0, whole.stderr
+
+    run_dir = tmp_path / "run"
+    proc = start_run_py(f"hydra.run.dir={run_dir}", *SLEEPY, env=env)
+    calls = Path(str(flag) + ".calls")
+    deadline = time.monotonic() + 120
+    while not (run_dir / "metrics.csv").is_file() or len(csv_steps(run_dir)) < 3:  # rows 0, 1, 2
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    flag.touch()                 # step 3 and its measurement go slowly
+    while not calls.is_file() or len(calls.read_text().splitlines()) < 3:   # inside the measurement
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    took = time.monotonic() - sent
+    assert proc.returncode == 143, err
+    assert took < 10, f"{took:.1f} s from SIGTERM to exit"
+    assert len(calls.read_text().splitlines()) <= 4  # at most the call under way when it came, and one more
+    assert "Traceback" not in err and err.splitlines()[-1].startswith(
+        "wcntk: interrupted by SIGTERM (last step 2, checkpoint at step 3)")
+    assert read_header(run_dir / "checkpoint.pt")["step"] == 3 and csv_steps(run_dir) == [0, 1, 2]
+
+    flag.unlink()
+    again = run_py(f"hydra.run.dir={run_dir}", *SLEEPY, env=env)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.splitlines() == ["wcntk: resumed from step 3"]
+    assert numbers(run_dir) == numbers(tmp_path / "whole")
+
+
+def csv_steps(run_dir: Path) -> list[int]:
+    lines = (run_dir / "metrics.csv").read_text().splitlines()[1:]
+    return [int(line.split(",")[0]) for line in lines]

@@ -3,6 +3,7 @@ disk gives `failed` with only complete CSV rows, a stale `running` record is re-
 one W&B run per run dir, provenance, progress lines, closing lines and the sweep's end table."""
 import csv
 import errno
+import hashlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests._wandb_files import exit_codes
 from tests.conftest import tiny_config
@@ -184,12 +186,15 @@ def test_summary_holds_the_full_config_facts_and_provenance(tmp_path):
     assert record.config == cfg and dict(flatten(record.config))["dataset.n_train"] == 48
     facts = dict(record.facts)
     assert 0 < facts.pop("stable_lr") < 100
+    assert len(facts.pop("theta0_sha256")) == 64     # tests/test_fingerprint.py
+    assert facts.pop("theta0_frozen_sha256") == hashlib.sha256().hexdigest()   # nothing frozen
     assert facts == {"n_params": 64 * 8 + 8 + 8 * 10 + 10, "n_frozen_params": 0, "effective_lr": 0.5,
                      "data_source": "sklearn-digits", "device": "cpu", "init_scheme": "chunked-v2"}
     p = record.provenance
-    assert set(p) == {"git_commit", "git_dirty", "wcntk", "torch", "cuda", "python", "host", "pid",
-                      "started_at", "launch"}
+    assert set(p) == {"git_commit", "git_dirty", "wcntk", "torch", "cuda", "torch_threads", "python", "host",
+                      "pid", "started_at", "launch"}
     assert p["pid"] == os.getpid() and p["started_at"].endswith("+00:00")
+    assert p["torch_threads"] == torch.get_num_threads()
 
 
 def test_a_killed_run_leaves_a_running_record_with_its_initial_values(tmp_path, monkeypatch):

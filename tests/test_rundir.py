@@ -73,6 +73,17 @@ def test_writer_lock_is_reentrant_within_a_process_and_names_its_holder(tmp_path
     assert lock_is_held(tmp_path) is False
 
 
+def test_taking_the_lock_removes_the_temp_files_a_killed_atomic_write_left(tmp_path):
+    """A double SIGTERM during summary.json's (or checkpoint.pt's) write leaves its temp file;
+    the next writer of the dir removes it, and nothing else."""
+    left = [tmp_path / ".summary.json.1a2b3c4d.tmp", tmp_path / ".checkpoint.pt.deadbeef.tmp"]
+    kept = [tmp_path / ".other.json.1a2b3c4d.tmp", tmp_path / "summary.json"]
+    for path in left + kept:
+        path.write_text("{")
+    with writer_lock(tmp_path):
+        assert not any(path.exists() for path in left) and all(path.exists() for path in kept)
+
+
 def test_a_running_record_is_stale_exactly_when_its_lock_is_free():
     running = Record(status=Status.RUNNING, provenance={"pid": os.getpid(), "host": "elsewhere"})
     assert effective_status(running, lock_held=True) == Status.RUNNING

@@ -4,7 +4,9 @@ bit).
 
 When (Checkpointer, the boundary hook of Trainer.run, i.e. between two steps, never inside one):
 on SIGINT, SIGTERM, SIGUSR1 or SIGUSR2 (the run defers them while it trains: the step in progress
-ends, the checkpoint is written, then Interrupted records `interrupted`), and every
+ends, or a measurement in progress stops at its next module call (wcntk.run.lifecycle.signal_pending,
+Trainer.run's `stop`) and its row is measured again on resume; the checkpoint is written, then
+Interrupted records `interrupted`), and every
 `checkpoint_every` (a number of steps, or a time: `30s`, `10min`, `2h`; null: on signals only).
 A timed interval also waits 49× the last write's duration, so checkpoints never take more than
 2 % of a run's time. Re-running the run (same dir, same config) continues from it
@@ -14,15 +16,18 @@ it unless `keep_checkpoint=true`.
 Format: one file, written to a temp file in the run dir, fsync'ed, renamed over the old one
 (and the dir fsync'ed), so a kill at any moment leaves the old checkpoint or the new one:
 
-    WCNTK-CHECKPOINT 1\\n
+    WCNTK-CHECKPOINT 2 <sha256 of everything after this line: header line and payload>\\n
     <header: one line of JSON>\\n
     <payload: torch.save of Trainer.state_dict(step)>
 
 header: `step`, `written_at` (UTC), `config` (the run's config as summary.json holds it: a
 checkpoint of another config, by resume's rule wcntk.run.rundir.config_changes, is set aside),
 `recorder` (RunRecorder.recorder_state: initial/final/last_step, metrics.csv's size at the
-checkpoint, resumed_from, wall_time_s), `wandb_run_id`, `payload_bytes` and `sha256` (of the
-payload). The header is JSON, so `head -2 checkpoint.pt` tells what a checkpoint is.
+checkpoint, resumed_from, wall_time_s), `wandb_run_id`, `torch_threads` (a resume with another
+count says so: numbers may differ at round-off) and `payload_bytes`. The header is JSON, so
+`head -2 checkpoint.pt` tells what a checkpoint is; the checksum covers it, so a changed digit
+in it is refused like a damaged payload. The payload holds θ₀'s fingerprint
+(Trainer.state_dict): a resume whose rebuilt θ₀ differs is refused (NotReproducible).
 """
 from __future__ import annotations
 
@@ -49,7 +54,7 @@ from .record import CHECKPOINT_FILE
 from .rundir import config_changes, supersede
 from .tracking import WANDB_ID_FILE, RunRecorder, csv_prefix_problem
 
-MAGIC = b"WCNTK-CHECKPOINT 1\n"
+MAGIC = b"WCNTK-CHECKPOINT 2 "
 TIME_SHARE = 0.02   # a timed checkpoint_every never spends more than this share of the run writing
 
 
@@ -82,13 +87,16 @@ def write_checkpoint(run_dir: str | Path, header: Mapping[str, Any], state: Mapp
     torch.save(dict(state), buf)
     payload = buf.getbuffer()
     head = {**header, "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "payload_bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+            "torch_threads": torch.get_num_threads(), "payload_bytes": len(payload)}
+    head_line = json.dumps(head).encode() + b"\n"
+    digest = hashlib.sha256(head_line)
+    digest.update(payload)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(MAGIC)
-            fh.write(json.dumps(head).encode() + b"\n")
+            fh.write(MAGIC + digest.hexdigest().encode() + b"\n")
+            fh.write(head_line)
             fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
@@ -105,33 +113,47 @@ def write_checkpoint(run_dir: str | Path, header: Mapping[str, Any], state: Mapp
 
 
 def read_header(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's header (cheap: the payload is not read). BadCheckpoint if it has none."""
+    """A checkpoint's header, unchecked (cheap: the payload is not read). BadCheckpoint if it has none."""
     with open(path, "rb") as fh:
-        return _header(fh)
+        _checksum(fh.readline())
+        return _header(fh.readline())
 
 
-def _header(fh) -> dict[str, Any]:
-    if fh.read(len(MAGIC)) != MAGIC:
-        raise BadCheckpoint("is not a wcntk checkpoint (no WCNTK-CHECKPOINT 1 line)")
+def _checksum(first_line: bytes) -> str:
+    """The sha256 the first line names; BadCheckpoint if it is not a WCNTK-CHECKPOINT 2 line."""
+    if not first_line.startswith(MAGIC):
+        old = first_line.startswith(b"WCNTK-CHECKPOINT ")
+        raise BadCheckpoint("is of an older format (its header is outside its checksum)" if old
+                            else "is not a wcntk checkpoint (no WCNTK-CHECKPOINT 2 line)")
+    return first_line[len(MAGIC):].strip().decode(errors="replace")
+
+
+def _header(line: bytes) -> dict[str, Any]:
     try:
-        header = json.loads(fh.readline())
+        header = json.loads(line)
     except ValueError:
         raise BadCheckpoint("has an unreadable header") from None
-    if not isinstance(header, dict) or not all(k in header for k in ("step", "config", "recorder", "sha256")):
+    if not isinstance(header, dict) or not all(k in header for k in ("step", "config", "recorder")):
         raise BadCheckpoint("has an incomplete header")
     return header
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
-    """The checkpoint in `path`, its payload checked against the header's size and SHA-256;
-    BadCheckpoint (why) otherwise."""
+    """The checkpoint in `path`, its header and payload checked against the first line's SHA-256
+    and the header's payload size; BadCheckpoint (why) otherwise."""
     try:
         with open(path, "rb") as fh:
-            header = _header(fh)
+            checksum = _checksum(fh.readline())
+            head_line = fh.readline()
             payload = fh.read()
     except OSError as err:
         raise BadCheckpoint(f"cannot be read ({type(err).__name__}: {err})") from None
-    if len(payload) != header.get("payload_bytes") or hashlib.sha256(payload).hexdigest() != header["sha256"]:
+    digest = hashlib.sha256(head_line)
+    digest.update(payload)
+    if digest.hexdigest() != checksum:
+        raise BadCheckpoint("fails its checksum (truncated or damaged)")
+    header = _header(head_line)
+    if len(payload) != header.get("payload_bytes"):
         raise BadCheckpoint("fails its checksum (truncated or damaged)")
     try:
         state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
@@ -150,11 +172,9 @@ def load_checkpoint(run_dir: str | Path, config: Mapping[str, Any], metric_names
                     label: str | None = None) -> Checkpoint | None:
     """run_dir's checkpoint if the run of `config` can continue from it, else None. A checkpoint
     that fails its checksum, belongs to another config (resume's rule), or whose metrics.csv no
-    longer holds the rows it was taken after, is set aside with one line. Temp files a killed
-    write left are removed."""
+    longer holds the rows it was taken after, is set aside with one line. A checkpoint written
+    with another torch thread count says so in one line (numbers may differ at round-off)."""
     run_dir = Path(run_dir)
-    for tmp in run_dir.glob(f".{CHECKPOINT_FILE}.*.tmp"):
-        tmp.unlink(missing_ok=True)
     path = checkpoint_path(run_dir)
     if not path.exists():
         return None
@@ -172,6 +192,11 @@ def load_checkpoint(run_dir: str | Path, config: Mapping[str, Any], metric_names
     except BadCheckpoint as err:
         set_aside(run_dir, str(err), label)
         return None
+    threads = ckpt.header.get("torch_threads")
+    if threads is not None and threads != torch.get_num_threads():
+        say(f"torch threads: {threads} when {CHECKPOINT_FILE} was written, {torch.get_num_threads()} now: "
+            f"numbers may differ from an uninterrupted run at round-off (set threads={threads} to continue "
+            f"as it ran)", label)
     return ckpt
 
 
@@ -183,7 +208,8 @@ class Checkpointer:
     """Trainer.run's boundary hook for a recorded run: at each boundary (t steps done, row t
     logged) a signal noted meanwhile (wcntk.run.lifecycle.take_pending) is answered with a
     checkpoint and Interrupted; otherwise a checkpoint is written when `checkpoint_every` is due.
-    A write that fails (a full disk) says so in one line; the run goes on (on a signal: ends)."""
+    A write that fails (a full disk) says so in one line, once until a write succeeds again (one
+    more line); the run goes on (on a signal: ends)."""
 
     def __init__(self, run_dir: str | Path, config: dict[str, Any], trainer: Trainer,
                  recorder: RunRecorder, every: str | int | None, label: str | None = None):
@@ -193,6 +219,7 @@ class Checkpointer:
         self.last_time = time.monotonic()
         self.last_cost = 0.0
         self.writes, self.seconds = 0, 0.0     # checkpoints written by this attempt, and their time
+        self.failing = False                    # the last write failed (and said so)
 
     def boundary(self, t: int) -> None:
         signum = take_pending()
@@ -218,9 +245,16 @@ class Checkpointer:
         try:
             write_checkpoint(self.run_dir, header, self.trainer.state_dict(t))
         except OSError as err:
-            say(f"could not write the checkpoint at step {t}{' ' + why if why else ''} "
-                f"({type(err).__name__}: {err})", self.label)
+            if not self.failing:
+                say(f"could not write the checkpoint at step {t}{' ' + why if why else ''} "
+                    f"({type(err).__name__}: {err}); retrying at each interval, said again once one "
+                    f"is written", self.label)
+            self.failing = True
+            self.last_time = time.monotonic()  # retried when the interval is next due, not at every step
             return
+        if self.failing:
+            say(f"checkpoint written again at step {t}", self.label)
+            self.failing = False
         self.recorder.record.checkpoint_step = t
         self.last_cost = time.perf_counter() - start
         self.last_time = time.monotonic()

@@ -39,7 +39,7 @@ from .config import (
     validate_config,
 )
 from .provenance import LAUNCH_ENV
-from .record import BOOKKEEPING_KEYS, CHECKPOINT_FILE, Status, effective_status, flatten, read_record
+from .record import BOOKKEEPING_KEYS, Status, effective_status, flatten, read_record
 from .rundir import finished_run_message, lock_is_held
 
 CONF = Path(str(files("wcntk") / "conf"))   # the package's configs (wcntk/conf: the checkout's conf/)
@@ -298,6 +298,6 @@ def check_run_dir(run_dir: str, overwrite: bool) -> None:
         raise ConfigError(f"{run_dir} is being written by another process (running elsewhere)")
     summary = read_record(run_dir)
     status = None if summary is None else effective_status(summary, held)
-    continues = status == Status.INTERRUPTED and (Path(run_dir) / CHECKPOINT_FILE).exists()
+    continues = status == Status.INTERRUPTED  # from its checkpoint, or from step 0 (prepare_run_dir)
     if status is not None and not overwrite and status != Status.STALE and not continues:
         raise ConfigError(finished_run_message(run_dir, summary.status))

@@ -25,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ..training.data import DatasetUnavailable
 from ..training.progress import say
+from ..training.trainer import NotReproducible
 from .cli_checks import config_error
 from .config import validate_config
 from .job import FinishedRecord, run_job
@@ -92,7 +93,7 @@ def run_single(cfg: DictConfig, run_dir: Path) -> None:
         record = run_job(run, run_dir, overwrite=run.overwrite)
     except FinishedRecord as err:
         sys.exit(f"wcntk: error: {err}")
-    except (DatasetUnavailable, OSError) as err:  # the machine or the data, not a bug
+    except (DatasetUnavailable, OSError, NotReproducible) as err:  # the machine, the data or the factory
         if getattr(err, "record", None) is None:
             raise
         sys.exit(exit_code(err.record.status, err))

@@ -12,9 +12,9 @@ from ..training.progress import say
 from ..training.trainer import Trainer
 from .checkpoint import Checkpointer, checkpoint_path, load_checkpoint, remove_checkpoint
 from .config import RunConfig, validate_config
-from .lifecycle import Interrupted, deferred_signals, interruptible
+from .lifecycle import Interrupted, deferred_signals, interruptible, signal_pending
 from .outcome import closing_line, metrics_text
-from .record import SUMMARY_FILE, Record, Status, effective_status, read_record
+from .record import CHECKPOINT_FILE, SUMMARY_FILE, Record, Status, effective_status, read_record
 from .rundir import config_changes, finished_run_message, supersede, writer_lock
 from .tracking import WANDB_ID_FILE, RunRecorder
 
@@ -33,8 +33,9 @@ def prepare_run_dir(run_dir: str | Path, cfg: dict[str, Any], resume: bool = Fal
     - summary.json that is not a record (wcntk.run.record.not_a_record): moved aside, run (one line).
     - a single run on a finished record (any status but a stale `running`: we hold the lock, so
       its writer is gone): FinishedRecord, unless `overwrite`, which moves the record aside, or
-      the record is `interrupted` with a checkpoint (wcntk.run.checkpoint) of the same config:
-      the run continues in place.
+      the record is `interrupted` and of the same config: the run continues in place, from its
+      checkpoint (wcntk.run.checkpoint), or without one from step 0 (a record with logged rows
+      moved aside first, one line).
     - a record of another config (wcntk.run.rundir.config_changes; bookkeeping keys never count):
       moved aside, run (one line naming the changed keys).
     - resume: an `ok` record of the same config is kept; any other status runs again in place
@@ -52,18 +53,23 @@ def prepare_run_dir(run_dir: str | Path, cfg: dict[str, Any], resume: bool = Fal
         return None
     status = effective_status(old, lock_held=False)
     changes = config_changes(old.config, cfg)
-    continues = status == Status.INTERRUPTED and not changes and checkpoint_path(run_dir).exists()
+    has_checkpoint = checkpoint_path(run_dir).exists()
+    continues = status == Status.INTERRUPTED and not changes
     finished = status != Status.STALE and not continues
     if not resume and finished and not overwrite:
         raise FinishedRecord(finished_run_message(run_dir, status))
     # overwrite=true also means: not from the checkpoint (it moves aside with the record)
-    if changes or (not resume and (finished or (overwrite and checkpoint_path(run_dir).exists()))):
+    if changes or (not resume and (finished or (overwrite and (has_checkpoint or continues)))):
         moved = supersede(run_dir)
         why = ("config changed: " + ", ".join(f"{key} {before!r} -> {after!r}"
                                               for key, (before, after) in changes.items())
                if changes else "overwrite=true")
         say(f"{why}; the previous record was moved to {moved}", label)
         return None
+    if continues and not has_checkpoint and old.last_step is not None:  # its rows are kept aside
+        moved = supersede(run_dir)
+        say(f"the interrupted run has no {CHECKPOINT_FILE} to continue from (last step {old.last_step}): "
+            f"its record was moved to {moved}; the run starts from step 0", label)
     return old if resume and status == Status.OK else None
 
 
@@ -149,8 +155,9 @@ def train_and_record(run: RunConfig, run_dir: Path, config: dict[str, Any],
                 del ckpt
             recorder.set_facts(trainer.facts())
             saver = Checkpointer(run_dir, config, trainer, recorder, run.checkpoint_every, label)
-            with deferred_signals():  # a signal ends the run at the next step boundary, checkpointed
-                result = trainer.run(label=label, boundary=saver.boundary)
+            with deferred_signals():  # a signal ends the run at the next step boundary, checkpointed,
+                # or stops a measurement and checkpoints the boundary before it (measured again on resume)
+                result = trainer.run(label=label, boundary=saver.boundary, stop=signal_pending)
             recorder.set_result(result.status, result.message, result.diverged_step)
             done = result.status in (Status.OK, Status.DIVERGED) and not run.keep_checkpoint
             if done:  # nothing to continue: an ok run is complete, a diverged one would diverge again

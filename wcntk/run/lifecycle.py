@@ -113,6 +113,12 @@ def take_pending() -> int | None:
     return _pending.pop() if _pending else None
 
 
+def signal_pending() -> bool:
+    """Whether a signal arrived within deferred_signals() and is still to be handled: a long
+    measurement asks it to stop early (wcntk.training.trainer.stoppable); take_pending takes it."""
+    return bool(_pending)
+
+
 def exit_code(status: Status | None, err: BaseException | None = None) -> int:
     """The one map from how a run ended to its process's (and its W&B run's) exit code: 128 +
     signal for a signal (Interrupted; 130 for a bare KeyboardInterrupt), 0 for `ok`, else 1."""

@@ -60,12 +60,14 @@ LAUNCH_ENV = "WCNTK_LAUNCH_ID"
 
 def provenance() -> dict[str, Any]:
     """git_commit, git_dirty, wcntk, torch, cuda (torch's CUDA build, null for CPU builds),
-    python, host, pid, started_at (ISO 8601, UTC), launch (the sweep launch's id, $WCNTK_LAUNCH_ID;
-    null for a single run)."""
+    torch_threads (torch's CPU threads: another count changes numbers at round-off), python, host,
+    pid, started_at (ISO 8601, UTC), launch (the sweep launch's id, $WCNTK_LAUNCH_ID; null for a
+    single run)."""
     import torch  # here, not at import: the record readers (report, .wandb reader) need no torch
 
     commit, dirty = git_state()
     return {"git_commit": commit, "git_dirty": dirty, "wcntk": wcntk_version(), "torch": torch.__version__,
-            "cuda": torch.version.cuda, "python": platform.python_version(), "host": socket.gethostname(),
+            "cuda": torch.version.cuda, "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "host": socket.gethostname(),
             "pid": os.getpid(), "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "launch": os.environ.get(LAUNCH_ENV)}

@@ -2,6 +2,8 @@
 
 One writer per run dir: a run (or sweep job) writes its dir only while it holds an exclusive
 `flock` on `<run dir>/.lock`, from before it reads the old record until its own is written.
+Taking the lock removes the temp files an atomic write killed midway left
+(`.summary.json.<hex>.tmp`, `.checkpoint.pt.<hex>.tmp`): no writer holds them then.
 The kernel drops the lock when the process ends, SIGKILL included, so a lock is never stale;
 a record that says `running` while its lock is free was left by a killed process. A process
 that finds the lock held leaves the dir alone (the job is "running elsewhere").
@@ -70,10 +72,18 @@ def writer_lock(run_dir: str | Path) -> Iterator[None]:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
         _held.add(run_dir)
+        remove_temp_files(run_dir)
         yield
     finally:
         _held.discard(run_dir)
         os.close(fd)  # also releases the lock
+
+
+def remove_temp_files(run_dir: Path) -> None:
+    """The temp files of the atomic writes (summary.json, checkpoint.pt) a killed writer left."""
+    for name in (SUMMARY_FILE, CHECKPOINT_FILE):
+        for tmp in run_dir.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def lock_is_held(run_dir: str | Path) -> bool | None:

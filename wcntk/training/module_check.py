@@ -13,7 +13,8 @@ What a module must satisfy (docs/networks.md), checked in this order:
 5. samples are independent: f(x[:B]) equals the per-sample outputs f(x_i) (what vmap over single
    samples computes) to ``coupling_tolerance(dtype)`` · (1 + max|f|) (batch statistics break it);
 6. the run's transforms work: the per-sample NTK (vmap ∘ jacrev), the correlations (nested jvp),
-   and one twin step (a jvp at θ₀, then backward), with finite results.
+   and one twin step (a jvp at θ₀, then backward), with finite results;
+7. the factory is reproducible: two builds from the same seed hold the same θ₀ (check_reproducible).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
+from ..core.fingerprint import theta0_fingerprint
 from ..core.implementations import implementation_for
 from ..core.layers import functional, trainable_params
 from ..core.linearization import LinearizedModel
@@ -147,3 +149,14 @@ def _twin_step(f, params: dict[str, Tensor], x: Tensor) -> dict[str, Tensor]:
     out = twin(moving, x)
     mse(out, torch.zeros_like(out)).backward()
     return {k: v.grad if v.grad is not None else torch.zeros_like(v) for k, v in moving.items()}
+
+
+def check_reproducible(first: nn.Module, second: nn.Module) -> None:
+    """Two modules the factory built from the same seed must hold the same θ₀ (its fingerprint,
+    wcntk.core.fingerprint): a resumed run rebuilds θ₀ from the seed."""
+    a, b = theta0_fingerprint(first), theta0_fingerprint(second)
+    if a != b:
+        which = " and ".join(k for k in ("trainable", "frozen") if a[k] != b[k])
+        raise ModuleRefused(f"two calls with the same seed give different initial {which} tensors: draw "
+                            f"them from the `generator` (or `seed`) the factory receives, not from numpy's "
+                            f"or Python's global RNG (a resumed run rebuilds θ₀ from the seed)")

@@ -11,7 +11,7 @@ from ..core.layers import ModelConfig
 from ..core.models import IMAGE_MODELS, build_model
 from ..core.transformer import default_patch_size
 from .data import DataConfig, data_shapes, is_image_dataset
-from .module_check import ModuleRefused, check_module
+from .module_check import ModuleRefused, check_module, check_reproducible
 
 _checked: set[str] = set()  # custom settings whose module already passed check_network
 
@@ -21,7 +21,7 @@ def check_network(model: ModelConfig, data: DataConfig, dtype: torch.dtype = tor
     """What ModelConfig.validate cannot check alone: an image dataset for the image networks,
     patches that tile the image, and a custom factory whose module the run can measure (built
     once on the CPU in `dtype` per setting, checked by module_check.check_module with the
-    effective lr). ValueError with one line."""
+    effective lr, and built again for module_check.check_reproducible). ValueError with one line."""
     if model.kind in IMAGE_MODELS and not is_image_dataset(data.name):
         raise ValueError(f"model={model.kind} needs an image dataset, got dataset={data.name}")
     shape, classes = data_shapes(data)
@@ -38,6 +38,7 @@ def check_network(model: ModelConfig, data: DataConfig, dtype: torch.dtype = tor
             module = build_model(model, shape, classes, seed=0, dtype=dtype)
             try:
                 check_module(module, shape, classes, dtype, lr)
+                check_reproducible(module, build_model(model, shape, classes, seed=0, dtype=dtype))
             except ModuleRefused as err:
                 raise ValueError(f"model.target={model.target!r}: {err}") from None
             _checked.add(key)

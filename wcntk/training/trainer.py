@@ -8,13 +8,15 @@ with α = `lr_width_exponent` and m_param = width for mean_field, 1 otherwise.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..core.correlations import gd_step_direction, step_ratios
+from ..core.fingerprint import theta0_fingerprint
 from ..core.implementations import implementation_for
 from ..core.init import INIT_SCHEME
 from ..core.layers import (
@@ -38,6 +40,36 @@ from .data import DataConfig, Dataset, load_dataset
 from .progress import progress_bar, say
 from .sampler import MinibatchSampler
 from .step_graph import Capture, StepChoice, choose_step, cuda_graph_capture
+
+
+class NotReproducible(ValueError):
+    """A checkpoint's θ₀ is not the one this trainer rebuilt from the seed; one line."""
+
+
+class MeasurementStopped(BaseException):
+    """`stop()` said so inside a measurement (stoppable): its row is measured again later. A
+    BaseException, so that no `except Exception` on the way swallows it."""
+
+
+@contextmanager
+def stoppable(model: nn.Module, stop: Callable[[], bool] | None) -> Iterator[None]:
+    """Within the block, every call of one of the model's modules (the network, the NTK's and the
+    correlations' passes through f, whatever transform calls it) first asks `stop()`; True raises
+    MeasurementStopped there. A long measurement thus stops within one module's pass."""
+    if stop is None:
+        yield
+        return
+
+    def hook(_module: nn.Module, _args: object) -> None:
+        if stop():
+            raise MeasurementStopped
+
+    handles = [m.register_forward_pre_hook(hook) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @dataclass
@@ -114,6 +146,7 @@ class Trainer:
         self.f = functional(self.model)
         self.impl = implementation_for(self.model)
         self.params0 = params_of(self.model)   # θ: the trainable parameters (frozen ones are constants)
+        self.theta0_sha256 = theta0_fingerprint(self.model)   # a resume checks it (load_state_dict)
         self.twin = LinearizedModel(self.f, self.params0)
         self.twin_params = {k: v.clone().requires_grad_(True) for k, v in self.params0.items()}
         self.lr = effective_lr(opt_cfg, model_cfg)
@@ -133,8 +166,9 @@ class Trainer:
         self.x_probe = d.x_train[:train_cfg.probes]
         self.ntk0: Tensor | None = None     # Θ₀ on the probes (initial_ntk)
         self.steps_taken = 0                 # optimizer steps the network has taken (restored too)
-        # Where run() starts: after `start_step` steps, that step's row logged (load_state_dict).
-        self.start_step, self.resumed = 0, False
+        # Where run() starts: after `start_step` steps, that step's row logged or not (load_state_dict).
+        self.start_step, self.start_logged = 0, False
+        self.row_pending = False             # inside run(): the row of the current step is still to log
         self.initial: dict[str, float] = {}
         self.final: dict[str, float] = {}
 
@@ -264,12 +298,16 @@ class Trainer:
     def is_log_step(self, t: int) -> bool:
         return t % self.cfg.log_every == 0 or t == self.cfg.steps or self.is_corr_step(t)
 
-    def run(self, label: str | None = None, boundary: Callable[[int], None] | None = None) -> RunResult:
+    def run(self, label: str | None = None, boundary: Callable[[int], None] | None = None,
+            stop: Callable[[], bool] | None = None) -> RunResult:
         """Train for cfg.steps steps, logging at log/corr steps. Stops at the first non-finite loss.
         Progress (cfg.progress): a bar on a terminal, a line per 10 % elsewhere, named `label`.
         `boundary(t)` is called between steps, when t steps are done and step t's row (if any)
-        is logged: the state then is what state_dict saves (wcntk.run.checkpoint). After
-        load_state_dict the run continues from the restored step."""
+        is logged: the state then is what state_dict saves (wcntk.run.checkpoint). `stop()`
+        (with `boundary`) is asked inside measurements (stoppable): True drops the row being
+        measured and calls `boundary(t)` with the row still to log (state_dict says so), which is
+        expected to end the run; if it returns, the row is measured again. After load_state_dict
+        the run continues from the restored step."""
         steps, start = self.cfg.steps, self.start_step
         initial, final = self.initial, self.final  # empty, or restored by load_state_dict
         status, message, bad_step = Status.OK, None, None
@@ -279,11 +317,8 @@ class Trainer:
             bar.update(start)
         try:
             for t in range(start, steps + 1):
-                if self.is_log_step(t) and not (self.resumed and t == start):  # logged before the checkpoint
-                    row = self.evaluate()
-                    if self.is_corr_step(t):
-                        row.update(self.correlations())
-                    values = to_floats(row)
+                if self.is_log_step(t) and not (self.start_logged and t == start):  # logged before it
+                    values = self.measure_row(t, boundary, stop)
                     self.log(t, values)
                     if t == 0:
                         initial.update(values)
@@ -307,6 +342,27 @@ class Trainer:
             bar.close()
         return RunResult(status, message, bad_step, initial, final)
 
+    def measure_row(self, t: int, boundary: Callable[[int], None] | None,
+                    stop: Callable[[], bool] | None) -> dict[str, float]:
+        """Row t (evaluate, and correlations at a corr step); if `stop()` stops it (stoppable),
+        boundary(t) with the row pending, then measured again if the run goes on."""
+        if boundary is None:
+            stop = None
+        while True:
+            try:
+                with stoppable(self.model, stop):
+                    row = self.evaluate()
+                    if self.is_corr_step(t):
+                        row.update(self.correlations())
+                    return to_floats(row)
+            except MeasurementStopped:
+                pass
+            self.row_pending = True
+            try:
+                boundary(t)
+            finally:
+                self.row_pending = False
+
     def stable_lr(self) -> float | None:
         """gd_stable_lr of the initial NTK on the probes, for MSE with GD/SGD (else None, as for a
         zero NTK)."""
@@ -328,8 +384,10 @@ class Trainer:
         """Everything the rest of the run depends on, at a boundary of run() after `step` steps:
         both models' parameters (and the network's buffers), both optimizer states, the sampler's
         position and generator, the process's global RNGs (a custom network may draw from them),
-        the initial NTK on the probes and the initial / last values run() returns. θ₀, the data
-        and the twin's linearization point are rebuilt from the seed and not saved. As torch's
+        the initial NTK on the probes, the initial / last values run() returns and whether row
+        `step` is logged (False when a measurement was stopped: run() measures it again). θ₀, the data
+        and the twin's linearization point are rebuilt from the seed and not saved: θ₀'s
+        fingerprint is, and load_state_dict refuses another θ₀ (NotReproducible). As torch's
         state_dicts, it refers to the live tensors (on the CPU): serialize it before the next step."""
         with torch.no_grad():
             state: dict[str, object] = {
@@ -340,7 +398,8 @@ class Trainer:
                 "sampler": self.sampler.state_dict(),
                 "rng_cpu": torch.get_rng_state(),
                 "ntk0": None if self.ntk0 is None else self.ntk0.cpu(),
-                "initial": dict(self.initial), "final": dict(self.final)}
+                "initial": dict(self.initial), "final": dict(self.final),
+                "theta0_sha256": dict(self.theta0_sha256), "row_logged": not self.row_pending}
             if self.device.type == "cuda":
                 state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -351,6 +410,13 @@ class Trainer:
         graph reads the parameters, optimizer state and sampler buffers restored in place)."""
         if self._step is not None and self.step_mode != "eager":
             raise RuntimeError("load_state_dict after the CUDA graph was captured: restore before step 1")
+        saved = state.get("theta0_sha256")
+        if saved is not None and saved != self.theta0_sha256:
+            which = " and ".join(k for k in ("trainable", "frozen") if saved.get(k) != self.theta0_sha256[k])
+            raise NotReproducible(
+                f"θ₀ rebuilt from seed {self.cfg.seed} is not the checkpoint's ({which} tensors differ): "
+                f"the network's factory is not reproducible from its seed/generator (numpy's or Python's "
+                f"global RNG? a file?); start over with overwrite=true")
         with torch.no_grad():
             self.model.load_state_dict(state["net"])
             twin = state["twin"]
@@ -367,17 +433,19 @@ class Trainer:
         ntk0 = state["ntk0"]
         self.ntk0 = None if ntk0 is None else ntk0.to(self.device)
         self.initial, self.final = dict(state["initial"]), dict(state["final"])
-        self.start_step, self.resumed = int(state["step"]), True
+        self.start_step, self.start_logged = int(state["step"]), bool(state.get("row_logged", True))
         self.steps_taken = self.start_step
 
     def facts(self) -> dict[str, object]:
         """What the run resolved from its config: trainable and frozen parameter counts, η and its
-        stable limit, data source, device, the θ₀ scheme (wcntk.core.init.INIT_SCHEME), and for a
-        custom network the arguments its factory received."""
+        stable limit, data source, device, the θ₀ scheme (wcntk.core.init.INIT_SCHEME), θ₀'s
+        fingerprint (wcntk.core.fingerprint: trainable and frozen), and for a custom network the
+        arguments its factory received."""
         facts: dict[str, object] = {
             "n_params": self.n_params, "n_frozen_params": frozen_count(self.model), "effective_lr": self.lr,
             "stable_lr": self.stable_lr(), "data_source": self.data.source, "device": str(self.device),
-            "init_scheme": INIT_SCHEME}
+            "init_scheme": INIT_SCHEME, "theta0_sha256": self.theta0_sha256["trainable"],
+            "theta0_frozen_sha256": self.theta0_sha256["frozen"]}
         if self.model_cfg.kind == "custom":
             facts["factory_arguments"] = custom_factory_arguments(
                 self.model_cfg, self.data.input_shape, self.data.n_classes, self.cfg.seed)
