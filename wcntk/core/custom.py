@@ -14,7 +14,8 @@ entry of ``model.kwargs`` unchanged; the record keeps what it received (facts.fa
 A factory that takes no ``width`` builds the same network at every width: a run that sets width
 says so in one line, a sweep over width is refused (wcntk.run.cli_checks). It is called under
 ``torch.manual_seed(seed)`` (the global generator restored afterwards), so a factory that draws
-with torch's default generator is seeded too; the module is then moved to the run's dtype and device.
+with torch's default generator is seeded too; the module is then moved to the run's dtype and device,
+and a lazy module (nn.LazyLinear, …) gets its parameters by one dry forward, under the same seed.
 """
 from __future__ import annotations
 
@@ -27,9 +28,21 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 PROVIDED = ("input_shape", "out_features", "width", "depth", "activation", "parameterization",
             "generator", "seed", "dtype", "device")
+
+
+def differentiable_attention() -> None:
+    """Attention by its plain (math) kernel, from now on (for the process): nn.MultiheadAttention's
+    fused inference path (taken outside autograd: eval mode under no_grad, or inside torch.func's
+    jvp) and scaled_dot_product_attention's flash / memory-efficient / cuDNN kernels have no
+    forward-mode derivative (the twin, the correlations) and round differently from each other."""
+    torch.backends.mha.set_fastpath_enabled(False)
+    for enable in (torch.backends.cuda.enable_flash_sdp, torch.backends.cuda.enable_mem_efficient_sdp,
+                   torch.backends.cuda.enable_cudnn_sdp):
+        enable(False)   # process-wide flags, the CPU's flash kernel included; the math kernel stays
 
 
 def resolve_target(target: str | None) -> Callable[..., Any]:
@@ -113,9 +126,27 @@ def build_custom(target: str | None, kwargs: Mapping[str, Any], provided: Mappin
         except Exception as err:
             raise ValueError(f"model.target={target!r}: failed when called "
                              f"({type(err).__name__}: {err})") from None
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model.target={target!r}: returned an object of type {type(model).__name__}, "
-                         f"not a torch.nn.Module")
-    if not any(True for _ in model.parameters()):
-        raise ValueError(f"model.target={target!r}: returned a module with no parameters (nothing to train)")
-    return model.to(device=device, dtype=dtype)
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model.target={target!r}: returned an object of type {type(model).__name__}, "
+                             f"not a torch.nn.Module")
+        if not any(True for _ in model.parameters()):
+            raise ValueError(f"model.target={target!r}: returned a module with no parameters "
+                             f"(nothing to train)")
+        model = model.to(device=device, dtype=dtype)
+        materialise(model, tuple(provided["input_shape"]), dtype, device, target)
+    return model
+
+
+def materialise(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
+                target: str | None) -> None:
+    """Give a lazy module's parameters (nn.LazyLinear, …) their shapes and initial values by one dry
+    forward on zeros [2, *input_shape], under the factory's seed (the caller's), before θ₀ is taken."""
+    if not any(is_lazy(p) for p in [*model.parameters(), *model.buffers()]):
+        return
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, *input_shape, dtype=dtype, device=device))
+    except Exception as err:
+        raise ValueError(f"model.target={target!r}: has lazy parameters (nn.LazyLinear, …), and the dry "
+                         f"forward that gives them their shapes fails ({type(err).__name__}: "
+                         f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})") from None
