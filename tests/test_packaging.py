@@ -208,3 +208,33 @@ def test_no_import_circle_in_the_package():
     for node in graph:
         if node not in state:
             visit(node, [])
+
+
+def readme_python_block() -> str:
+    """The code block of README.md's "From Python" section, as written."""
+    section = (ROOT / "README.md").read_text().split("## From Python", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.slow
+def test_the_readme_python_block_runs_twice_in_a_fresh_directory(tmp_path):
+    """README "From Python", top to bottom, in an empty directory, then again: both end without a
+    traceback, the second keeps the finished runs, and the report reads them."""
+    (tmp_path / "block.py").write_text(readme_python_block())
+    env = os.environ | {"MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1",
+                        "PYTHONWARNINGS": "error::RuntimeWarning"}   # a one-width report's plots warned
+    for attempt in ("first", "second"):
+        proc = subprocess.run([sys.executable, "block.py"], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, (attempt, proc.stderr)
+    assert proc.stdout.count("wcntk: skipped (already ok)") == 2, proc.stdout
+    runs = (tmp_path / "outputs" / "notebook" / "report" / "runs.csv").read_text().splitlines()
+    assert len(runs) == 3 and all(",ok," in line for line in runs[1:]), runs
+
+
+def test_make_report_on_a_missing_dir_says_so_in_one_line(tmp_path):
+    import wcntk
+    with pytest.raises(FileNotFoundError) as err:
+        wcntk.make_report(tmp_path / "outputs" / "sweeps" / "width_scaling")
+    assert str(err.value) == (f"{tmp_path}/outputs/sweeps/width_scaling is not a directory: a report reads "
+                              f"the summary.json files below a sweep's dir (or a dir of runs)")
