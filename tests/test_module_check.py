@@ -39,13 +39,19 @@ REFUSED = {  # factory in tests/odd_nets.py -> what its one line says
     "dropout": "forward is random (two calls on the same input differ; Dropout?): call model.eval()",
     "batchnorm_training": "forward changes the buffer '2.running_mean' (as BatchNorm in training mode",
     "mutates_buffer": "forward changes the buffer 'calls'",
+    "weight_norm": "the module fails in the derivative correlations (nested jvp) (NotImplementedError: "
+                   "Trying to use forward AD with _weight_norm_interface",
+    "needs_hidden_layers": "the factory needs an argument 'hidden_layers' that the runner does not "
+                           "provide: add model.kwargs.hidden_layers=…",
 }
 
 
 @pytest.mark.parametrize("name", list(REFUSED))
 def test_modules_the_run_cannot_measure_are_refused_in_one_line(name):
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ValueError) as err, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         check_network(custom(name), DIGITS)
+    assert not caught, [str(w.message) for w in caught]   # torch's warnings stay inside the check
     message = str(err.value)
     assert message.startswith(f"model.target='tests.odd_nets.{name}': {REFUSED[name]}"), message
     assert "\n" not in message
@@ -143,7 +149,7 @@ CLI = ["model=custom", "debug=default", "dataset=digits", "wandb.mode=disabled"]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["dropout", "batchnorm_training", "mutates_buffer", "half_inside",
-                                  "all_frozen", "detached_output"])
+                                  "all_frozen", "detached_output", "weight_norm", "needs_hidden_layers"])
 def test_cli_refuses_the_traceback_cases_in_one_line_before_any_run_dir(tmp_path, name):
     proc = run_py(*CLI, f"model.target=tests.odd_nets.{name}", f"hydra.run.dir={tmp_path}/run", cwd=ROOT)
     assert proc.returncode == 1 and not (tmp_path / "run").exists()
@@ -276,3 +282,29 @@ def test_multihead_attention_in_eval_mode_is_accepted_and_exact_at_step_0():
     trainer = _trainer(custom("attention_eval", width=8), steps=2, lr=0.1)
     result = trainer.run()
     assert result.status == "ok" and result.initial["lin/func_rmse_train"] == 0.0
+
+
+def test_a_single_run_calls_the_factory_once(tmp_path):
+    """The pre-flight check's module is the memory estimate's and the run's (same seed, dtype, CPU)."""
+    from tests import odd_nets
+    from wcntk.run import capacity
+    from wcntk.run.job import run_job
+    from wcntk.training import network_check
+    before = odd_nets.CALLS["counted"]
+    cfg = {"model": {"kind": "custom", "target": "tests.odd_nets.counted", "kwargs": {"tag": str(tmp_path)}},
+           "width": 8, "steps": 1, "seed": 3, "probes": 4, "device": "cpu",
+           "dataset": {"name": "digits", "n_train": 24, "n_test": 8}, "progress": False,
+           "wandb": {"mode": "disabled"}}
+    assert run_job(cfg, tmp_path / "run").status == "ok"
+    assert odd_nets.CALLS["counted"] == before + 1
+    model = custom("counted", width=8, kwargs={"tag": str(tmp_path)})
+    shapes = (1, 8, 8), 10
+    network_check._checked.clear()
+    capacity._MEASURED.clear()
+    check_network(model, DIGITS, seed=5)                 # kept; the estimate reads it
+    from_check = capacity.measured_sizes(model, *shapes, torch.float32)
+    assert odd_nets.CALLS["counted"] == before + 2
+    capacity._MEASURED.clear()
+    network_check._last.clear()
+    assert capacity.measured_sizes(model, *shapes, torch.float32) == from_check   # the meta build's
+    assert from_check[0] == 8 * 64 + 10 * 8 + 10 and odd_nets.CALLS["counted"] == before + 3

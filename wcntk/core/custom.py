@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -99,7 +100,22 @@ def factory_arguments(factory: Callable[..., Any], provided: Mapping[str, Any],
         if key not in names and not open_kwargs:
             raise ValueError(f"model.kwargs.{key}: {target} takes no argument {key!r} "
                              f"(it takes {', '.join(sorted(names)) or 'none'})")
-    return {**{k: v for k, v in provided.items() if k in names or open_kwargs}, **kwargs}
+    arguments = {**{k: v for k, v in provided.items() if k in names or open_kwargs}, **kwargs}
+    for name in required_names(factory):
+        if name not in arguments:
+            raise ValueError(f"model.target={target!r}: the factory needs an argument {name!r} that the "
+                             f"runner does not provide: add model.kwargs.{name}=…")
+    return arguments
+
+
+def required_names(factory: Callable[..., Any]) -> list[str]:
+    """The factory's parameters without a default that can be passed by keyword."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in parameters if p.kind in keyword and p.default is inspect.Parameter.empty]
 
 
 def recorded_value(value: Any) -> Any:
@@ -113,12 +129,33 @@ def recorded_value(value: Any) -> Any:
     return str(value)
 
 
+_KEPT: dict[str, nn.Module] = {}   # the last module built with keep=True, by its build key
+
+
 def build_custom(target: str | None, kwargs: Mapping[str, Any], provided: Mapping[str, Any],
-                 dtype: torch.dtype, device: torch.device) -> nn.Module:
+                 dtype: torch.dtype, device: torch.device, keep: bool = False,
+                 reuse: bool = False) -> nn.Module:
     """Call the factory (seeded by provided["seed"]) and check that it returns an nn.Module with
-    parameters (what the module computes is checked by wcntk.training.module_check)."""
+    parameters (what the module computes is checked by wcntk.training.module_check).
+
+    keep=True keeps the module (the last one only) for one later call with reuse=True and the same
+    target, arguments, seed, dtype and device, which takes it instead of calling the factory again: the
+    pre-flight check's module becomes the run's (a factory may take seconds)."""
     factory = resolve_target(target)
     arguments = factory_arguments(factory, provided, dict(kwargs), target)
+    key = json.dumps([target, {k: recorded_value(v) for k, v in arguments.items()}, provided["seed"],
+                      str(dtype), str(device)], sort_keys=True, default=str)   # seeded, argument or not
+    if reuse and key in _KEPT:
+        return _KEPT.pop(key)
+    model = _build(factory, arguments, provided, dtype, device, target)
+    if keep:
+        _KEPT.clear()
+        _KEPT[key] = model
+    return model
+
+
+def _build(factory: Callable[..., Any], arguments: dict[str, Any], provided: Mapping[str, Any],
+           dtype: torch.dtype, device: torch.device, target: str | None) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(provided["seed"]))
         try:

@@ -113,7 +113,8 @@ class Trainer:
                                          seed=train_cfg.seed, dtype=self.dtype, device=self.device)
         self.loss_fn = get_loss(train_cfg.loss)
         self.model = build_model(model_cfg, self.data.input_shape, self.data.n_classes,
-                                 seed=train_cfg.seed, dtype=self.dtype, device=self.device)
+                                 seed=train_cfg.seed, dtype=self.dtype, device=self.device,
+                                 reuse=True)   # the pre-flight check's module, when it was built alike
         self.f = functional(self.model)
         self.impl = implementation_for(self.model)
         # θ: the trainable parameters f depends on (frozen ones are constants; unused ones are left out)
