@@ -183,6 +183,7 @@ def _explicit_tied(theta: dict[str, torch.Tensor], x: torch.Tensor, share_weight
     return linear(torch.tanh(h), "out")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tied_layer", "shared_weight"])
 def test_a_layer_under_two_names_or_a_shared_weight_is_each_tensor_once(name):
     """θ, n_params, the NTK, and 4 full-batch GD steps of the network and of the twin (traced by
@@ -273,6 +274,7 @@ def test_a_lazy_module_is_materialised_under_the_seed_before_theta0():
     assert first.run().status == "ok"
 
 
+@pytest.mark.slow
 def test_multihead_attention_in_eval_mode_is_accepted_and_exact_at_step_0():
     """nn.MultiheadAttention's fused inference path is off: the check's two calls agree, forward AD
     goes through, and the network and the twin agree exactly at θ₀."""
@@ -284,6 +286,7 @@ def test_multihead_attention_in_eval_mode_is_accepted_and_exact_at_step_0():
     assert result.status == "ok" and result.initial["lin/func_rmse_train"] == 0.0
 
 
+@pytest.mark.slow
 def test_a_single_run_calls_the_factory_once(tmp_path):
     """The pre-flight check's module is the memory estimate's and the run's (same seed, dtype, CPU)."""
     from tests import odd_nets
