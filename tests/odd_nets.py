@@ -139,3 +139,88 @@ def open_kwargs(**kw):
 
 def no_width(input_shape, out_features):
     return Tanh2(math.prod(input_shape), 8, out_features)
+
+
+class TiedLayer(nn.Module):
+    """f(x) = W2 tanh(B tanh(A tanh(W0 x + b0) + a) + b) + b2 with one layer A = B registered
+    under two names (`self.a = self.b`), or with only A's weight shared by two layers."""
+
+    def __init__(self, d, n, k, share_weight_only=False):
+        super().__init__()
+        self.inp = nn.Linear(d, n)
+        if share_weight_only:
+            self.a, self.b = nn.Linear(n, n), nn.Linear(n, n)
+            self.b.weight = self.a.weight
+        else:
+            self.a = self.b = nn.Linear(n, n)
+        self.out = nn.Linear(n, k)
+
+    def forward(self, x):
+        h = torch.tanh(self.a(torch.tanh(self.inp(x.flatten(1)))))
+        return self.out(torch.tanh(self.b(h)))
+
+
+def tied_layer(input_shape, out_features, width):
+    return TiedLayer(math.prod(input_shape), width, out_features)
+
+
+def shared_weight(input_shape, out_features, width):
+    return TiedLayer(math.prod(input_shape), width, out_features, share_weight_only=True)
+
+
+class Unused(Tanh2):
+    """Tanh2 holding a large trainable parameter that forward never reads."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.spare = nn.Parameter(torch.randn(4, 64) * 10)
+
+
+def unused_parameter(input_shape, out_features, width):
+    return Unused(math.prod(input_shape), width, out_features)
+
+
+def lazy(input_shape, out_features, width):
+    return nn.Sequential(nn.Flatten(), nn.LazyLinear(width), nn.Tanh(), nn.LazyLinear(out_features))
+
+
+class Attention(nn.Module):
+    """Rows of the image as tokens through nn.MultiheadAttention, mean over tokens, a readout."""
+
+    def __init__(self, input_shape, out_features, width):
+        super().__init__()
+        self.embed = nn.Linear(input_shape[-1], width)
+        self.attention = nn.MultiheadAttention(width, 2, batch_first=True)
+        self.out = nn.Linear(width, out_features)
+
+    def forward(self, x):
+        tokens = self.embed(x.flatten(1, -2))
+        mixed, _ = self.attention(tokens, tokens, tokens, need_weights=False)
+        return self.out(mixed.mean(dim=1))
+
+
+def attention_eval(input_shape, out_features, width):
+    return Attention(input_shape, out_features, width).eval()
+
+
+def weight_norm(input_shape, out_features, width):
+    net = _sequential(input_shape, out_features, width, [])
+    net[1] = nn.utils.weight_norm(net[1])
+    return net
+
+
+def attention_training(input_shape, out_features, width):
+    return Attention(input_shape, out_features, width)
+
+
+def needs_hidden_layers(input_shape, out_features, width, hidden_layers):
+    return Tanh2(math.prod(input_shape), width * hidden_layers, out_features)
+
+
+CALLS = {"counted": 0}
+
+
+def counted(input_shape, out_features, width, tag=None):
+    """Tanh2, counting the factory's calls (in CALLS)."""
+    CALLS["counted"] += 1
+    return Tanh2(math.prod(input_shape), width, out_features)

@@ -121,6 +121,17 @@ def test_installed_modules_run_from_any_directory(tmp_path):
     assert proc.returncode == 2 and "no run-*.wandb file" in proc.stderr, proc.stderr
 
 
+def inherit_site_packages(python: str) -> None:
+    """Give the venv of `python` this interpreter's third-party packages (torch, hydra, …): a .pth
+    file naming each site-packages dir on sys.path. (`venv --system-site-packages` would give the
+    *base* interpreter's: from inside a venv, not the packages of the venv running the tests.) The
+    named dirs' own .pth files are not run, so an editable wcntk there stays out of the venv."""
+    own = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    dirs = [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages") and Path(p).is_dir()]
+    (Path(own) / "outer_site_packages.pth").write_text("".join(f"{d}\n" for d in dirs))
+
+
 @pytest.mark.slow
 def test_a_built_wheel_runs_without_the_checkout(tmp_path):
     """The wheel carries the configs (wcntk/conf): installed into a fresh venv and started from a
@@ -129,10 +140,11 @@ def test_a_built_wheel_runs_without_the_checkout(tmp_path):
                     "-w", str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True, timeout=300)
     (wheel,) = (tmp_path / "dist").glob("wcntk-*.whl")
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(tmp_path / "venv" / "bin" / "python")
-    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True,
-                   capture_output=True, timeout=300)
+    inherit_site_packages(python)
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed",
+                    str(wheel)], check=True, capture_output=True, timeout=300)   # the outer wcntk is no wheel
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
     (tmp_path / "elsewhere").mkdir()
     proc = subprocess.run([python, "-m", "wcntk", "debug=default", "dataset=digits", "steps=2",
@@ -208,3 +220,33 @@ def test_no_import_circle_in_the_package():
     for node in graph:
         if node not in state:
             visit(node, [])
+
+
+def readme_python_block() -> str:
+    """The code block of README.md's "From Python" section, as written."""
+    section = (ROOT / "README.md").read_text().split("## From Python", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.slow
+def test_the_readme_python_block_runs_twice_in_a_fresh_directory(tmp_path):
+    """README "From Python", top to bottom, in an empty directory, then again: both end without a
+    traceback, the second keeps the finished runs, and the report reads them."""
+    (tmp_path / "block.py").write_text(readme_python_block())
+    env = os.environ | {"MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1",
+                        "PYTHONWARNINGS": "error::RuntimeWarning"}   # a one-width report's plots warned
+    for attempt in ("first", "second"):
+        proc = subprocess.run([sys.executable, "block.py"], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, (attempt, proc.stderr)
+    assert proc.stdout.count("wcntk: skipped (already ok)") == 2, proc.stdout
+    runs = (tmp_path / "outputs" / "notebook" / "report" / "runs.csv").read_text().splitlines()
+    assert len(runs) == 3 and all(",ok," in line for line in runs[1:]), runs
+
+
+def test_make_report_on_a_missing_dir_says_so_in_one_line(tmp_path):
+    import wcntk
+    with pytest.raises(FileNotFoundError) as err:
+        wcntk.make_report(tmp_path / "outputs" / "sweeps" / "width_scaling")
+    assert str(err.value) == (f"{tmp_path}/outputs/sweeps/width_scaling is not a directory: a report reads "
+                              f"the summary.json files below a sweep's dir (or a dir of runs)")

@@ -98,7 +98,8 @@ def test_a_finished_record_is_never_overwritten_and_overwrite_moves_it_aside(tmp
     first = run_job(tiny_config(), tmp_path)
     (tmp_path / "wandb_run_id").write_text("0123abcd\n")             # the first run's W&B id
     before = (tmp_path / "summary.json").read_bytes()
-    with pytest.raises(FinishedRecord, match="already holds a finished run .status ok.*overwrite=true"):
+    with pytest.raises(FinishedRecord, match="already holds a finished run .status ok.; pass another "
+                                             "run_dir, resume=True to keep an ok record, or overwrite=True"):
         run_job(tiny_config(width=16), tmp_path)
     assert (tmp_path / "summary.json").read_bytes() == before
     second = run_job(tiny_config(width=16), tmp_path, overwrite=True)

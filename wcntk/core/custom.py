@@ -14,12 +14,14 @@ entry of ``model.kwargs`` unchanged; the record keeps what it received (facts.fa
 A factory that takes no ``width`` builds the same network at every width: a run that sets width
 says so in one line, a sweep over width is refused (wcntk.run.cli_checks). It is called under
 ``torch.manual_seed(seed)`` (the global generator restored afterwards), so a factory that draws
-with torch's default generator is seeded too; the module is then moved to the run's dtype and device.
+with torch's default generator is seeded too; the module is then moved to the run's dtype and device,
+and a lazy module (nn.LazyLinear, …) gets its parameters by one dry forward, under the same seed.
 """
 from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -27,9 +29,21 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 PROVIDED = ("input_shape", "out_features", "width", "depth", "activation", "parameterization",
             "generator", "seed", "dtype", "device")
+
+
+def differentiable_attention() -> None:
+    """Attention by its plain (math) kernel, from now on (for the process): nn.MultiheadAttention's
+    fused inference path (taken outside autograd: eval mode under no_grad, or inside torch.func's
+    jvp) and scaled_dot_product_attention's flash / memory-efficient / cuDNN kernels have no
+    forward-mode derivative (the twin, the correlations) and round differently from each other."""
+    torch.backends.mha.set_fastpath_enabled(False)
+    for enable in (torch.backends.cuda.enable_flash_sdp, torch.backends.cuda.enable_mem_efficient_sdp,
+                   torch.backends.cuda.enable_cudnn_sdp):
+        enable(False)   # process-wide flags, the CPU's flash kernel included; the math kernel stays
 
 
 def resolve_target(target: str | None) -> Callable[..., Any]:
@@ -86,7 +100,22 @@ def factory_arguments(factory: Callable[..., Any], provided: Mapping[str, Any],
         if key not in names and not open_kwargs:
             raise ValueError(f"model.kwargs.{key}: {target} takes no argument {key!r} "
                              f"(it takes {', '.join(sorted(names)) or 'none'})")
-    return {**{k: v for k, v in provided.items() if k in names or open_kwargs}, **kwargs}
+    arguments = {**{k: v for k, v in provided.items() if k in names or open_kwargs}, **kwargs}
+    for name in required_names(factory):
+        if name not in arguments:
+            raise ValueError(f"model.target={target!r}: the factory needs an argument {name!r} that the "
+                             f"runner does not provide: add model.kwargs.{name}=…")
+    return arguments
+
+
+def required_names(factory: Callable[..., Any]) -> list[str]:
+    """The factory's parameters without a default that can be passed by keyword."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in parameters if p.kind in keyword and p.default is inspect.Parameter.empty]
 
 
 def recorded_value(value: Any) -> Any:
@@ -100,12 +129,33 @@ def recorded_value(value: Any) -> Any:
     return str(value)
 
 
+_KEPT: dict[str, nn.Module] = {}   # the last module built with keep=True, by its build key
+
+
 def build_custom(target: str | None, kwargs: Mapping[str, Any], provided: Mapping[str, Any],
-                 dtype: torch.dtype, device: torch.device) -> nn.Module:
+                 dtype: torch.dtype, device: torch.device, keep: bool = False,
+                 reuse: bool = False) -> nn.Module:
     """Call the factory (seeded by provided["seed"]) and check that it returns an nn.Module with
-    parameters (what the module computes is checked by wcntk.training.module_check)."""
+    parameters (what the module computes is checked by wcntk.training.module_check).
+
+    keep=True keeps the module (the last one only) for one later call with reuse=True and the same
+    target, arguments, seed, dtype and device, which takes it instead of calling the factory again: the
+    pre-flight check's module becomes the run's (a factory may take seconds)."""
     factory = resolve_target(target)
     arguments = factory_arguments(factory, provided, dict(kwargs), target)
+    key = json.dumps([target, {k: recorded_value(v) for k, v in arguments.items()}, provided["seed"],
+                      str(dtype), str(device)], sort_keys=True, default=str)   # seeded, argument or not
+    if reuse and key in _KEPT:
+        return _KEPT.pop(key)
+    model = _build(factory, arguments, provided, dtype, device, target)
+    if keep:
+        _KEPT.clear()
+        _KEPT[key] = model
+    return model
+
+
+def _build(factory: Callable[..., Any], arguments: dict[str, Any], provided: Mapping[str, Any],
+           dtype: torch.dtype, device: torch.device, target: str | None) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(provided["seed"]))
         try:
@@ -113,9 +163,27 @@ def build_custom(target: str | None, kwargs: Mapping[str, Any], provided: Mappin
         except Exception as err:
             raise ValueError(f"model.target={target!r}: failed when called "
                              f"({type(err).__name__}: {err})") from None
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model.target={target!r}: returned an object of type {type(model).__name__}, "
-                         f"not a torch.nn.Module")
-    if not any(True for _ in model.parameters()):
-        raise ValueError(f"model.target={target!r}: returned a module with no parameters (nothing to train)")
-    return model.to(device=device, dtype=dtype)
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model.target={target!r}: returned an object of type {type(model).__name__}, "
+                             f"not a torch.nn.Module")
+        if not any(True for _ in model.parameters()):
+            raise ValueError(f"model.target={target!r}: returned a module with no parameters "
+                             f"(nothing to train)")
+        model = model.to(device=device, dtype=dtype)
+        materialise(model, tuple(provided["input_shape"]), dtype, device, target)
+    return model
+
+
+def materialise(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
+                target: str | None) -> None:
+    """Give a lazy module's parameters (nn.LazyLinear, …) their shapes and initial values by one dry
+    forward on zeros [2, *input_shape], under the factory's seed (the caller's), before θ₀ is taken."""
+    if not any(is_lazy(p) for p in [*model.parameters(), *model.buffers()]):
+        return
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, *input_shape, dtype=dtype, device=device))
+    except Exception as err:
+        raise ValueError(f"model.target={target!r}: has lazy parameters (nn.LazyLinear, …), and the dry "
+                         f"forward that gives them their shapes fails ({type(err).__name__}: "
+                         f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})") from None

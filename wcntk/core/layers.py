@@ -212,14 +212,40 @@ def detached(params: Mapping[str, Tensor]) -> Params:
     return {k: v.detach() for k, v in params.items()}
 
 
+def parameter_slots(model: nn.Module) -> dict[str, list[str]]:
+    """For each parameter by its first name (named_parameters' key), one name per place that holds
+    it: a weight shared by two layers (`l2.weight = l1.weight`) has two places, a layer registered
+    under two names (`self.a = self.b = nn.Linear(…)`) one (`a.weight` and `b.weight` are one
+    attribute of one module)."""
+    first = {id(p): name for name, p in model.named_parameters()}
+    slots: dict[str, list[str]] = {}
+    seen: set[tuple[int, str]] = set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        owner, _, attr = name.rpartition(".")
+        place = (id(model.get_submodule(owner)), attr)
+        if place not in seen:
+            seen.add(place)
+            slots.setdefault(first[id(p)], []).append(name)
+    return slots
+
+
 def functional(model: nn.Module) -> Callable[[Params, Tensor], Tensor]:
     """The pure function f(params, x) -> [batch, k] of a module; a parameter or buffer missing
-    from `params` (a frozen one) is taken from the module."""
+    from `params` (a frozen one) is taken from the module. A tensor that several names share
+    (parameter_slots) is set once in each place that holds it: torch.func.functional_call's own
+    weight tying swaps a layer registered under two names twice and restores the traced value,
+    not the module's parameter, into it."""
+    slots = parameter_slots(model)
+    if len(list(model.named_parameters(remove_duplicate=False))) == len(slots):   # no tensor has two names
+        def f(params: Params, x: Tensor) -> Tensor:
+            return functional_call(model, params, (x,))
+        return f
 
-    def f(params: Params, x: Tensor) -> Tensor:
-        return functional_call(model, params, (x,))
+    def f_tied(params: Params, x: Tensor) -> Tensor:
+        placed = {name: value for key, value in params.items() for name in slots.get(key, [key])}
+        return functional_call(model, placed, (x,), tie_weights=False)
 
-    return f
+    return f_tied
 
 
 def num_params(params: Params) -> int:

@@ -19,6 +19,8 @@ from torch.func import jvp, linearize
 from .layers import Fn, Params
 from .mlp import MLP, mlp_layers
 
+TRACE_AFTER = 2   # cached(x): plain jvps for the first calls, the trace from call TRACE_AFTER + 1 on
+
 
 def tree_sub(a: Params, b: Params) -> Params:
     return {k: a[k] - b[k] for k in a}
@@ -40,7 +42,7 @@ class LinearizedModel:
         out0, tangent = jvp(lambda p: self.f(p, x), (self.params0,), (tree_sub(params, self.params0),))
         return out0 + tangent
 
-    def cached(self, x: Tensor, trace_after: int = 2) -> Callable[[Params], Tensor]:
+    def cached(self, x: Tensor, trace_after: int = TRACE_AFTER) -> Callable[[Params], Tensor]:
         """params ↦ f_lin(params, x) for this fixed x, with f(θ₀, x) and the primal part of the
         jvp computed once. The trace costs about two jvp calls (plus, once per process, importing
         torch.fx's tracer): the first `trace_after` calls are plain jvps and the trace is built at

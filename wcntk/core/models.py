@@ -47,14 +47,15 @@ def model_signature(cfg: ModelConfig, input_shape: tuple[int, ...], out_features
 
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: int, seed: int,
                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-                threads: int | None = None) -> nn.Module:
+                threads: int | None = None, keep: bool = False, reuse: bool = False) -> nn.Module:
     """Seeded network for inputs of shape `input_shape` (without batch dim).
 
     Initial values follow wcntk.core.init's scheme (INIT_SCHEME): drawn in float64 on the CPU, per
     (seed, the model's shape signature, parameter name, chunk), by `threads` threads (None:
     torch.get_num_threads()), then cast; the same seed gives the same θ₀ on every device, dtype
     and thread count, and another width (depth, input or output size) independent draws of
-    every tensor.
+    every tensor. `keep`, `reuse`: a custom factory's module kept for one later call
+    (wcntk.core.custom.build_custom).
     """
     cfg.validate()
     init = ParamInit(seed, dtype, torch.device(device), threads,
@@ -63,7 +64,7 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: in
         return MLP(math.prod(input_shape), out_features, cfg, init)
     if cfg.kind == "custom":
         provided = custom_provided(cfg, input_shape, out_features, init)
-        return build_custom(cfg.target, cfg.kwargs, provided, init.dtype, init.device)
+        return build_custom(cfg.target, cfg.kwargs, provided, init.dtype, init.device, keep, reuse)
     if len(input_shape) != 3:
         raise ValueError(f"model={cfg.kind} needs image inputs [C, H, W], got shape {tuple(input_shape)}")
     if cfg.kind == "cnn":

@@ -20,10 +20,12 @@ transformer):
     transformer  P = Cp²n + n + T·n + 6L(n² + n) + n·k + k    A = T·n·(6L + 1) + L·h·T²
                  (embedding and per-token bias; per block q, k, v, out and the MLP's 2 layers,
                  and the attention weights, T² per head)
-    custom       measured: the factory is called on the meta device (shapes without memory or
-                 values, wcntk.core.models.build_model), P is the module's parameter count and
-                 A the elements autograd saves for its backward per input (wcntk.core.ntk.sample_cost
-                 on 2 inputs minus on 1, so the saved parameters cancel); a factory that cannot be
+    custom       measured on the module the network check built (wcntk.training.network_check),
+                 its tensors replaced by meta ones (shapes without memory or values), else on the
+                 factory's module built on the meta device (wcntk.core.models.build_model): P is
+                 the module's parameter count and A the elements autograd saves for its backward
+                 per input (wcntk.core.ntk.sample_cost on 2 inputs minus on 1, so the saved
+                 parameters cancel); a factory that cannot be
                  built or run on the meta device gets no estimate (the network check reports its own
                  failures)
 
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -48,6 +51,7 @@ from ..core.ntk import sample_cost
 from ..core.transformer import default_patch_size
 from ..training.config import resolve_device
 from ..training.data import DataConfig, data_shapes
+from ..training.network_check import checked_module
 from .record import flatten
 
 INT64_MAX = 2 ** 63 - 1
@@ -92,12 +96,17 @@ def measured_sizes(model: ModelConfig, shape: tuple[int, ...], k: int, dtype: to
                       model.parameterization, shape, k, str(dtype)], sort_keys=True, default=str)
     if key not in _MEASURED:
         meta = torch.device("meta")
+        checked = checked_module(model, shape, k, dtype)
         try:
-            with meta:
-                net = build_model(model, shape, k, seed=0, dtype=dtype, device=meta)
-                params = dict(net.named_parameters())
+            with warnings.catch_warnings(), meta:
+                warnings.simplefilter("ignore")
+                net = checked or build_model(model, shape, k, seed=0, dtype=dtype, device=meta)
+                params = {name: torch.empty_like(p, device=meta) for name, p in net.named_parameters()}
+                buffers = {name: torch.empty_like(b, device=meta) for name, b in net.named_buffers()}
+                f = functional(net)
                 x = torch.empty(2, *shape, dtype=dtype)
-                one, two = (sample_cost(functional(net), params, x, batch) for batch in (1, 2))
+                one, two = (sample_cost(lambda p, xb: f({**p, **buffers}, xb), params, x, batch)
+                            for batch in (1, 2))
             _MEASURED[key] = one.n_params, max(0, two.saved - one.saved)
         except Exception:   # any failure on meta: no estimate (the network check reports the factory's)
             _MEASURED[key] = None

@@ -31,7 +31,7 @@ from .config import validate_config
 from .job import FinishedRecord, run_job
 from .lifecycle import Interrupted, exit_code, interruptible
 from .record import SUMMARY_FILE, Status, read_record
-from .rundir import LOCK_FILE, RunningElsewhere, supersede, writer_lock
+from .rundir import LOCK_FILE, RunningElsewhere, finished_run_message, supersede, writer_lock
 from .tracking import write_invalid_setting_record
 
 
@@ -92,7 +92,7 @@ def run_single(cfg: DictConfig, run_dir: Path) -> None:
     try:
         record = run_job(run, run_dir, overwrite=run.overwrite)
     except FinishedRecord as err:
-        sys.exit(f"wcntk: error: {err}")
+        sys.exit(f"wcntk: error: {finished_run_message(err.run_dir, err.status)}")
     except (DatasetUnavailable, OSError, NotReproducible) as err:  # the machine, the data or the factory
         if getattr(err, "record", None) is None:
             raise

@@ -15,12 +15,20 @@ from .config import RunConfig, validate_config
 from .lifecycle import Interrupted, deferred_signals, interruptible, signal_pending
 from .outcome import closing_line, metrics_text
 from .record import CHECKPOINT_FILE, SUMMARY_FILE, Record, Status, effective_status, read_record
-from .rundir import config_changes, finished_run_message, supersede, writer_lock
+from .rundir import SUPERSEDED_DIR, config_changes, supersede, writer_lock
 from .tracking import WANDB_ID_FILE, RunRecorder
 
 
 class FinishedRecord(ValueError):
-    """The run dir already holds the record of a finished run, and overwrite was not asked for."""
+    """The run dir already holds the record of a finished run, and overwrite was not asked for.
+    Its message speaks Python (run_job's arguments); the command line says its own
+    (wcntk.run.rundir.finished_run_message, from `run_dir` and `status`)."""
+
+    def __init__(self, run_dir: Path, status: str):
+        self.run_dir, self.status = run_dir, status
+        super().__init__(f"{run_dir} already holds a finished run (status {status}); pass another "
+                         f"run_dir, resume=True to keep an ok record, or overwrite=True to move its "
+                         f"record to {run_dir / SUPERSEDED_DIR}/")
 
 
 def prepare_run_dir(run_dir: str | Path, cfg: dict[str, Any], resume: bool = False,
@@ -57,7 +65,7 @@ def prepare_run_dir(run_dir: str | Path, cfg: dict[str, Any], resume: bool = Fal
     continues = status == Status.INTERRUPTED and not changes
     finished = status != Status.STALE and not continues
     if not resume and finished and not overwrite:
-        raise FinishedRecord(finished_run_message(run_dir, status))
+        raise FinishedRecord(run_dir, status)
     # overwrite=true also means: not from the checkpoint (it moves aside with the record)
     if changes or (not resume and (finished or (overwrite and (has_checkpoint or continues)))):
         moved = supersede(run_dir)

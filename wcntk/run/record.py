@@ -15,7 +15,8 @@ Layout of summary.json (Record's fields)::
     facts          what the run resolved at run time: effective_lr, stable_lr (2/λ_max of the
                    initial NTK, MSE with gd/sgd), n_params (trainable) and n_frozen_params,
                    data_source, device, init_scheme (how θ₀ was drawn, wcntk.core.init.INIT_SCHEME),
-                   factory_arguments (model=custom: what its factory received)
+                   n_unused_params and factory_arguments (model=custom: trainable entries no
+                   gradient reaches, left out of θ; what its factory received)
     provenance     git_commit, git_dirty, wcntk, torch, cuda, python, host, pid, started_at,
                    launch (the id of the sweep launch that ran it; null for a single run)
     initial        metrics logged at step 0;  final: at the last logged step

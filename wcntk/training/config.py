@@ -129,7 +129,7 @@ def validate_all(model: ModelConfig, data: DataConfig, opt: OptimizerConfig, tra
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"the effective learning rate lr·(width/width_ref)^lr_width_exponent is {lr} "
                          f"at width {model.width}: lower optimizer.lr or optimizer.lr_width_exponent")
-    check_network(model, data, PRECISIONS[train.precision], lr)
+    check_network(model, data, PRECISIONS[train.precision], lr, train.seed)
 
 
 def resolve_device(name: str) -> torch.device:

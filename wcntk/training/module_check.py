@@ -22,10 +22,11 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
+from ..core.custom import differentiable_attention
 from ..core.fingerprint import theta0_fingerprint
-from ..core.implementations import implementation_for
+from ..core.implementations import Implementation, implementation_for
 from ..core.layers import functional, trainable_params
-from ..core.linearization import LinearizedModel
+from ..core.linearization import TRACE_AFTER, LinearizedModel
 from ..core.losses import mse
 
 BATCH = 3          # inputs in the batch compared with the per-sample outputs
@@ -65,15 +66,35 @@ def _cause(err: BaseException) -> str:
     return f"{type(err).__name__}: {first}"
 
 
+def check_inputs(input_shape: tuple[int, ...], dtype: torch.dtype,
+                 device: torch.device | str = "cpu") -> Tensor:
+    """The check's BATCH random inputs (seeded: the same on every call)."""
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(BATCH, *input_shape, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
+
+
+@torch.enable_grad()
+def unused_parameters(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype,
+                      device: torch.device | str = "cpu") -> list[str]:
+    """The trainable parameters that receive no gradient from the output on the check's inputs:
+    f does not depend on them (forward never reads them, or only through a detached path)."""
+    params = trainable_params(model)
+    out = model(check_inputs(input_shape, dtype, device))
+    if not out.requires_grad:
+        return list(params)
+    grads = torch.autograd.grad(out, list(params.values()), torch.ones_like(out), allow_unused=True)
+    return [name for name, grad in zip(params, grads, strict=True) if grad is None]
+
+
 def check_module(model: nn.Module, input_shape: tuple[int, ...], out_features: int, dtype: torch.dtype,
                  lr: float) -> None:
     """Raise ModuleRefused (one line) if the run cannot measure `model` right (module docstring)."""
+    differentiable_attention()   # as the Trainer does
     params = trainable_params(model)
     if not params:
         raise ModuleRefused("every parameter has requires_grad=False: nothing to train "
                             "(leave at least one trainable)")
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(BATCH, *input_shape, generator=gen, dtype=torch.float64).to(dtype)
+    x = check_inputs(input_shape, dtype)
     before = _buffers(model)
     try:
         out = model(x)
@@ -96,13 +117,19 @@ def check_module(model: nn.Module, input_shape: tuple[int, ...], out_features: i
         raise ModuleRefused(f"forward changes the buffer {changed[0]!r} (as BatchNorm in training mode "
                             f"does with its running statistics): call model.eval() in the factory, "
                             f"or use GroupNorm or LayerNorm")
-    with torch.no_grad():
-        again = model(x)
+    again = model(x).detach()   # in the same grad mode: under no_grad torch may take a fused path
     if not torch.equal(out.detach(), again):
         raise ModuleRefused("forward is random (two calls on the same input differ; Dropout?): "
                             "call model.eval() in the factory or remove Dropout")
+    places = [(name, id(p)) for name, p in model.named_parameters(remove_duplicate=False)]
     check_independent_samples(model, params, x, out.detach())
     check_transforms(model, params, x[:TRANSFORM_SAMPLES], lr)
+    now = [(name, id(p)) for name, p in model.named_parameters(remove_duplicate=False)]
+    replaced = [name for name, _ in sorted(set(places) ^ set(now))]
+    if replaced:
+        raise ModuleRefused(f"a functional call of the module left another tensor than its parameter "
+                            f"in {replaced[0]!r} (a layer registered in an unusual way?): the network "
+                            f"would stop training it; register each layer once")
 
 
 def check_independent_samples(model: nn.Module, params: dict[str, Tensor], x: Tensor,
@@ -130,11 +157,14 @@ def check_transforms(model: nn.Module, params: dict[str, Tensor], x: Tensor, lr:
     steps = {
         "the NTK (vmap of jacrev over samples)": lambda: impl.ntk(model, f, detached, x),
         "the derivative correlations (nested jvp)": lambda: impl.correlations(model, f, detached, x, lr),
-        "the linearized twin's step (jvp at θ₀, then backward)": lambda: _twin_step(f, detached, x),
+        "the linearized twin's steps (jvp at θ₀, then backward; on a fixed batch traced by "
+        "torch.func.linearize from the third call on)": lambda: _twin_steps(model, impl, f, detached, x),
     }
     for what, compute in steps.items():
         try:
             result = compute()
+        except ModuleRefused:
+            raise
         except Exception as err:
             raise ModuleRefused(f"the module fails in {what} ({_cause(err)})") from None
         values = result.values() if isinstance(result, dict) else [result]
@@ -142,11 +172,30 @@ def check_transforms(model: nn.Module, params: dict[str, Tensor], x: Tensor, lr:
             raise ModuleRefused(f"{what} is not finite on random inputs at θ₀")
 
 
-def _twin_step(f, params: dict[str, Tensor], x: Tensor) -> dict[str, Tensor]:
-    """The gradient of the twin's loss at θ₀ + 0 (what its first optimizer step uses)."""
+def _twin_steps(model: nn.Module, impl: Implementation, f, params: dict[str, Tensor],
+                x: Tensor) -> dict[str, Tensor]:
+    """The gradient of the twin's loss at θ₀ + 0 (what its first optimizer step uses), by each
+    twin the run builds: the fixed batch's (impl.linearize with reuse: plain jvps, then the trace
+    from call TRACE_AFTER + 1 on) and a minibatch's; they must agree to coupling_tolerance."""
     twin = LinearizedModel(f, params)
+    fixed = impl.linearize(model, twin, x, True)
+    calls = [fixed] * (TRACE_AFTER + 1) + [impl.linearize(model, twin, x, False)]
+    grads = [_twin_grad(call, params) for call in calls]
+    for name, first in grads[0].items():
+        for other in grads[1:]:
+            gap = (other[name] - first).abs().max().item()
+            tol = coupling_tolerance(x.dtype) * (1 + first.abs().max().item())
+            if not gap <= tol:
+                raise ModuleRefused(f"the linearized twin traced by torch.func.linearize differs from its "
+                                    f"plain jvp by {gap:.3g} in the gradient of {name!r} (round-off "
+                                    f"allows {tol:.2g}): forward's result depends on more than its "
+                                    f"inputs and parameters")
+    return grads[-1]
+
+
+def _twin_grad(twin, params: dict[str, Tensor]) -> dict[str, Tensor]:
     moving = {k: v.clone().requires_grad_(True) for k, v in params.items()}
-    out = twin(moving, x)
+    out = twin(moving)
     mse(out, torch.zeros_like(out)).backward()
     return {k: v.grad if v.grad is not None else torch.zeros_like(v) for k, v in moving.items()}
 

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.correlations import gd_step_direction, step_ratios
+from ..core.custom import differentiable_attention
 from ..core.fingerprint import theta0_fingerprint
 from ..core.implementations import implementation_for
 from ..core.init import INIT_SCHEME
@@ -37,6 +38,7 @@ from ..core.status import Status
 from ..core.tf32 import disable_tf32
 from .config import PRECISIONS, OptimizerConfig, TrainConfig, effective_lr, resolve_device, validate_all
 from .data import DataConfig, Dataset, load_dataset
+from .module_check import unused_parameters
 from .progress import progress_bar, say
 from .sampler import MinibatchSampler
 from .step_graph import Capture, StepChoice, choose_step, cuda_graph_capture
@@ -138,14 +140,20 @@ class Trainer:
         self.device = resolve_device(train_cfg.device)
         self.dtype = PRECISIONS[train_cfg.precision]
         disable_tf32()
+        differentiable_attention()
         self.data = data or load_dataset(data_cfg, flatten=model_cfg.kind == "mlp", loss=train_cfg.loss,
                                          seed=train_cfg.seed, dtype=self.dtype, device=self.device)
         self.loss_fn = get_loss(train_cfg.loss)
         self.model = build_model(model_cfg, self.data.input_shape, self.data.n_classes,
-                                 seed=train_cfg.seed, dtype=self.dtype, device=self.device)
+                                 seed=train_cfg.seed, dtype=self.dtype, device=self.device,
+                                 reuse=True)   # the pre-flight check's module, when it was built alike
         self.f = functional(self.model)
         self.impl = implementation_for(self.model)
-        self.params0 = params_of(self.model)   # θ: the trainable parameters (frozen ones are constants)
+        # θ: the trainable parameters f depends on (frozen ones are constants; unused ones are left out)
+        self.unused = (unused_parameters(self.model, self.data.input_shape, self.dtype, self.device)
+                       if model_cfg.kind == "custom" else [])
+        self.params0 = {k: v for k, v in params_of(self.model).items() if k not in self.unused}
+        self.n_unused = sum(v.numel() for k, v in trainable_params(self.model).items() if k in self.unused)
         self.theta0_sha256 = theta0_fingerprint(self.model)   # a resume checks it (load_state_dict)
         self.twin = LinearizedModel(self.f, self.params0)
         self.twin_params = {k: v.clone().requires_grad_(True) for k, v in self.params0.items()}
@@ -175,6 +183,11 @@ class Trainer:
     @property
     def n_params(self) -> int:
         return num_params(self.params0)
+
+    def theta(self) -> dict[str, Tensor]:
+        """θ_t: the network's parameters that θ₀ holds (trainable and used), as detached views."""
+        live = trainable_params(self.model)
+        return {k: live[k].detach() for k in self.params0}
 
     def linearized_at(self, x: Tensor) -> Callable[[dict[str, Tensor]], Tensor]:
         """params ↦ f_lin(params, x) for a fixed x, with the θ₀ part computed once, by the
@@ -252,7 +265,7 @@ class Trainer:
     def evaluate(self) -> dict[str, Tensor]:
         """Losses/accuracies of both models and the lin/* deviations on train and test."""
         d = self.data
-        params_t = detached(trainable_params(self.model))
+        params_t = self.theta()
         twin_params = detached(self.twin_params)
         out: dict[str, Tensor] = {}
         splits = [("train", d.x_train, d.y_train, self.twin_train)]
@@ -270,7 +283,7 @@ class Trainer:
 
     def correlations(self) -> dict[str, Tensor]:
         """corr/* at the current network parameters and lin/ntk_rel_change on the probes."""
-        params_t = detached(trainable_params(self.model))
+        params_t = self.theta()
         corr = self.impl.correlations(self.model, self.f, params_t, self.x_probe, self.lr)
         ntk = (self.initial_ntk() if self.steps_taken == 0
                else self.impl.ntk(self.model, self.f, params_t, self.x_probe))
@@ -312,6 +325,7 @@ class Trainer:
         initial, final = self.initial, self.final  # empty, or restored by load_state_dict
         status, message, bad_step = Status.OK, None, None
         self.warn_unstable_lr()
+        self.warn_unused(label)
         bar = progress_bar(steps, self.cfg.progress, label)
         if start:
             bar.update(start)
@@ -378,6 +392,13 @@ class Trainer:
             say(f"warning: effective lr {self.lr:g} is above 2/λ_max = {limit:.3g} of the initial NTK on "
                 f"{len(self.x_probe)} training inputs (MSE, {self.opt_cfg.name}): the network and its "
                 f"twin will likely diverge; lower optimizer.lr")
+
+    def warn_unused(self, label: str | None = None) -> None:
+        """One line on stderr naming the trainable parameters f does not depend on."""
+        if self.unused:
+            say(f"warning: {len(self.unused)} trainable parameter(s) receive no gradient from the output "
+                f"({', '.join(self.unused)}; {self.n_unused} entries): left out of θ, n_params and "
+                f"lin/param_rel_change (facts.n_unused_params)", label)
 
     # --- checkpoints ----------------------------------------------------------------------
     def state_dict(self, step: int) -> dict[str, object]:
@@ -447,6 +468,7 @@ class Trainer:
             "init_scheme": INIT_SCHEME, "theta0_sha256": self.theta0_sha256["trainable"],
             "theta0_frozen_sha256": self.theta0_sha256["frozen"]}
         if self.model_cfg.kind == "custom":
+            facts["n_unused_params"] = self.n_unused
             facts["factory_arguments"] = custom_factory_arguments(
                 self.model_cfg, self.data.input_shape, self.data.n_classes, self.cfg.seed)
         return facts

@@ -128,6 +128,9 @@ def collect(sweep_dir) -> pd.DataFrame:
     wall_time_s, initial/<metric>, final/<metric>. Unparsable summary.json files become rows with
     status "unreadable"."""
     root = Path(sweep_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a directory: a report reads the summary.json files below "
+                                f"a sweep's dir (or a dir of runs)")
     paths = sorted((p for p in root.rglob(SUMMARY_FILE) if SUPERSEDED_DIR not in p.relative_to(root).parts),
                    key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.as_posix())])
     rows = [_job_row(p, root) for p in paths]
