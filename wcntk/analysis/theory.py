@@ -31,7 +31,10 @@ correlations C_{D,d} = η^{D/2+d}/(D! d!)·∇^{D+d}f·(∇f)^{⊗d} at θ₀:
     lin/func_mse        bound −1 (its square)
     lin/loss_gap        none
 
-Deviation against correlation (:func:`expected_ratio`): if a deviation D ∝ n^β and a
+Deviation against correlation (:func:`expected_ratio`). For any network at α = 0 (gradient
+descent on the MSE, ntk parameterization), the claim's bound (:func:`claim_bound`, docs/theory.md
+§6.1): func_rmse = O(C11) = O(√C02), so its slope is ≥ +1 against C11 and ≥ +1/2 against C02
+(func_mse: ≥ +2, ≥ +1), whatever the network's width exponents. Otherwise: if a deviation D ∝ n^β and a
 correlation C ∝ n^γ (γ ≠ 0), then D ∝ C^{β/γ}: the slope of ln D on ln C is β/γ. A
 prediction β gives the prediction β/γ; an upper bound (true β' ≤ β) gives β'/γ ≥ β/γ when
 γ < 0 (dividing by a negative number turns the inequality), a lower bound, and ≤ β/γ when
@@ -41,7 +44,8 @@ Everything else ("standard" and "mean_field" parameterizations, adam, xent for l
 α > 0 for lin/*) is "none". docs/theory.md derives each entry. The entries are derived for the
 MLP and the CNN; the resnet keeps the corr/* ones (C03 and step_ratio_3 as at depth ≥ 2: it
 always has several weight layers), every other metric of the resnet and every metric of the
-transformer and of a custom network is "none" (docs/theory.md, "Other networks").
+transformer and of a custom network is "none" (docs/theory.md, "Other networks"); :func:`reference`
+gives the MLP's entry for them, drawn for reference in the claim figure.
 """
 from __future__ import annotations
 
