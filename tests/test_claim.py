@@ -311,3 +311,10 @@ def test_widths_still_steepening_are_left_out_of_the_tail():
     assert steepening_start(widths, pure, 8.0) == (8.0, "")
     # one seed per width: no intervals, no move
     assert steepening_start(widths[::3], steep[::3], 8.0) == (8.0, "")
+
+
+def test_sweep_job_dirs_sort_by_their_values_numerically():
+    from wcntk.run.rundir import natural_key
+    names = ["model=mlp,optimizer.lr=1.0,seed=0,width=1024", "model=mlp,optimizer.lr=1.0,seed=0,width=128",
+             "model=mlp,optimizer.lr=1.0,seed=0,width=16", "model=mlp,optimizer.lr=0.3,seed=0,width=16"]
+    assert sorted(names, key=natural_key) == [names[3], names[2], names[1], names[0]]
