@@ -34,7 +34,7 @@ from wcntk.run.record import BOOKKEEPING_KEYS
 from wcntk.training.config import OptimizerConfig, TrainConfig
 from wcntk.training.data import DataConfig
 
-REAL_SWEEPS = ["activations", "lr_scaling", "parameterization", "width_scaling"]
+REAL_SWEEPS = ["activations", "claim", "lr_scaling", "parameterization", "width_scaling"]
 
 
 def compose_cfg(*overrides, hydra_node=False):

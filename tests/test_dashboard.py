@@ -24,8 +24,9 @@ def panels(workspace, section: str) -> list:
 def test_workspace_spec_log_axes_and_metric_keys():
     w = dashboard.build_workspace("ent", "proj", "lr_scaling", "| setting | slope |", width_key="width")
     assert (w.entity, w.project, w.name) == ("ent", "proj", "wcntk lr_scaling")
-    assert [s.name for s in w.sections] == ["width scaling: at init", "width scaling: final",
-                                            "deviation vs correlation", "deviation vs step", "slopes"]
+    assert [s.name for s in w.sections] == ["the claim, by network", "width scaling: at init",
+                                            "width scaling: final", "deviation vs correlation",
+                                            "deviation vs step", "slopes"]
     data = spec(w)
     sections = {s["name"]: s["panels"] for s in data["spec"]["section"]["panelBankConfig"]["sections"]}
     init = [p["config"] for p in sections["width scaling: at init"]]
@@ -49,6 +50,15 @@ def test_workspace_spec_log_axes_and_metric_keys():
     (runset,) = data["spec"]["section"]["runSets"]
     assert runset["filters"]["filters"] == [{"key": {"section": "run", "name": "group"}, "op": "=",
                                              "value": "lr_scaling", "disabled": False}]
+    # runs grouped by network; the claim's section: the correlations and the deviation vs width,
+    # and the deviation vs each correlation
+    assert runset["grouping"] == [{"section": "config", "name": "model.value.kind"}]
+    claim = [(p["config"]["xAxis"], p["config"]["yAxis"]) for p in sections["the claim, by network"]]
+    assert claim == [("config:width.value", "summary:initial/corr/C02"),
+                     ("config:width.value", "summary:initial/corr/C11"),
+                     ("config:width.value", "summary:lin/func_rmse_test"),
+                     ("summary:initial/corr/C02", "summary:lin/func_rmse_test"),
+                     ("summary:initial/corr/C11", "summary:lin/func_rmse_test")]
 
 
 def test_nested_width_key():
@@ -64,7 +74,9 @@ def test_slope_markdown_from_report_dir(tmp_path):
         dashboard.slope_markdown(tmp_path)
     (tmp_path / "slopes.md").write_text("| a | b |\n|---|---|\n| 1 | 2 |\n")
     (tmp_path / "deviation_vs_correlation.md").write_text("| c |\n|---|\n| 3 |\n")
+    (tmp_path / "claim.md").write_text("| network | verdict |\n|---|---|\n| cnn | consistent |\n")
     md = dashboard.slope_markdown(tmp_path)
+    assert md.index("| cnn | consistent |") < md.index("| 1 | 2 |")   # the claim first
     assert "| 1 | 2 |" in md and "| 3 |" in md and "docs/theory.md" in md and "DESIGN" not in md
 
 

@@ -29,6 +29,12 @@ with probability 0.95 under the noise model); a flat-then-power-law sweep starts
 crossover. If no width passes, or there is one seed per width (no pure error), n_min is the
 third-widest width (the shortest tail with a CI) and the rule says so. Fewer than 3 widths:
 no asymptotic fit. `min_width` in the report overrides the rule.
+
+    (c) still steepening: while more than 3 widths are ≥ n_min and the tail's first local slope
+        ℓ₁ (n_min → next width) is shallower than a later local slope ℓ_j of the tail beyond both
+        intervals (|ℓ_j| − |ℓ₁| > h₁ + h_j, h the 95 % Welch half-widths), n_min moves up one
+        width: a tail whose slope is still steepening is not yet asymptotic, however well the
+        F test's pooled scatter hides the bend (one seed per width: no intervals, no move).
 """
 from __future__ import annotations
 
@@ -85,9 +91,32 @@ def lack_of_fit_p(widths, values) -> float:
     return float(stats.f.sf((ss_lof / n_lof) / (ss_pe / n_pe), n_lof, n_pe))
 
 
+def steepening_start(widths, values, n_min: float) -> tuple[float, str]:
+    """(c) of the module docstring: n_min moved past the widths whose local slopes are still
+    steepening beyond their intervals, and "" or the note that says so."""
+    w, v = np.asarray(widths, float), np.asarray(values, float)
+    moved = []
+    while len(np.unique(w[w >= n_min])) > MIN_TAIL_WIDTHS:
+        tail = local_slopes(w[w >= n_min], v[w >= n_min])
+        first = tail[0]
+        gap = first["ci_half"]
+        later = [r for r in tail[1:] if abs(r["slope"]) - abs(first["slope"]) > gap + r["ci_half"]]
+        if not later:   # nan intervals (one seed) compare False: no move
+            break
+        moved.append((first, later[0]))
+        n_min = first["width_hi"]
+    if not moved:
+        return n_min, ""
+    first, later = moved[0]
+    def text(r: dict) -> str:
+        return f"{r['slope']:+.2f} ± {r['ci_half']:.2f} at {r['width_lo']:g}→{r['width_hi']:g}"
+    return n_min, f"still steepening below {n_min:g}: local slope {text(first)}, {text(later)}"
+
+
 def choose_n_min(widths, values) -> tuple[float, str]:
     """(n_min, rule) by the rule of the module docstring; rule is "auto", or says why the
-    widest 3 widths were taken; (nan, "fewer than 3 widths") when there is no tail."""
+    widest 3 widths were taken or why n_min moved past still-steepening widths (c); (nan,
+    "fewer than 3 widths") when there is no tail."""
     w, v = np.asarray(widths, float), np.asarray(values, float)
     keep = np.isfinite(w) & np.isfinite(v) & (w > 0) & (v > 0)
     w, v = w[keep], v[keep]
@@ -100,5 +129,6 @@ def choose_n_min(widths, values) -> tuple[float, str]:
     for lv in levels[:len(levels) - MIN_TAIL_WIDTHS + 1]:
         p = lack_of_fit_p(w[w >= lv], v[w >= lv])
         if math.isfinite(p) and p >= LACK_OF_FIT_LEVEL:
-            return float(lv), "auto"
+            n_min, why = steepening_start(w, v, float(lv))
+            return n_min, f"auto ({why})" if why else "auto"
     return widest, f"auto (no tail passes the lack-of-fit test: widest {MIN_TAIL_WIDTHS})"

@@ -4,8 +4,11 @@ Usage::
 
     python -m wcntk.analysis.dashboard --entity E --project P --group G [--report DIR] [--name NAME]
 
-builds a saved W&B workspace view of the runs of group G:
+builds a saved W&B workspace view of the runs of group G, grouped by network
+(``config.model.kind``: one colour per network in every panel, as in the report's claim figure):
 
+- "the claim, by network": initial ``corr/C02`` and ``corr/C11`` and the final
+  ``lin/func_rmse_test`` against width, and that deviation against each correlation, log-log;
 - "width scaling: at init" / "width scaling: final": one scatter panel per metric, x = the
   run config's width, y = the run summary's ``initial/<metric>`` (init values, logged by the
   runner at step 0) or ``<metric>`` (final values), both axes logarithmic;
@@ -13,8 +16,8 @@ builds a saved W&B workspace view of the runs of group G:
   ``initial/corr/C02`` and ``initial/corr/C11``, log-log;
 - "deviation vs step": line panels of the deviations against the logged training step
   (the runs' `step` metric), grouped by width;
-- "slopes": a markdown panel with the slope tables of a local report dir (``--report``, the
-  output of ``python -m wcntk.analysis.report``), or how to make one.
+- "slopes": a markdown panel with the claim table (claim.md) and the slope tables of a local
+  report dir (``--report``, the output of ``python -m wcntk.analysis.report``), or how to make one.
 
 :func:`build_workspace` builds the specification without touching the network; :func:`save`
 uploads it and needs a W&B login (``wandb login`` or WANDB_API_KEY). Without one the command
@@ -36,6 +39,8 @@ INIT_METRICS = fitted_names(fit="initial")
 FINAL_METRICS = fitted_names(fit="final")
 DEVIATIONS = fitted_names(family="deviation", compared=True)
 CORRELATIONS = fitted_names(family="correlation", compared=True)
+CLAIM_DEVIATIONS = DEVIATIONS[:1]   # lin/func_rmse_test: the deviation the claim bounds
+NETWORK_KEY = "model.kind"         # runs are grouped by network
 MAX_RUNS = 500
 
 
@@ -50,7 +55,8 @@ def slope_markdown(report_dir: Path | None) -> str:
         return ("No slope table given: run `python -m wcntk.analysis.report SWEEP_DIR` and rebuild this "
                 "dashboard with `--report SWEEP_DIR/report`.")
     parts = [f"### {title}\n\n{(Path(report_dir) / name).read_text()}"
-             for title, name in (("Width-scaling slopes", "slopes.md"),
+             for title, name in (("The claim, per network", "claim.md"),
+                                 ("Width-scaling slopes", "slopes.md"),
                                  ("Deviation vs correlation", "deviation_vs_correlation.md"))
              if (Path(report_dir) / name).is_file()]
     if not parts:
@@ -72,15 +78,23 @@ def build_workspace(entity: str, project: str, group: str, slopes_md: str, width
     final = [_scatter(width, wr.SummaryMetric(m), f"{m} (final) vs width") for m in FINAL_METRICS]
     dev_corr = [_scatter(wr.SummaryMetric(init_key(c)), wr.SummaryMetric(d), f"{d} (final) vs {c} at init")
                 for d in DEVIATIONS for c in CORRELATIONS]
+    claim = [_scatter(width, wr.SummaryMetric(init_key(c)), f"{c} at init vs width, by network")
+             for c in CORRELATIONS]
+    claim += [_scatter(width, wr.SummaryMetric(d), f"{d} (final) vs width, by network")
+              for d in CLAIM_DEVIATIONS]
+    claim += [_scatter(wr.SummaryMetric(init_key(c)), wr.SummaryMetric(d), f"{d} (final) vs {c} at init, "
+                       "by network") for d in CLAIM_DEVIATIONS for c in CORRELATIONS]
     steps = [wr.LinePlot(title=f"{m} vs step, by width", x="step", y=[m], groupby=width, log_y=True)
              for m in TRAJECTORIES]
     sections = [ws.Section(name=title, panels=panels, is_open=True)
-                for title, panels in (("width scaling: at init", init), ("width scaling: final", final),
+                for title, panels in (("the claim, by network", claim),
+                                      ("width scaling: at init", init), ("width scaling: final", final),
                                       ("deviation vs correlation", dev_corr), ("deviation vs step", steps),
                                       ("slopes", [wr.MarkdownPanel(markdown=slopes_md)]))]
     return ws.Workspace(entity=entity, project=project, name=name or f"wcntk {group}", sections=sections,
                         settings=ws.WorkspaceSettings(max_runs=MAX_RUNS),
-                        runset_settings=ws.RunsetSettings(filters=ws.And(ws.Metric("Group") == group)))
+                        runset_settings=ws.RunsetSettings(filters=ws.And(ws.Metric("Group") == group),
+                                                          groupby=[ws.Config(NETWORK_KEY)]))
 
 
 class NotLoggedIn(RuntimeError):

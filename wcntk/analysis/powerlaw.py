@@ -47,7 +47,8 @@ def fit_power_law_by_seed(x: Sequence[float], y: Sequence[float], seeds: Sequenc
     95 % CI  b̄ ± t_{0.975, S−1} · sd(b_s)/√S  over the S usable seeds: with `corrections`,
     those with more distinct widths than the 3 parameters (a seed's fit keeps a residual
     degree of freedom, never 3 parameters through 3 points), plain, those with at least 2.
-    intercept, correction: means of a_s, c_s (0 without corrections); r2 of that mean curve on
+    intercept, correction: means of a_s, c_s (0 without corrections), correction_ci_half: the
+    same t half-width for c (nan without corrections or with one seed); r2 of that mean curve on
     every point; n_points, n_seeds. One usable seed: its slope without a CI. No usable seed: the
     pooled OLS (:func:`fit_power_law`) of the plain power law, without a CI (n_seeds 0)."""
     u, v = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
@@ -62,15 +63,19 @@ def fit_power_law_by_seed(x: Sequence[float], y: Sequence[float], seeds: Sequenc
         coefs.append(np.linalg.lstsq(np.column_stack(cols), v[q], rcond=None)[0])
     if not coefs:
         fit = fit_power_law(x, y, confidence)
-        return {**fit, "stderr": math.nan, "ci_half": math.nan, "correction": 0.0, "n_seeds": 0}
+        return {**fit, "stderr": math.nan, "ci_half": math.nan, "correction": 0.0,
+                "correction_ci_half": math.nan, "n_seeds": 0}
     c = np.array(coefs)
     k = len(c)
     a, b = float(c[:, 0].mean()), float(c[:, 1].mean())
     corr = float(c[:, 2].mean()) if corrections else 0.0
     se = float(c[:, 1].std(ddof=1)) / math.sqrt(k) if k > 1 else math.nan
-    half = float(stats.t.ppf(0.5 + confidence / 2, k - 1)) * se if k > 1 else math.nan
+    t = float(stats.t.ppf(0.5 + confidence / 2, k - 1)) if k > 1 else math.nan
+    half = t * se
+    c_half = t * float(c[:, 2].std(ddof=1)) / math.sqrt(k) if corrections and k > 1 else math.nan
     resid = v - a - b * u - corr * np.exp(-CORRECTION_EXPONENT * u)
     sst = float(((v - v.mean()) ** 2).sum())
-    return {"slope": b, "intercept": a, "correction": corr, "stderr": se, "ci_half": half,
+    return {"slope": b, "intercept": a, "correction": corr, "correction_ci_half": c_half, "stderr": se,
+            "ci_half": half,
             "r2": 1.0 - float((resid ** 2).sum()) / sst if sst > 0 else math.nan, "n_points": len(u),
             "n_seeds": k}

@@ -31,7 +31,10 @@ correlations C_{D,d} = η^{D/2+d}/(D! d!)·∇^{D+d}f·(∇f)^{⊗d} at θ₀:
     lin/func_mse        bound −1 (its square)
     lin/loss_gap        none
 
-Deviation against correlation (:func:`expected_ratio`): if a deviation D ∝ n^β and a
+Deviation against correlation (:func:`expected_ratio`). For any network at α = 0 (gradient
+descent on the MSE, ntk parameterization), the claim's bound (:func:`claim_bound`, docs/theory.md
+§6.1): func_rmse = O(C11) = O(√C02), so its slope is ≥ +1 against C11 and ≥ +1/2 against C02
+(func_mse: ≥ +2, ≥ +1), whatever the network's width exponents. Otherwise: if a deviation D ∝ n^β and a
 correlation C ∝ n^γ (γ ≠ 0), then D ∝ C^{β/γ}: the slope of ln D on ln C is β/γ. A
 prediction β gives the prediction β/γ; an upper bound (true β' ≤ β) gives β'/γ ≥ β/γ when
 γ < 0 (dividing by a negative number turns the inequality), a lower bound, and ≤ β/γ when
@@ -41,7 +44,8 @@ Everything else ("standard" and "mean_field" parameterizations, adam, xent for l
 α > 0 for lin/*) is "none". docs/theory.md derives each entry. The entries are derived for the
 MLP and the CNN; the resnet keeps the corr/* ones (C03 and step_ratio_3 as at depth ≥ 2: it
 always has several weight layers), every other metric of the resnet and every metric of the
-transformer and of a custom network is "none" (docs/theory.md, "Other networks").
+transformer and of a custom network is "none" (docs/theory.md, "Other networks"); :func:`reference`
+gives the MLP's entry for them, drawn for reference in the claim figure.
 """
 from __future__ import annotations
 
@@ -209,14 +213,46 @@ def _training(name: str, config: Mapping[str, Any], alpha: float, depth: int) ->
     return Expectation("bound", -0.5, "O(1/√n) deviation from linear dynamics (α ≤ 0)")
 
 
+CLAIM_DEVIATIONS = {deviation("func_rmse"): 1.0, deviation("func_mse"): 2.0}   # deviation ∝ ε^power
+CLAIM_CORRELATIONS = {correlation("C11"): 1.0, correlation("C02"): 2.0}         # correlation ∝ ε^power
+
+
+def claim_bound(deviation_metric: str, correlation_metric: str, config: Mapping[str, Any]) -> Expectation:
+    """The paper's claim as a slope against a correlation, for any network whose correlations
+    vanish with width (docs/theory.md §6): over a fixed training duration (α = 0), gradient
+    descent on the MSE in the ntk parameterization, the deviation is O(ε) with C11 ≍ ε and
+    C02 ≍ ε², so ln(func_rmse) against ln(C11) has slope ≥ 1 and against ln(C02) slope ≥ 1/2
+    (func_mse: twice these). "none" where a condition fails or the pair is not one of these."""
+    dev, corr = base_metric(deviation_metric), base_metric(correlation_metric)
+    if dev not in CLAIM_DEVIATIONS or corr not in CLAIM_CORRELATIONS:
+        return NONE
+    param = str(lookup(config, "parameterization", "ntk"))
+    alpha = _number(lookup(config, "lr_width_exponent", 0.0), math.nan)
+    opt, loss = optimizer_name(config), str(lookup(config, "loss", "mse"))
+    why = ("ntk parameterization" if param != "ntk" else "α = 0 (a training duration fixed in width)"
+           if alpha != 0 else "gradient descent (gd, sgd, momentum)" if opt not in GRADIENT_DESCENT
+           else "the MSE loss" if loss != "mse" else "")
+    if why:
+        return Expectation("none", reason=f"the claim's bound is stated for {why}")
+    slope = CLAIM_DEVIATIONS[dev] / CLAIM_CORRELATIONS[corr]
+    return Expectation("lower bound", slope,
+                       f"the claim, any network: {dev} = O(ε^{CLAIM_DEVIATIONS[dev]:g}), "
+                       f"{corr} ≍ ε^{CLAIM_CORRELATIONS[corr]:g} → slope ≥ {slope:g} (docs/theory.md §6)")
+
+
 def expected_ratio(deviation: str, correlation: str, config: Mapping[str, Any]) -> Expectation:
-    """The expected slope of ln(deviation) against ln(correlation) across widths: β/γ from the
-    width exponents β (deviation) and γ (correlation) of :func:`expected`. A prediction over a
-    prediction is a prediction; an upper bound β over a prediction γ < 0 is the lower bound
-    ≥ β/γ (γ > 0: the bound ≤ β/γ); anything else (no entry, exact 0, γ = 0) is "none"."""
+    """The expected slope of ln(deviation) against ln(correlation) across widths. At α = 0 for
+    func_rmse / func_mse against C02 / C11: the claim's bound for any network (claim_bound).
+    Otherwise β/γ from the width exponents β (deviation) and γ (correlation) of :func:`expected`.
+    A prediction over a prediction is a prediction; an upper bound β over a prediction γ < 0 is
+    the lower bound ≥ β/γ (γ > 0: the bound ≤ β/γ); anything else (no entry, exact 0, γ = 0) is
+    "none"."""
+    claim = claim_bound(deviation, correlation, config)
+    if claim.kind != "none":
+        return claim
     d, c = expected(deviation, config), expected(correlation, config)
     if d.kind not in ("prediction", "bound") or c.kind != "prediction" or c.slope == 0:
-        return Expectation("none", reason="needs a width exponent for both (deviation: "
+        return Expectation("none", reason=claim.reason or "needs a width exponent for both (deviation: "
                                           f"{d.text()}, correlation: {c.text()})")
     ratio = d.slope / c.slope
     reason = (f"deviation ∝ n^β, β {'=' if d.kind == 'prediction' else '≤'} {d.slope:+.3g}; "
@@ -225,3 +261,15 @@ def expected_ratio(deviation: str, correlation: str, config: Mapping[str, Any]) 
         return Expectation("prediction", ratio, reason)
     return Expectation("lower bound" if c.slope < 0 else "bound", ratio,
                        reason + (" (γ < 0 turns ≤ into ≥)" if c.slope < 0 else ""))
+
+
+def reference(metric: str, config: Mapping[str, Any]) -> tuple[Expectation, bool]:
+    """(the width exponent of `metric` in this setting, whether it is derived for this network):
+    where it is not (transformer, custom, the resnet's lin/*), the MLP's entry in the same
+    setting, drawn for reference and never judged."""
+    own = expected(metric, config)
+    kind = str(lookup(config, "kind", "mlp"))
+    if own.kind != "none" or kind in DERIVED_KINDS:
+        return own, True
+    mlp = {k: v for k, v in config.items() if not k.endswith(".kind") and k != "kind"}
+    return expected(metric, {**mlp, "model.kind": "mlp"}), False

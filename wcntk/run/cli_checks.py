@@ -29,6 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ..core.custom import resolve_target, takes_width
 from ..training.progress import say
+from .arms import arm_sweep_lines
 from .config import (
     RunConfig,
     config_keys,
@@ -134,7 +135,7 @@ def check_multirun(config: DictConfig) -> None:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     given = command_line(config)
-    sweeps = sweep_overrides(config, given)
+    sweeps = sweep_overrides(config, given) + arm_overrides(config)
     for override in sweeps:
         check_sweep_values(config, override)
     check_width_reaches_factory(run, given, {o.key_or_group for o in sweeps})
@@ -182,6 +183,22 @@ def sweep_overrides(config: DictConfig, given: list) -> list:
     except HydraException as err:
         raise config_error(err) from None
     return [o for o in [*given, *from_file] if o.is_sweep_override()]
+
+
+def arm_overrides(config: DictConfig) -> list:
+    """The values each arm of an arms sweep (`hydra/sweeper=arms`, wcntk.run.arms) gives its own
+    keys, as sweeps (`width=choice(64,32)`): checked like a sweep file's grid."""
+    arms = OmegaConf.select(config, "hydra.sweeper.arms")
+    if arms is None:
+        return []
+    other = OmegaConf.select(config, "hydra.sweeper.other")
+    lines = arm_sweep_lines(OmegaConf.to_container(arms, resolve=True),
+                            OmegaConf.to_container(other, resolve=True) if other is not None else None,
+                            list(config.hydra.overrides.task))
+    try:
+        return OverridesParser.create().parse_overrides([line for arm in lines.values() for line in arm])
+    except HydraException as err:
+        raise config_error(err) from None
 
 
 def check_sweep_values(config: DictConfig, override) -> None:

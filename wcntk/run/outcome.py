@@ -11,10 +11,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from ..core.metric_registry import HEADLINE_METRICS, is_correlation
+from ..core.metric_registry import HEADLINE_METRICS, INITIAL, is_correlation
 from .provenance import LAUNCH_ENV, git_state
 from .record import SUMMARY_FILE, Record, Status, effective_status, read_record
-from .rundir import SUPERSEDED_DIR, config_changes, lock_is_held
+from .rundir import SUPERSEDED_DIR, config_changes, lock_is_held, natural_key
 
 
 def _number(value: Any) -> str:
@@ -34,16 +34,25 @@ def corr_step(record: Record) -> int | None:
     return last // every * every if type(every) is int and every > 0 else 0
 
 
-def metrics_text(record: Record) -> str:
+def metrics_text(record: Record, initial_correlations: bool = False) -> str:
     """`lin/func_rmse_test <final>  corr/C02 <final> (step <t>)`: the record's final values (n/a
     where not logged or not finite); corr/C02 names the step it was measured at (corr_step),
-    which for an interrupted or diverged run may be step 0."""
+    which for an interrupted or diverged run may be step 0. With `initial_correlations` (a
+    sweep's closing table): `initial/corr/C02 <at θ₀>`, the value the width fits read."""
     texts = []
     for key in HEADLINE_METRICS:
+        if initial_correlations and is_correlation(key):
+            texts.append(f"{INITIAL}{key} {_number(record.initial.get(key))}")
+            continue
         text = f"{key} {_number(record.final.get(key))}"
         step = corr_step(record) if is_correlation(key) else None
         texts.append(text + (f" (step {step})" if step is not None and not text.endswith("n/a") else ""))
     return "  ".join(texts)
+
+
+def sweep_metrics(record: Record) -> str:
+    """A job's values in the sweep's closing table: the final deviation, the initial correlations."""
+    return metrics_text(record, initial_correlations=True)
 
 
 def outcome_text(record: Record) -> str:
@@ -102,7 +111,9 @@ LAUNCH = Launch()
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
-    return sorted(p.parent.parent for p in sweep_dir.glob("**/.hydra/overrides.yaml"))
+    """The sweep's job dirs, in the numeric order of their swept values (natural_key)."""
+    return sorted((p.parent.parent for p in sweep_dir.glob("**/.hydra/overrides.yaml")),
+                  key=lambda d: natural_key(d.relative_to(sweep_dir).as_posix()))
 
 
 def _superseded(job: Path) -> set[str]:
@@ -157,18 +168,18 @@ class SweepSummary(Callback):
         not_submitted = job in LAUNCH.jobs and LAUNCH.jobs[job] is None   # the launcher left it out: ok
         untouched = _mtime(job / SUMMARY_FILE) == summary_time or not_submitted
         if status == Status.OK and untouched:
-            return Status.SKIPPED, metrics_text(record), {}
+            return Status.SKIPPED, sweep_metrics(record), {}
         # Without a launch id (a callback used outside run.py): a record written since the start.
         mine = prov.get("launch") == self.launch if self.launch is not None else not untouched
         if not mine:
             who = f"pid {prov.get('pid')} on {prov.get('host')}"
             if status == Status.OK:  # finished by another process meanwhile: this sweep skipped it
-                return Status.SKIPPED, f"{metrics_text(record)}  (run by {who})", {}
+                return Status.SKIPPED, f"{sweep_metrics(record)}  (run by {who})", {}
             if held:
                 return Status.ELSEWHERE, f"running elsewhere ({who})", {}
             # The other process is done with it and left it unfinished: no one will finish it.
             return status, f"{outcome_text(record)}  (run by {who})", {}
-        detail = metrics_text(record) if status == Status.OK else outcome_text(record)
+        detail = sweep_metrics(record) if status == Status.OK else outcome_text(record)
         detail += f"  {resumes_text(record)}" if record.resumed_from else ""
         changes: dict[str, tuple[Any, Any]] = {}
         for name in sorted(_superseded(job) - superseded):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import socket
 import time
 from collections.abc import Iterator, Mapping
@@ -25,6 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from .record import CHECKPOINT_FILE, SUMMARY_FILE, flatten, is_bookkeeping
+
+NUMBER = r"\d+(?:\.\d+)?(?:e[-+]?\d+)?"
+
+
+def natural_key(text: str) -> list:
+    """Sort key of a run dir's name or path with its numbers compared as numbers (width=16
+    before width=128, lr=0.3 before lr=1.0): sweep job dirs in the order of their values."""
+    return [(0, float(t), "") if re.fullmatch(NUMBER, t) else (1, 0.0, t)
+            for t in re.split(f"({NUMBER})", text) if t]
+
 
 LOCK_FILE = ".lock"
 SUPERSEDED_DIR = "superseded"

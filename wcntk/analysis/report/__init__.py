@@ -4,9 +4,9 @@ correlations (the paper's comparison).
 
 Usage::
 
-    python -m wcntk.analysis.report SWEEP_DIR [--out DIR] [--width-metric M [M ...]] [--curve-width N]
-                           [--min-width N] [--formats png pdf] [--wandb]
-                           [--wandb-mode offline|online|disabled]
+    python -m wcntk.analysis.report SWEEP_DIR [SWEEP_DIR ...] [--out DIR] [--width-metric M [M ...]]
+                           [--curve-width N] [--min-width [NETWORK=]N ...] [--formats png pdf]
+                           [--wandb] [--wandb-mode offline|online|disabled]
 
 or, from a notebook, ``make_report(sweep_dir)`` (returns the tables and the written paths).
 
@@ -14,8 +14,10 @@ Input: every ``summary.json`` below SWEEP_DIR (layout: :mod:`wcntk.run.record`) 
 curves, the ``metrics.csv`` next to it. Output (default ``SWEEP_DIR/report/``, written only
 once the inputs are checked): ``runs.csv`` (+ ``runs.parquet`` when pyarrow imports),
 ``per_width.csv``, ``slopes.md`` / ``slopes.csv``, ``local_slopes.md`` / ``.csv``,
-``deviation_vs_correlation.md`` / ``.csv``, ``failures.md`` / ``failures.csv``, ``report.md``
-and ``plots/*.png|pdf``.
+``deviation_vs_correlation.md`` / ``.csv``, ``claim.md`` / ``claim.csv`` (the claim per network),
+``failures.md`` / ``failures.csv``, ``report.md`` and ``plots/*.png|pdf`` (``plots/claim.png``
+first). Several sweep dirs are read together (their jobs relative to the common folder; --out
+required); where the network varies, settings are named by network.
 
 Bad input is one line, never a traceback: a summary.json that is not a record (not a JSON
 object, a non-dict section, a non-numeric width or seed) is a job with status "unreadable";
@@ -25,7 +27,8 @@ job logged, or a --curve-width that is not a width of the sweep, is an error (ex
 names the valid ones.
 
 The package: :mod:`.collect` (records → the runs table, settings, job status), :mod:`.fit`
-(slopes, per-width aggregates, local slopes, deviation vs correlation), :mod:`.tables`
+(slopes, per-width aggregates, local slopes, deviation vs correlation), :mod:`.claim` (the
+claim per network: its table and figure), :mod:`.tables`
 (markdown), :mod:`.plots`, :mod:`.wandb_upload`, :mod:`.make` (:func:`make_report`) and
 :mod:`.cli` (``main``).
 """

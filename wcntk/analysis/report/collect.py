@@ -6,7 +6,11 @@ failed job keeps its width and seed but never makes a key vary), except width, s
 bookkeeping keys of
 :data:`wcntk.run.record.BOOKKEEPING_KEYS`; facts (effective lr, n_params, …) are never settings.
 A setting is labelled by the last component of each key (the full key where two would clash;
-``optimizer.lr_width_exponent`` is written α). Only jobs with status "ok" are fitted; every
+``optimizer.lr_width_exponent`` is written α). Where the network (``model.kind``) varies, a
+setting is labelled by its network instead: ``mlp``, ``transformer``, ``custom:make_net`` (the
+factory's name), with the other keys that vary among that network's jobs in parentheses
+(``mlp (lr=0.5)``); the sweep's other differences between networks (each arm's own lr) are
+part of the network. Only jobs with status "ok" are fitted; every
 other job (diverged, failed, interrupted, running, stale, unreadable) is listed in the
 failures table, never dropped silently.
 """
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-import re
+import os
 from collections.abc import Sequence
 from importlib.util import find_spec
 from pathlib import Path
@@ -32,7 +36,7 @@ from ...run.record import (
     is_bookkeeping,
     load_record,
 )
-from ...run.rundir import SUPERSEDED_DIR
+from ...run.rundir import SUPERSEDED_DIR, natural_key
 
 JOB_COLUMNS = ("job_dir", "status", "message", "diverged_step", "last_step", "resumes", "config_validated",
                "record_problems")
@@ -121,21 +125,35 @@ def config_columns(runs: pd.DataFrame) -> list[str]:
             and not c.startswith(("initial/", "final/"))]
 
 
+def sweep_root(sweep_dirs) -> Path:
+    """The folder job_dir is relative to: the sweep dir, or the deepest folder holding all of
+    several (their common path)."""
+    dirs = [Path(sweep_dirs)] if isinstance(sweep_dirs, str | Path) else [Path(d) for d in sweep_dirs]
+    if len(dirs) == 1:
+        return dirs[0]
+    return Path(os.path.commonpath([d.absolute() for d in dirs]))
+
+
 def collect(sweep_dir) -> pd.DataFrame:
-    """One row per job below sweep_dir: job_dir (relative), status (stale for a dead running
-    job), message, diverged_step, last_step, resumes (how often it was continued from a
-    checkpoint: requeued by SLURM or re-run), every config key (dotted), width, seed, facts.<k>,
-    wall_time_s, initial/<metric>, final/<metric>. Unparsable summary.json files become rows with
-    status "unreadable"."""
-    root = Path(sweep_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a directory: a report reads the summary.json files below "
-                                f"a sweep's dir (or a dir of runs)")
-    paths = sorted((p for p in root.rglob(SUMMARY_FILE) if SUPERSEDED_DIR not in p.relative_to(root).parts),
-                   key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.as_posix())])
-    rows = [_job_row(p, root) for p in paths]
+    """One row per job below sweep_dir (a folder, or several whose jobs are read together):
+    job_dir (relative to :func:`sweep_root`), status (stale for a dead running job), message,
+    diverged_step, last_step, resumes (how often it was continued from a checkpoint: requeued by
+    SLURM or re-run), every config key (dotted), width, seed, facts.<k>, wall_time_s,
+    initial/<metric>, final/<metric>. Unparsable summary.json files become rows with status
+    "unreadable"."""
+    dirs = [Path(sweep_dir)] if isinstance(sweep_dir, str | Path) else [Path(d) for d in sweep_dir]
+    for d in dirs:
+        if not d.is_dir():
+            raise FileNotFoundError(f"{d} is not a directory: a report reads the summary.json files below "
+                                    f"a sweep's dir (or a dir of runs)")
+    root = sweep_root(dirs)
+    found = {p.absolute(): p for d in dirs for p in d.rglob(SUMMARY_FILE)
+             if SUPERSEDED_DIR not in p.relative_to(d).parts}
+    base = root.absolute()
+    paths = sorted(found, key=lambda p: natural_key(p.relative_to(base).as_posix()))
+    rows = [_job_row(p, base) for p in paths]
     if not rows:
-        raise FileNotFoundError(f"no summary.json below {root}")
+        raise FileNotFoundError(f"no summary.json below {', '.join(map(str, dirs))}")
     runs = pd.DataFrame(rows)
     for c in JOB_COLUMNS + ("width", "seed"):
         if c not in runs:
@@ -191,22 +209,57 @@ def setting_labels(columns: Sequence[str]) -> dict[str, str]:
             for c, s in zip(columns, last, strict=True)}
 
 
+KIND = "model.kind"
+KIND_ORDER = ("mlp", "cnn", "resnet", "transformer", "custom")
+
+
+def network(row) -> str:
+    """A job's network: its model.kind, a custom one with its factory's name (custom:make_net)."""
+    kind = row.get(KIND)
+    kind = "mlp" if _missing(kind) else str(kind)
+    target = row.get("model.target")
+    return f"{kind}:{str(target).rpartition('.')[2]}" if kind == "custom" and not _missing(target) else kind
+
+
+def _network_keys(runs: pd.DataFrame, cols: list[str]) -> dict[str, list[str]]:
+    """Per network, the setting columns (other than the network's own) that vary among its
+    validated jobs: the keys its labels name in parentheses."""
+    basis = runs[validated(runs)]
+    nets = basis.apply(network, axis=1) if len(basis) else pd.Series(dtype=str)
+    return {net: [c for c in cols if c not in (KIND, "model.target") and g[c].nunique(dropna=False) > 1]
+            for net, g in basis.groupby(nets)}
+
+
 def with_settings(runs: pd.DataFrame) -> pd.DataFrame:
-    """Copy of runs with an ordered categorical "setting" label ("b_std=0.5, α=-1", or "all")."""
+    """Copy of runs with an ordered categorical "setting" label ("b_std=0.5, α=-1", or "all";
+    by network where model.kind varies: "mlp", "transformer (lr=0.3)")."""
     cols = setting_columns(runs)
     names = setting_labels(cols)
+    by_network = KIND in cols
+    within = _network_keys(runs, cols) if by_network else {}
 
     def label(row) -> str:
         if row["status"] == Status.UNREADABLE:
             return "(unreadable)"
+        if by_network:
+            net = network(row)
+            rest = ", ".join(f"{names[c]}={_fmt(row[c])}" for c in within.get(net, []))
+            return f"{net} ({rest})" if rest else net
         return ", ".join(f"{names[c]}={_fmt(row[c])}" for c in cols) or "all"
+
+    def order_key(row) -> tuple:
+        keys = tuple(_sort_key(row[c]) for c in cols)
+        if not by_network:
+            return keys
+        kind = network(row).split(":")[0]
+        return (KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER), network(row), *keys)
 
     out = runs.copy()
     labels = [label(r) for _, r in out.iterrows()]
     first = {}
     for lab, (_, r) in zip(labels, out.iterrows(), strict=False):
-        first.setdefault(lab, tuple(_sort_key(r[c]) for c in cols) if lab != "(unreadable)" else ((3,),))
-    order = sorted(first, key=first.get)
+        first.setdefault(lab, order_key(r) if lab != "(unreadable)" else ((3,),))
+    order = sorted(first, key=lambda lab: (lab == "(unreadable)", first[lab]))
     out.insert(1, "setting", pd.Categorical(labels, categories=order, ordered=True))
     return out
 

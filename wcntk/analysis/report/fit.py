@@ -44,7 +44,7 @@ when the CI half-width is at least the exponent's size.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -88,6 +88,14 @@ def _usable(w: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.isfinite(w) & np.isfinite(v) & (w > 0) & (v > ZERO_TOL)
 
 
+MinWidth = float | Mapping[str, float | None] | None   # one for every setting, or per setting
+
+
+def min_width_of(min_width: MinWidth, setting: str) -> float | None:
+    """The --min-width of a setting: the one value, or the setting's entry of a mapping."""
+    return min_width.get(setting) if isinstance(min_width, Mapping) else min_width
+
+
 def regime(w: np.ndarray, v: np.ndarray, min_width: float | None = None) -> tuple[float, str]:
     """(n_min, rule) of metric values v at widths w: `min_width` as given ("--min-width"), else
     :func:`wcntk.analysis.asymptotic.choose_n_min` on the finite positive points."""
@@ -95,6 +103,40 @@ def regime(w: np.ndarray, v: np.ndarray, min_width: float | None = None) -> tupl
         return float(min_width), "--min-width"
     use = _usable(w, v)
     return choose_n_min(w[use], v[use])
+
+
+WIDEN_FACTOR = 3.0   # a corrected interval over this many times the plain one on the same widths: noted
+
+
+def _widening_note(corrected: dict, plain: dict) -> str:
+    """The note when the corrected fit's interval is over WIDEN_FACTOR × the plain law's on the
+    same widths while the seeds do not resolve the correction c (its 95 % interval covers 0; ""
+    otherwise): by how much, why, and the plain law's slope. The corrected fit stays the judged
+    one: dropping a real but unresolved correction would leave the plain law's window bias with
+    a narrow interval (docs/theory.md §8)."""
+    ratio = corrected["ci_half"] / plain["ci_half"] if plain.get("ci_half", 0) > 0 else math.nan
+    if not ratio > WIDEN_FACTOR:
+        return ""
+    c, c_half = corrected["correction"], corrected.get("correction_ci_half", math.nan)
+    if abs(c) > c_half:
+        return ""
+    return (f"the n^-1/2 correction (c = {c:+.3g} ± {c_half:.3g}, not resolved by these seeds) widens "
+            f"the interval {ratio:.1f}× over the plain law on the same widths ({_fmt_fit(plain)}): more "
+            f"seeds or widths narrow it")
+
+
+def _fmt_fit(fit: dict) -> str:
+    return f"{fit['slope']:+.3f} ± {fit['ci_half']:.3f}"
+
+
+def _outside_local_slopes(w: np.ndarray, v: np.ndarray, slope: float) -> str:
+    """The note when a corrected slope lies outside the range of the local slopes between the
+    tail's adjacent widths ("" when inside): the correction term extrapolates beyond the data."""
+    local = [r["slope"] for r in local_slopes(w, v)]
+    if not local or min(local) <= slope <= max(local):
+        return ""
+    return (f"corrected slope {slope:+.3f} lies outside the tail's local slopes ({min(local):+.3f} … "
+            f"{max(local):+.3f}): extrapolated by the n^-1/2 term")
 
 
 def _judged_fit(x: np.ndarray, v: np.ndarray, w: np.ndarray, row: dict, n_min: float, rule: str,
@@ -126,15 +168,27 @@ def _judged_fit(x: np.ndarray, v: np.ndarray, w: np.ndarray, row: dict, n_min: f
     fit = _fit_row(x[tail], v[tail], row, x_name, None if seeds is None else seeds[tail], corrections)
     fit.setdefault("correction", 0.0)
     notes = [out["note"], rule if rule.startswith("auto (") else ""]
-    if seeds is not None and not corrections:
+    flags: list[str] = []
+    if corrections:
+        widened = _widening_note(fit, _fit_row(x[tail], v[tail], row, x_name, seeds[tail], False))
+        if widened:
+            notes.append(widened)
+            flags.append("correction widens CI")
+        outside = _outside_local_slopes(w[tail], v[tail], fit["slope"])
+        if outside:
+            notes.append(outside)
+            flags.append("outside local slopes")
+    elif seeds is not None:
         notes.append(f"plain power law: {n_tail} widths ≥ n_min, the n^-1/2 correction needs "
                      f"{MIN_CORRECTION_WIDTHS}")
+    if rule.startswith("auto (still steepening"):
+        flags.append("steepening widths left out")
     if seeds is not None and fit.get("n_seeds") == 1:
         notes.append("one seed: slope without interval, no verdict")
     elif seeds is not None and fit.get("n_seeds") == 0:
         notes.append("no seed spans enough widths: pooled fit without interval, no verdict")
     return {**out, **{k: fit[k] for k in (*FIT_COLUMNS, "correction", "result", "n_points", f"n_{x_name}")},
-            "n_widths_fit": n_tail, "note": "; ".join(filter(None, notes)),
+            "n_widths_fit": n_tail, "note": "; ".join(filter(None, notes)), "flags": "; ".join(flags),
             "fit_form": "pooled" if seeds is None else "corrected" if corrections else "plain"}
 
 
@@ -150,7 +204,7 @@ def _finish(rows: list[dict]) -> pd.DataFrame:
             df[c] = math.nan
     if "n_widths_fit" not in df:
         df["n_widths_fit"] = 0
-    for c in ("n_min_rule", "result_all", "fit_form"):
+    for c in ("n_min_rule", "result_all", "fit_form", "flags"):
         if c not in df:
             df[c] = ""
     df["ci_low"] = df["slope"] - df["ci_half"]
@@ -170,7 +224,7 @@ def _per_width(w: np.ndarray, v: np.ndarray) -> pd.DataFrame:
             .agg(n="size", mean="mean", se="sem").reset_index())
 
 
-def fit_slopes(runs: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, min_width: float | None = None
+def fit_slopes(runs: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, min_width: MinWidth = None
                ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(slopes, per_width, local) for every setting × metric, from the status-ok rows of a
     `with_settings` table.
@@ -197,7 +251,7 @@ def fit_slopes(runs: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, min
                 row["note"] = "not logged"
             else:
                 w, v = _metric_points(g, metric)
-                n_min, rule = regime(w, v, min_width)
+                n_min, rule = regime(w, v, min_width_of(min_width, setting))
                 per_width_parts.append(_per_width(w, v).assign(setting=setting, metric=metric,
                                                                in_fit=lambda d, n=n_min: d["width"] >= n))
                 local_rows += [{"setting": setting, "metric": metric, **r,
@@ -215,7 +269,7 @@ def fit_slopes(runs: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, min
 
 def fit_deviation_vs_correlation(runs: pd.DataFrame, deviations: Sequence[str] = DEVIATIONS,
                                  correlations: Sequence[str] = CORRELATIONS,
-                                 min_width: float | None = None) -> pd.DataFrame:
+                                 min_width: MinWidth = None) -> pd.DataFrame:
     """Per setting, deviation ∝ correlation^b: one row per setting × deviation × correlation.
     Asymptotic fit (plain columns, the verdict's) over the ok jobs of width ≥ n_min, where n_min
     is the larger of the two metrics' :func:`regime` (both must be asymptotic for b = β/γ), or
@@ -236,7 +290,8 @@ def fit_deviation_vs_correlation(runs: pd.DataFrame, deviations: Sequence[str] =
                     row["note"] = "not logged"
                 else:
                     (w, y), (_, x) = _metric_points(g, dev), _metric_points(g, corr)
-                    (n_dev, r_dev), (n_corr, r_corr) = regime(w, y, min_width), regime(w, x, min_width)
+                    own = min_width_of(min_width, setting)
+                    (n_dev, r_dev), (n_corr, r_corr) = regime(w, y, own), regime(w, x, own)
                     n_min = max(n_dev, n_corr)
                     rule = r_dev if n_dev >= n_corr else r_corr
                     row = _judged_fit(x, y, w, row, n_min, rule, "values")
