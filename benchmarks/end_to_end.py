@@ -238,7 +238,7 @@ FIRST_USE = {  # what a tiny job imports beyond `import torch, hydra, wandb`, an
     "torch._decomp.decompositions_for_jvp": "the first forward-mode jvp (make_dual)",
     "wandb.sdk.launch.inputs.internal": "every wandb.init (Run._detect_and_apply_job_inputs)",
     "sklearn.datasets": "digits without the bundled-data cache (load_digits)",
-    "pandas": "bundled MNIST without the cache (read_csv); wandb imports it too when W&B is on",
+    "pandas": "bundled MNIST without the cache (read_csv)",
 }
 
 
