@@ -27,6 +27,10 @@ Sources (``DataConfig.name`` / ``DataConfig.source``):
   weights are drawn from the same seeded generator just before the inputs (so a
   seed fixes both teacher and sample). Source ``"synthetic"``.
 
+digits and bundled MNIST are parsed once per machine and kept as uint8 tables in
+``BUNDLED_CACHE`` (``~/.cache/wcntk/bundled``), so a fresh process reads them without
+importing scikit-learn or pandas (same values).
+
 Splits: digits and bundled MNIST have no train/test split, so one pool is
 shuffled and cut into disjoint train and test parts; the torchvision datasets
 take train examples from their train split and test examples from their test
