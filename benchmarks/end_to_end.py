@@ -22,7 +22,15 @@
 4. --sweep: the real thing, `python run.py +sweep=width_scaling hydra/launcher=joblib` into a
    fresh temporary sweep dir (skipped with a message if the sweep config does not exist).
 
-    python benchmarks/end_to_end.py [--threads default,1] [--estimate-sweep] [--sweep]
+5. --fixed-cost (issue 31): a tiny job's cost beyond the imports every job needs, in fresh
+   interpreters, --rounds interleaved: `python -c "import torch, hydra, wandb"` against
+   `python run.py width=8 steps=0` (W&B offline, and W&B disabled), and the first-use imports
+   that make up the difference, each timed in a fresh process after `import torch, hydra, wandb`:
+   torch._dynamo (torch.optim's optimizers and torch.func's vmap import it on first use),
+   forward-mode AD's decompositions (the first jvp), W&B's launch-inputs module (every wandb.init
+   imports it), and what the bundled-data cache saves (scikit-learn's and pandas' imports).
+
+    python benchmarks/end_to_end.py [--threads default,1] [--estimate-sweep] [--sweep] [--fixed-cost]
 """
 from __future__ import annotations  # noqa: I001 (_common first: it sets OMP_WAIT_POLICY before torch loads)
 
@@ -225,6 +233,41 @@ def phase_costs(width: int, steps: int = 20) -> dict[str, float]:
             "predicted_run_s": setup + 1000 * step + n_eval * ev + n_corr * corr}
 
 
+FIRST_USE = {  # what a tiny job imports beyond `import torch, hydra, wandb`, and who asks for it
+    "torch._dynamo": "torch.optim (Optimizer.add_param_group) and torch.func.vmap, on first use",
+    "torch._decomp.decompositions_for_jvp": "the first forward-mode jvp (make_dual)",
+    "wandb.sdk.launch.inputs.internal": "every wandb.init (Run._detect_and_apply_job_inputs)",
+    "sklearn.datasets": "digits without the bundled-data cache (load_digits)",
+    "pandas": "bundled MNIST without the cache (read_csv)",
+}
+
+
+def fixed_cost(rounds: int, tmp: Path) -> None:
+    """--fixed-cost: see the module docstring, item 5."""
+    job = [sys.executable, "run.py", "width=8", "steps=0", "progress=false"]
+    cases = {"imports": [sys.executable, "-c", "import torch, hydra, wandb"],
+             "job_offline": [*job, "wandb.mode=offline"], "job_disabled": [*job, "wandb.mode=disabled"]}
+    walls: dict[str, list[float]] = {name: [] for name in cases}
+    for i in range(rounds):
+        for name, cmd in cases.items():
+            extra = [f"hydra.run.dir={tmp / f'{name}{i}'}"] if name != "imports" else []
+            walls[name].append(timed_subprocess([*cmd, *extra], 1)["wall_s"])
+    med = {name: statistics.median(w) for name, w in walls.items()}
+    print_table([{"command": name, "median_s": med[name], "min_s": min(walls[name]),
+                  "beyond_imports_s": med[name] - med["imports"]} for name in cases],
+                title=f"A tiny job (width=8 steps=0, 1 thread) vs the imports, {rounds} rounds interleaved")
+    rows = []
+    for module, why in FIRST_USE.items():
+        code = (f"import time, torch, hydra, wandb; t = time.perf_counter(); import {module}; "
+                f"print(time.perf_counter() - t)")
+        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=thread_env(1), capture_output=True,
+                              text=True, timeout=600)
+        rows.append({"module": module, "first_import_s": float(proc.stdout.split()[-1]), "imported by": why})
+    print_table(rows, title="First-use imports after `import torch, hydra, wandb` (fresh process each)")
+    write_results("end_to_end_fixed_cost", [*({"command": k, "median_s": v} for k, v in med.items()), *rows],
+                  env_info(), {"rounds": rounds, "walls_s": walls})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", default="default,1", help="comma list: 'default' and/or integers")
@@ -235,6 +278,8 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="run the real default width-scaling sweep")
     ap.add_argument("--sweep-threads", type=int, default=None,
                     help="OMP/MKL threads per sweep job (default: unset, joblib/torch decide)")
+    ap.add_argument("--fixed-cost", action="store_true", help="only item 5 of the docstring")
+    ap.add_argument("--rounds", type=int, default=3, help="--fixed-cost: interleaved rounds")
     ap.add_argument("--out", default="end_to_end")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child-dir", default=None, help=argparse.SUPPRESS)
@@ -243,6 +288,13 @@ def main() -> None:
     if args.child:
         T = in_process_breakdown(json.loads(args.child_overrides), Path(args.child_dir))
         print("BREAKDOWN " + json.dumps(T), flush=True)
+        return
+    if args.fixed_cost:
+        tmp = Path(tempfile.mkdtemp(prefix="wcntk_fixed_"))
+        try:
+            fixed_cost(args.rounds, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return
     thread_settings = [None if t == "default" else int(t) for t in args.threads.split(",")]
     default_threads = torch.get_num_threads()

@@ -1,7 +1,11 @@
 """Shared by the tests: the repository's paths, the one runner of `python run.py` in a
 subprocess, the tiny config of a run that takes a second, and a built network as the
 functional pair the measurements take. Hydra's ConfigStore gets the
-schema here (run.py registers it for real runs), so tests can compose conf/ themselves."""
+schema here (run.py registers it for real runs), so tests can compose conf/ themselves.
+
+Under pytest-xdist (`-n auto` in pyproject.toml's addopts) each worker takes its share of the cores
+for torch, the tests sharing a fixture wider than one test run on one worker (the fixture is built
+once), and the work goes out slow-marked units first (pytest_collection_modifyitems)."""
 from __future__ import annotations
 
 import os
@@ -10,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 from wcntk.core.layers import ModelConfig, functional, params_of
@@ -23,6 +28,48 @@ RUN_PY = ROOT / "run.py"
 ENV = {**os.environ, "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
 
 register_configs()
+
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:  # two workers on two cores: one thread each, not two apiece
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // WORKERS))
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto` (addopts): xdist's worker per core for a run over directories (the suite, the
+    quick loop); none where the command line names test files or tests, whose few tests would
+    wait for the workers' start-up (each imports torch and Hydra). `-n 2` asks for them anyway."""
+    here = config.invocation_params.dir
+    if all((here / arg.split("::")[0]).is_dir() for arg in config.args):
+        return None  # xdist's default: PYTEST_XDIST_AUTO_NUM_WORKERS, else the CPU count
+    return 0
+
+
+def _shared_fixture(item: pytest.Item) -> bool:
+    """Whether `item` uses a module-, class- or session-scoped fixture of the tests' own (the
+    built-in ones, tmp_path_factory's session scope among them, have no baseid)."""
+    info = getattr(item, "_fixtureinfo", None)
+    return info is not None and any(d.scope != "function" and d.baseid
+                                    for defs in info.name2fixturedefs.values() for d in defs)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the groups into node ids
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist (--dist loadgroup --no-loadscope-reorder): a module's tests that share a fixture
+    form one unit (xdist_group, one worker); units go out heaviest first (a slow test weighs 20, a
+    quick one 1), so neither core idles at the end behind a long test started last."""
+    if WORKERS <= 1:
+        return
+    units: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        if _shared_fixture(item):
+            group = item.nodeid.split("::")[0]
+            item.add_marker(pytest.mark.xdist_group(group))
+            units.setdefault(group, []).append(item)
+        else:
+            units[item.nodeid] = [item]
+    weight = {key: sum(20 if it.get_closest_marker("slow") else 1 for it in unit)
+              for key, unit in units.items()}
+    items[:] = [it for key in sorted(units, key=lambda k: -weight[k]) for it in units[key]]
 
 
 def run_py(*args: str, cwd: str | Path = ROOT, env: dict[str, str] | None = None, timeout: float = 300,

@@ -7,9 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from wcntk.analysis import dashboard
-
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def dashboard():
+    """wcntk.analysis.dashboard, imported by the test worker that runs these tests only (it loads
+    wandb-workspaces and pydantic: about 1.5 s)."""
+    from wcntk.analysis import dashboard
+    return dashboard
 
 
 def spec(workspace) -> dict:
@@ -21,7 +27,7 @@ def panels(workspace, section: str) -> list:
     return next(s for s in workspace.sections if s.name == section).panels
 
 
-def test_workspace_spec_log_axes_and_metric_keys():
+def test_workspace_spec_log_axes_and_metric_keys(dashboard):
     w = dashboard.build_workspace("ent", "proj", "lr_scaling", "| setting | slope |", width_key="width")
     assert (w.entity, w.project, w.name) == ("ent", "proj", "wcntk lr_scaling")
     assert [s.name for s in w.sections] == ["the claim, by network", "width scaling: at init",
@@ -61,14 +67,14 @@ def test_workspace_spec_log_axes_and_metric_keys():
                      ("summary:initial/corr/C11", "summary:lin/func_rmse_test")]
 
 
-def test_nested_width_key():
+def test_nested_width_key(dashboard):
     w = dashboard.build_workspace("e", "p", "g", "", width_key="model.width", name="mine")
     assert w.name == "mine"
     cfg = spec(w)["spec"]["section"]["panelBankConfig"]["sections"][0]["panels"][0]["config"]
     assert cfg["xAxis"] == "config:model.value.width"
 
 
-def test_slope_markdown_from_report_dir(tmp_path):
+def test_slope_markdown_from_report_dir(tmp_path, dashboard):
     assert "python -m wcntk.analysis.report" in dashboard.slope_markdown(None)
     with pytest.raises(FileNotFoundError):
         dashboard.slope_markdown(tmp_path)

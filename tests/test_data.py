@@ -10,7 +10,6 @@ import time
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
 
 from wcntk.training import data as wdata
 from wcntk.training.data import DataConfig, DatasetUnavailable, is_image_dataset, load_dataset
@@ -120,6 +119,50 @@ def test_bundled_mnist_is_mlxtends_own_data():
     assert torch.equal(labels, torch.from_numpy(y_ref).to(labels.dtype))
 
 
+def sklearn_digits():
+    """load_digits' (x, y); scikit-learn is imported here, by the tests that compare against it
+    (wcntk itself reads the digits from its cache)."""
+    from sklearn.datasets import load_digits
+    return load_digits(return_X_y=True)
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """The bundled tables' cache in tmp_path, and no table read in this process yet."""
+    monkeypatch.setattr(wdata, "BUNDLED_CACHE", tmp_path / "bundled")
+    wdata._digits.cache_clear()
+    yield tmp_path / "bundled"
+    wdata._digits.cache_clear()
+
+
+def test_digits_are_read_from_the_cache_as_load_digits_gives_them(fresh_cache, monkeypatch):
+    """The first read parses and keeps a uint8 table; later processes read that instead of importing
+    scikit-learn; the values are load_digits' own either way."""
+    x_ref, y_ref = sklearn_digits()
+
+    def same(x, labels):
+        return torch.equal(x.reshape(len(x), -1), torch.from_numpy(x_ref / 16.0)) and \
+            torch.equal(labels, torch.from_numpy(y_ref).long())
+    assert same(*wdata._digits())
+    (kept,) = fresh_cache.glob("digits-*.npy")
+    wdata._digits.cache_clear()
+    monkeypatch.setattr(wdata, "_parse_digits", lambda: pytest.fail("parsed again"))
+    assert same(*wdata._digits())                            # from the cache
+    kept.write_bytes(kept.read_bytes()[:200])                # a cut-off cache is parsed again
+    monkeypatch.undo()
+    monkeypatch.setattr(wdata, "BUNDLED_CACHE", fresh_cache)
+    wdata._digits.cache_clear()
+    assert same(*wdata._digits()) and np.load(kept).shape == (1797, 65)
+
+
+def test_an_unwritable_cache_still_gives_the_data(fresh_cache, monkeypatch):
+    fresh_cache.parent.mkdir(exist_ok=True)
+    fresh_cache.write_text("a file where the cache folder should be")
+    x, labels = wdata._digits()
+    assert x.shape == (1797, 1, 8, 8) and labels.shape == (1797,)
+    assert fresh_cache.read_text().startswith("a file")
+
+
 def test_synthetic_shapes_teacher_and_seeds():
     cfg = dict(name="synthetic", n_train=200, n_test=50, input_dim=7, n_classes=3, teacher_width=16)
     d = load(flatten=True, **cfg)
@@ -155,7 +198,7 @@ def test_pooled_splits_are_disjoint():
 
 
 def test_class_filter_relabels_in_given_order():
-    x, y = load_digits(return_X_y=True)
+    x, y = sklearn_digits()
     label_of = {bytes((row / 16.0).tobytes()): int(lab) for row, lab in zip(x, y, strict=True)}
     d = load(name="digits", classes=(7, 0), n_train=100, n_test=50, flatten=True,
              standardize=False, loss="xent")

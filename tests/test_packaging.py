@@ -158,6 +158,7 @@ def test_a_built_wheel_runs_without_the_checkout(tmp_path):
     assert where.startswith(str(tmp_path / "venv"))
 
 
+@pytest.mark.slow  # a fresh interpreter (imports torch: ~4 s)
 def test_the_public_api_resolves_every_name_lazily():
     code = ("import sys, wcntk; assert 'torch' not in sys.modules; "
             "missing = [n for n in wcntk.__all__ if getattr(wcntk, n, None) is None]; "

@@ -326,7 +326,7 @@ def test_never_pools_settings_and_never_fits_unfinished_jobs(tmp_path):
               resumed_from=[40])
     write_job(tmp_path / "stale", config(1024, 1, b_std=0.05), status="running",
               provenance={"host": socket.gethostname(), "pid": _dead_pid()}, initial={"corr/C02": 1e3})
-    res = report.make_report(tmp_path, tmp_path / "out", metrics=["corr/C02"], formats=("png",))
+    res = report.make_report(tmp_path, tmp_path / "out", metrics=["corr/C02"], formats=())  # tables only
     runs = res["runs"]
     assert report.setting_columns(runs) == ["model.b_std"]
     assert list(runs["setting"].cat.categories) == ["b_std=0.05", "b_std=0.5"]
@@ -450,7 +450,7 @@ def test_crossover_sweep_is_judged_on_its_tail(tmp_path):
     assert {c.get_alpha() for c in top.collections if c.get_alpha() is not None} >= {report.FADED}
     # --min-width overrides the rule
     forced = report.make_report(tmp_path / "sweep", tmp_path / "out2", metrics=CROSSOVER_METRICS,
-                                formats=("png",), min_width=8)["slopes"].set_index("metric")
+                                formats=(), min_width=8)["slopes"].set_index("metric")
     assert forced.loc["final/lin/func_rmse_test", "n_min_rule"] == "--min-width"
     # the n^{-1/2} correction cannot absorb a kink: forced across it, the fit misses −1/2
     assert forced.loc["final/lin/param_rel_change", "verdict"] == "no"
@@ -458,7 +458,7 @@ def test_crossover_sweep_is_judged_on_its_tail(tmp_path):
 
 def test_too_few_widths_for_a_tail_are_not_judged(tmp_path):
     make_crossover_sweep(tmp_path, widths=(64, 256))
-    res = report.make_report(tmp_path, tmp_path / "out", metrics=["lin/func_rmse_test"], formats=("png",))
+    res = report.make_report(tmp_path, tmp_path / "out", metrics=["lin/func_rmse_test"], formats=())
     r = res["slopes"].iloc[0]
     assert r["result"] == "n/a" and r["verdict"] == "" and "no asymptotic fit" in r["note"]
     assert r["result_all"] == "fit" and r["slope_all"] == pytest.approx(-0.5, abs=0.1)
@@ -617,7 +617,7 @@ def test_failed_records_do_not_make_settings(tmp_path):
         "status": "failed", "message": "optimizer.momentum=-5: must be in [0, 1)", "config": raw,
         "config_validated": False}))
     write_job(tmp_path / "oom", config(4096, 1, b_std=0.5), status="failed", message="out of memory")
-    res = report.make_report(tmp_path, tmp_path / "out", metrics=["lin/func_rmse_test"], formats=("png",))
+    res = report.make_report(tmp_path, tmp_path / "out", metrics=["lin/func_rmse_test"], formats=())
     runs = res["runs"]
     assert report.setting_columns(runs) == [] and list(runs["setting"].cat.categories) == ["all"]
     fails = res["failures"].set_index("job_dir")
