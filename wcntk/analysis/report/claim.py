@@ -29,7 +29,7 @@ from ..powerlaw import CORRECTION_EXPONENT
 from ..theory import reference
 from .collect import _fmt, setting_config
 from .fit import ZERO_TOL
-from .plots import FADED, _empty_panel, _set_width_axis, draw_local_slopes, tidy_log_axis
+from .plots import FADED, _set_width_axis, draw_local_slopes, finish_log_panel
 from .tables import _slope_text, markdown_table
 
 CLAIM_DEVIATION = stage_column(deviation("func_rmse", "test"))
@@ -143,12 +143,7 @@ def _draw_width(ax, metric: str, runs, slopes, per_width, names, colors) -> None
     ax.set_title(f"{short} ({'at init' if stage == 'initial' else 'final'}) vs width", fontsize=9)
     if drawn:
         _set_width_axis(ax, drawn)
-        ax.set_yscale("log")
-        tidy_log_axis(ax.xaxis, 7)
-        tidy_log_axis(ax.yaxis, 7)
-        ax.legend(fontsize=6, loc="best")
-    else:
-        _empty_panel(ax, 7)
+    finish_log_panel(ax, bool(drawn), 7)
     ax.set_xlabel("width n", fontsize=8)
     ax.grid(True, which="major", alpha=0.25)
 
@@ -190,12 +185,7 @@ def _draw_claim(ax, corr: str, runs, dev, table, names, colors) -> None:
         ax.plot([], [], "o-", color=color, ms=3.5, label=label)
     if drawn:
         ax.set_xscale("log")
-        ax.set_yscale("log")
-        tidy_log_axis(ax.xaxis, 7)
-        tidy_log_axis(ax.yaxis, 7)
-        ax.legend(fontsize=6, loc="best")
-    else:
-        _empty_panel(ax, 7)
+    finish_log_panel(ax, drawn, 7)
     ax.set_xlabel(f"{corr.split('/', 1)[1]} at init", fontsize=8)
     ax.set_ylabel(f"{CLAIM_DEVIATION.split('/', 1)[1]} (final)", fontsize=8)
     ax.set_title(f"final deviation vs initial {corr.split('/')[-1]} (dash-dot: the claim's bound)",

@@ -73,6 +73,18 @@ def _empty_panel(ax, fontsize: float, text: str = "no positive values to plot") 
             transform=ax.transAxes, fontsize=fontsize + 1, color="0.4")
 
 
+def finish_log_panel(ax, drawn: bool, size: float) -> None:
+    """A panel's log-log axes, tidy ticks and legend once something was drawn on it; else the
+    empty-panel text (the x scale is set by the caller: a width axis or a plain log one)."""
+    if not drawn:
+        _empty_panel(ax, size)
+        return
+    ax.set_yscale("log")
+    tidy_log_axis(ax.xaxis, size)
+    tidy_log_axis(ax.yaxis, size)
+    ax.legend(fontsize=size - 1, loc="best")
+
+
 def _fit_label(r) -> str:
     """"n ≥ 64: −0.52 ± 0.04 · all: −0.41 ± 0.04 · theory ≤ −0.5"."""
     asym = (f"n ≥ {_fmt(r.n_min)}: {_slope_text(r)}" if r.result == "fit"
@@ -241,12 +253,7 @@ def plot_deviation_vs_correlation(runs: pd.DataFrame, dev: pd.DataFrame) -> Figu
                         "--" if r.theory_kind == "prediction" else "-.", color="0.35", lw=0.9)
         if drawn:
             ax.set_xscale("log")
-            ax.set_yscale("log")
-            tidy_log_axis(ax.xaxis, 8)
-            tidy_log_axis(ax.yaxis, 8)
-            ax.legend(fontsize=7, loc="best")
-        else:
-            _empty_panel(ax, 8)
+        finish_log_panel(ax, drawn, 8)
         ax.set_xlabel(f"{c.split('/', 1)[1]} at init", fontsize=9)
         ax.set_ylabel(f"{d.split('/', 1)[1]} (final)", fontsize=9)
         ax.grid(True, which="major", alpha=0.25)
