@@ -242,6 +242,29 @@ def test_a_correlation_that_does_not_vanish_gets_no_verdict(tmp_path):
     assert "not shown to vanish" in claim.loc["corr/C11", "note"]
 
 
+def test_a_correlation_falling_under_an_unresolved_correction_keeps_its_verdict(tmp_path):
+    """Whether a correlation vanishes is a sign: a corrected fit whose n^-1/2 term widens the
+    interval across 0 (resnet, widths 8…128: −0.16 ± 1.67) does not hide a plain law on the same
+    widths that falls (−0.58 ± 0.36); a plain law that does not fall leaves no verdict."""
+    from wcntk.analysis.report.claim import CLAIM_CORRELATIONS, CLAIM_DEVIATION, claim_table
+    runs = report.with_settings(report.collect(write_network_sweep(tmp_path / "s", ["resnet"])))
+    setting = runs["setting"].cat.categories[0]
+    c11 = CLAIM_CORRELATIONS[1]
+    dev = pd.DataFrame([{"setting": setting, "deviation": CLAIM_DEVIATION, "correlation": c11,
+                         "verdict": "consistent", "note": "", "theory_kind": "lower bound",
+                         "theory_reason": "", "result": "fit", "slope": 1.1, "ci_half": 0.3,
+                         "theory": "≥ +1", "n_min": 8.0}])
+
+    def verdict(plain_slope):
+        slopes = pd.DataFrame([{"setting": setting, "metric": c11, "result": "fit", "slope": -0.16,
+                                "ci_half": 1.67, "slope_plain": plain_slope, "ci_half_plain": 0.36}])
+        return claim_table(runs, slopes, dev).iloc[0]
+
+    assert verdict(-0.58)["verdict"] == "consistent"
+    falls_not = verdict(-0.1)
+    assert falls_not["verdict"] == "" and "not shown to vanish" in falls_not["note"]
+
+
 # ----------------------------------------------------------------------------- fit stability (item 5)
 
 def _fit(tmp_path, widths, law, noise, seeds=SEEDS, rng=0, min_width=None):

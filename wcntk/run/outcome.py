@@ -191,7 +191,8 @@ class SweepSummary(Callback):
         if self.sweep_dir is None:
             return
         rows = []
-        for job in sorted({*_job_dirs(self.sweep_dir), *LAUNCH.jobs}):
+        jobs = {*_job_dirs(self.sweep_dir), *LAUNCH.jobs}   # the launcher's may have no dir yet
+        for job in sorted(jobs, key=lambda d: natural_key(d.as_posix())):
             if job not in LAUNCH.jobs and \
                     _mtime(job / ".hydra" / "overrides.yaml") == self.before.get(job, (None,))[0]:
                 continue                       # not part of this multirun

@@ -18,7 +18,8 @@ Slopes: :func:`wcntk.analysis.powerlaw.fit_power_law_by_seed` of M against n, pe
                  3 or 4 widths the correction would leave a seed's fit with no or one residual
                  degree of freedom, and its slope would be whatever 3 points dictate):
                  columns slope, ci_half, intercept, correction (mean c; 0 when plain), …; the
-                 verdict. One seed: its slope without CI, and no verdict
+                 verdict. One seed: its slope without CI, and no verdict. slope_plain,
+                 ci_half_plain: the plain law on the same widths (the corrected fit's check)
     all widths   every width, plain ln M = a + b ln n per seed: columns slope_all,
                  ci_half_all, …; shown, never judged
 
@@ -169,8 +170,9 @@ def _judged_fit(x: np.ndarray, v: np.ndarray, w: np.ndarray, row: dict, n_min: f
     fit.setdefault("correction", 0.0)
     notes = [out["note"], rule if rule.startswith("auto (") else ""]
     flags: list[str] = []
+    plain = _fit_row(x[tail], v[tail], row, x_name, seeds[tail], False) if corrections else fit
     if corrections:
-        widened = _widening_note(fit, _fit_row(x[tail], v[tail], row, x_name, seeds[tail], False))
+        widened = _widening_note(fit, plain)
         if widened:
             notes.append(widened)
             flags.append("correction widens CI")
@@ -188,6 +190,7 @@ def _judged_fit(x: np.ndarray, v: np.ndarray, w: np.ndarray, row: dict, n_min: f
     elif seeds is not None and fit.get("n_seeds") == 0:
         notes.append("no seed spans enough widths: pooled fit without interval, no verdict")
     return {**out, **{k: fit[k] for k in (*FIT_COLUMNS, "correction", "result", "n_points", f"n_{x_name}")},
+            "slope_plain": plain.get("slope", math.nan), "ci_half_plain": plain.get("ci_half", math.nan),
             "n_widths_fit": n_tail, "note": "; ".join(filter(None, notes)), "flags": "; ".join(flags),
             "fit_form": "pooled" if seeds is None else "corrected" if corrections else "plain"}
 
@@ -199,7 +202,8 @@ def _theory_columns(e: Expectation, row: dict) -> dict:
 
 def _finish(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
-    for c in (*FIT_COLUMNS, *(f"{k}_all" for k in FIT_COLUMNS), "n_min", "correction"):
+    for c in (*FIT_COLUMNS, *(f"{k}_all" for k in FIT_COLUMNS), "n_min", "correction", "slope_plain",
+              "ci_half_plain"):
         if c not in df:
             df[c] = math.nan
     if "n_widths_fit" not in df:
