@@ -13,6 +13,7 @@ from tests.odd_nets import Tanh2
 
 SHIFT_ENV = "REPRO_NETS_SHIFT"       # added to W2: another value, another θ₀
 SLOW_ENV = "REPRO_NETS_SLOW"         # a path: while it exists, every forward sleeps SLEEP_S
+SLOW_AFTER_ENV = "REPRO_NETS_SLOW_AFTER"   # a run's metrics.csv: slow once it holds rows 0, 1, 2
 SLEEP_S = 2.0
 
 
@@ -33,13 +34,23 @@ def shifted_by_env(input_shape, out_features, width):
     return net
 
 
+def _slow(flag: str | None) -> bool:
+    """$REPRO_NETS_SLOW exists, or the metrics.csv $REPRO_NETS_SLOW_AFTER names holds three rows
+    (its writes are unbuffered: the first forward after row 2 is logged is slow, whatever the load)."""
+    if not flag:
+        return False
+    after = os.environ.get(SLOW_AFTER_ENV)
+    return Path(flag).exists() or (bool(after) and Path(after).is_file()
+                                   and len(Path(after).read_text().splitlines()) > 3)
+
+
 class Sleepy(Tanh2):
-    """Tanh2 whose forward, while the file $REPRO_NETS_SLOW exists, sleeps SLEEP_S seconds and
-    appends a line to `<that file>.calls` first (the same numbers, slowly)."""
+    """Tanh2 whose forward, while _slow, sleeps SLEEP_S seconds and appends a line to
+    `$REPRO_NETS_SLOW.calls` first (the same numbers, slowly)."""
 
     def forward(self, x):
         flag = os.environ.get(SLOW_ENV)
-        if flag and Path(flag).exists():
+        if _slow(flag):
             with open(flag + ".calls", "a") as fh:
                 fh.write(f"{time.monotonic()}\n")
             time.sleep(SLEEP_S)

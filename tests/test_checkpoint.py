@@ -470,24 +470,21 @@ SLEEPY = ["debug=default", "model=custom", "model.target=tests.repro_nets.sleepy
 @pytest.mark.slow
 def test_sigterm_inside_a_slow_measurement_ends_the_run_within_seconds_and_it_continues_to_the_same_numbers(
         tmp_path):
-    """A network whose every forward sleeps 2 s once a flag file exists (step 3's measurement
-    then takes over 20 s): SIGTERM during its third slow call ends run.py within 10 s with
-    `interrupted` and a checkpoint of step 3 (its row not logged); re-running measures row 3
+    """A network whose every forward sleeps 2 s once rows 0, 1, 2 are logged (step 3's
+    measurement then takes over 20 s): SIGTERM during its third slow call ends run.py within 10 s
+    with `interrupted` and a checkpoint of step 3 (its row not logged); re-running measures row 3
     again and ends with the numbers of an uninterrupted run."""
-    from tests.repro_nets import SLOW_ENV
-    flag = tmp_path / "slow"
+    from tests.repro_nets import SLOW_AFTER_ENV, SLOW_ENV
+    flag = tmp_path / "slow"     # never created: the run turns slow by its own metrics.csv
     env = {**ENV, SLOW_ENV: str(flag)}
     whole = run_py(f"hydra.run.dir={tmp_path / 'whole'}", *SLEEPY, env=env)
     assert whole.returncode == 0, whole.stderr
 
     run_dir = tmp_path / "run"
-    proc = start_run_py(f"hydra.run.dir={run_dir}", *SLEEPY, env=env)
+    proc = start_run_py(f"hydra.run.dir={run_dir}", *SLEEPY,
+                        env={**env, SLOW_AFTER_ENV: str(run_dir / "metrics.csv")})
     calls = Path(str(flag) + ".calls")
     deadline = time.monotonic() + 120
-    while not (run_dir / "metrics.csv").is_file() or len(csv_steps(run_dir)) < 3:  # rows 0, 1, 2
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.05)
-    flag.touch()                 # step 3 and its measurement go slowly
     while not calls.is_file() or len(calls.read_text().splitlines()) < 3:   # inside the measurement
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
@@ -502,8 +499,7 @@ def test_sigterm_inside_a_slow_measurement_ends_the_run_within_seconds_and_it_co
         "wcntk: interrupted by SIGTERM (last step 2, checkpoint at step 3)")
     assert read_header(run_dir / "checkpoint.pt")["step"] == 3 and csv_steps(run_dir) == [0, 1, 2]
 
-    flag.unlink()
-    again = run_py(f"hydra.run.dir={run_dir}", *SLEEPY, env=env)
+    again = run_py(f"hydra.run.dir={run_dir}", *SLEEPY, env=env)   # fast again
     assert again.returncode == 0, again.stderr
     assert again.stderr.splitlines() == ["wcntk: resumed from step 3"]
     assert numbers(run_dir) == numbers(tmp_path / "whole")
