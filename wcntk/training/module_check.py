@@ -43,6 +43,13 @@ def coupling_tolerance(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).eps ** 0.5
 
 
+def roundoff_gap(reference: Tensor, other: Tensor) -> tuple[float, float]:
+    """(max|other − reference|, coupling_tolerance · (1 + max|reference|)): two ways of computing
+    the same thing agree when the first is at most the second."""
+    gap = (other - reference).abs().max().item()
+    return gap, coupling_tolerance(reference.dtype) * (1 + reference.abs().max().item())
+
+
 def _or_precision(dtype: torch.dtype) -> str:
     name = str(dtype).removeprefix("torch.")
     return f", or run with precision={name}" if dtype in (torch.float32, torch.float64) else ""
@@ -140,8 +147,7 @@ def check_independent_samples(model: nn.Module, params: dict[str, Tensor], x: Te
         single = vmap(lambda xi: f(params, xi.unsqueeze(0)).squeeze(0))(x).detach()
     except Exception as err:
         raise ModuleRefused(f"the module fails when vmapped over single samples ({_cause(err)})") from None
-    gap = (batched - single).abs().max().item()
-    tol = coupling_tolerance(x.dtype) * (1 + batched.abs().max().item())
+    gap, tol = roundoff_gap(batched, single)
     if not gap <= tol:
         raise ModuleRefused(f"samples are coupled: a batch's outputs differ from each input's alone by "
                             f"{gap:.3g} (round-off allows {tol:.2g}); batch statistics (BatchNorm in "
@@ -183,8 +189,7 @@ def _twin_steps(model: nn.Module, impl: Implementation, f, params: dict[str, Ten
     grads = [_twin_grad(call, params) for call in calls]
     for name, first in grads[0].items():
         for other in grads[1:]:
-            gap = (other[name] - first).abs().max().item()
-            tol = coupling_tolerance(x.dtype) * (1 + first.abs().max().item())
+            gap, tol = roundoff_gap(first, other[name])
             if not gap <= tol:
                 raise ModuleRefused(f"the linearized twin traced by torch.func.linearize differs from its "
                                     f"plain jvp by {gap:.3g} in the gradient of {name!r} (round-off "
