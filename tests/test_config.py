@@ -414,6 +414,20 @@ def test_a_timestamped_run_dir_is_claimed_exclusively(in_tmp):
     assert cfg.hydra.job.env_set.WCNTK_LAUNCH_ID in {o.value() for o in pinned}
 
 
+@pytest.mark.parametrize("launch_id", ["8129542e1335", "000123456789", "1e5", "nan", "abcdef012345"])
+def test_the_launch_id_reaches_every_job_as_the_same_string(in_tmp, launch_id):
+    """A hex launch id Hydra's parser would read as a number (`8129542e1335` is inf, `000123…` an
+    int) is quoted in the pinned override: each job's $WCNTK_LAUNCH_ID must equal the id the
+    sweep's closing table compares records with (an unquoted one made a job it ran look like
+    another launch's, seen once in CI)."""
+    with mock.patch.object(cli_checks.secrets, "token_hex", return_value=launch_id):
+        cfg = checked("debug=default", "hydra.mode=MULTIRUN", check=cli_checks.check_multirun)
+    assert cfg.hydra.job.env_set.WCNTK_LAUNCH_ID == launch_id
+    pinned = OverridesParser.create().parse_overrides(list(cfg.hydra.overrides.hydra))
+    values = {o.key_or_group: o.value() for o in pinned}
+    assert values["hydra.job.env_set.WCNTK_LAUNCH_ID"] == launch_id
+
+
 def test_a_multirun_checks_settings_per_job(in_tmp):
     """The base config (batch 100 > n_train 64) is not a valid run, but a multirun's jobs may
     each be (n_train=200,300): settings are checked per job, keys and types before any job."""

@@ -249,10 +249,17 @@ def pin(config: DictConfig, key: str, value: str) -> None:
 
 
 def quoted(value: str) -> str:
-    """An override's value as Hydra's parser reads it back intact."""
-    if re.fullmatch(r"[\w/.:+@~-]+", value):
+    """An override's value as Hydra's parser reads it back intact: bare where it parses back as
+    the same string, else single-quoted (a hex launch id like `8129542e1335` reads as a float,
+    inf; `000123` as the int 123)."""
+    if re.fullmatch(r"[\w/.:+@~-]+", value) and _parsed_value(value) == value:
         return value
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _parsed_value(value: str) -> Any:
+    """What Hydra's override parser makes of `key=value`'s value."""
+    return OverridesParser.create().parse_override(f"key={value}").value()
 
 
 def claim_run_dir(config: DictConfig, key: str, overwrite: bool) -> None:
