@@ -167,6 +167,7 @@ def write_network_sweep(root: Path, kinds, rng=3, noise=0.02) -> Path:
     return root
 
 
+@pytest.mark.slow   # draws every figure of a 4-network report (11 s)
 def test_claim_table_and_figure_over_two_sweep_dirs(tmp_path):
     """Four networks with known slopes in two sweep dirs read together: one row per network ×
     correlation, verdicts right, the transformer's slope 0.4 against C11 judged below the bound."""
@@ -215,9 +216,11 @@ def test_min_width_per_network(tmp_path):
 def test_cli_reads_several_dirs_and_per_network_min_width(tmp_path, capsys):
     a = write_network_sweep(tmp_path / "a", ["mlp"])
     b = write_network_sweep(tmp_path / "b", ["transformer"])
-    assert report.main([str(a), str(b), "--out", str(tmp_path / "r"), "--formats", "png",
+    assert report.main([str(a), str(b), "--out", str(tmp_path / "r"), "--no-plots",
                         "--min-width", "32", "transformer=64"]) == 0
     out = capsys.readouterr().out
+    assert not any((tmp_path / "r" / "plots").iterdir())                 # tables only
+    assert "No figures drawn (tables only)." in (tmp_path / "r" / "report.md").read_text()
     assert out.index("| network |") < out.index("| setting | metric |")   # the claim table first
     claim = pd.read_csv(tmp_path / "r" / "claim.csv").set_index(["network", "correlation"])
     assert claim.loc[("transformer", "corr/C11"), "widths"] == "64 128 256 512"

@@ -359,12 +359,14 @@ def test_a_closed_choice_is_rejected_at_composition_with_one_line(in_tmp, key, b
     message = f"{key}: invalid value '{bad}', expected one of {choices}"
     assert command_line(["debug=default", f"{key}={bad}"]) == f"wcntk: error: {message}"
     # a sweep's value, on the command line or in a sweep file: before any job, naming the sweep
+    # (one key at the top level and one nested: the path does not depend on the key)
     good = choices.split(", ")[0]
-    assert command_line(["--multirun", "debug=default", f"{key}={good},{bad}"]) == \
-        f"wcntk: error: {message} (in the sweep {key}={good},{bad})"
-    assert command_line(["debug=default", "+sweep=width_scaling",
-                         f'++hydra.sweeper.params={{{key}:"{bad},{good}"}}']) == \
-        f"wcntk: error: {message} (in the sweep {key}={bad},{good})"
+    if key in ("optimizer.name", "precision"):
+        assert command_line(["--multirun", "debug=default", f"{key}={good},{bad}"]) == \
+            f"wcntk: error: {message} (in the sweep {key}={good},{bad})"
+        assert command_line(["debug=default", "+sweep=width_scaling",
+                             f'++hydra.sweeper.params={{{key}:"{bad},{good}"}}']) == \
+            f"wcntk: error: {message} (in the sweep {key}={bad},{good})"
     assert not (in_tmp / "outputs").exists()
     # a hand-written config goes through the same schema
     *parents, leaf = key.split(".")

@@ -168,6 +168,7 @@ def test_job_dir_names_ignore_bookkeeping_overrides():
     assert [n for *_, n in changed] == ["seed=0,steps=20,width=8"]  # a real setting is kept
 
 
+@pytest.mark.slow   # imports W&B's launch package (5 s)
 def test_wandb_sweep_spec_drives_run_py_with_hydra_arguments(monkeypatch):
     from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
     spec = yaml.safe_load((SWEEPS / "wandb" / "width_scaling.yaml").read_text())

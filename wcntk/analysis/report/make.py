@@ -71,6 +71,31 @@ def resolve_min_width(spec, runs) -> float | dict[str, float | None] | None:
             is not None else None for s, n in names.items()}
 
 
+def draw_plots(runs, root: Path, plots_dir: Path, slopes, per_width, local, dev, claim,
+               metrics: Sequence[str], curve_width: float | None,
+               formats: Sequence[str]) -> tuple[list[Path], list[Path], bool | None]:
+    """Draw and save the report's figures as plots_dir/<name>.<fmt> for each format (none drawn
+    without formats): (the claim figure's files, every file, whether a loss-curve figure was
+    drawn: None without formats, False when no job has a metrics.csv)."""
+    if not formats:
+        return [], [], None
+    claim_plots = save_figure(plot_claim(runs, slopes, per_width, local, dev, claim), plots_dir / "claim",
+                              formats)
+    plots: list[Path] = list(claim_plots)
+    for name, fig in width_figures(runs, slopes, per_width, local, metrics).items():
+        plots += save_figure(fig, plots_dir / name, formats)
+    plots += save_figure(plot_deviation_vs_correlation(runs, dev), plots_dir / "deviation_vs_correlation",
+                         formats)
+    trajectories = plot_deviation_trajectories(runs, root)
+    if trajectories is not None:
+        plots += save_figure(trajectories, plots_dir / "deviation_vs_step", formats)
+    width, _ = curve_jobs(runs, root, curve_width)
+    curves = plot_loss_curves(runs, root, width)
+    if curves is not None:
+        plots += save_figure(curves, plots_dir / f"loss_curves_w{_fmt(width)}", formats)
+    return claim_plots, plots, curves is not None
+
+
 def make_report(sweep_dir, out_dir=None, metrics: Sequence[str] | None = None,
                 curve_width: float | None = None, formats: Sequence[str] = ("png", "pdf"),
                 wandb: bool = False, wandb_mode: str = "offline",
@@ -131,20 +156,8 @@ def make_report(sweep_dir, out_dir=None, metrics: Sequence[str] | None = None,
     failures_md = failures_markdown(counts, fails, problems)
     files["failures_md"].write_text(failures_md)
 
-    claim_plots = save_figure(plot_claim(runs, slopes, per_width, local, dev, claim), out / "plots" / "claim",
-                              formats)
-    plots: list[Path] = list(claim_plots)
-    for name, fig in width_figures(runs, slopes, per_width, local, metrics).items():
-        plots += save_figure(fig, out / "plots" / name, formats)
-    plots += save_figure(plot_deviation_vs_correlation(runs, dev), out / "plots" / "deviation_vs_correlation",
-                         formats)
-    trajectories = plot_deviation_trajectories(runs, root)
-    if trajectories is not None:
-        plots += save_figure(trajectories, out / "plots" / "deviation_vs_step", formats)
-    width, _ = curve_jobs(runs, root, curve_width)
-    curves = plot_loss_curves(runs, root, width)
-    if curves is not None:
-        plots += save_figure(curves, out / "plots" / f"loss_curves_w{_fmt(width)}", formats)
+    claim_plots, plots, curves = draw_plots(runs, root, out / "plots", slopes, per_width, local, dev, claim,
+                                            metrics, curve_width, formats)
     files["plots"] = plots
 
     pngs = [p for p in plots if p.suffix == ".png" and p not in claim_plots]
@@ -160,7 +173,8 @@ def make_report(sweep_dir, out_dir=None, metrics: Sequence[str] | None = None,
         f"## Deviation vs correlation\n\n{DEVIATION_HEADER}\n\n{deviation_md}\n\n"
         f"## Job status\n\n{failures_md}\n## Plots\n\n"
         + "".join(f"![{p.stem}](plots/{p.name})\n\n" for p in pngs)
-        + ("" if curves is not None else "No metrics.csv found for the loss curves.\n"))
+        + ("No figures drawn (tables only).\n" if curves is None else
+           "No metrics.csv found for the loss curves.\n" if not curves else ""))
 
     result = {"runs": runs, "slopes": slopes, "per_width": per_width, "local": local, "deviation": dev,
               "claim": claim, "claim_md": claim_md, "failures": fails, "counts": counts, "problems": problems,
