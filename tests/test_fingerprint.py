@@ -46,6 +46,25 @@ def test_the_fingerprint_is_the_sha256_of_the_named_float64_values():
     assert theta0_fingerprint(net)["frozen"] != moved["frozen"]
 
 
+def test_the_fingerprint_streams_its_values_in_chunks_to_the_same_digest(monkeypatch):
+    """Values go to the host a chunk at a time; the digest is the whole tensors' (non-contiguous,
+    empty, integer and bool tensors included), whatever the chunk size."""
+    from wcntk.core import fingerprint
+    gen = torch.Generator().manual_seed(0)
+    tensors = {"w": torch.randn(7, 5, generator=gen, dtype=torch.float32).T,      # not contiguous
+               "h": torch.randn(11, generator=gen, dtype=torch.float16), "empty": torch.zeros(0, 3),
+               "count": torch.arange(9), "mask": torch.rand(6, generator=gen) > 0.5}
+    explicit = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name]
+        t = (t.to(torch.float64) if t.is_floating_point() else t).contiguous()
+        explicit.update(f"{name}|{str(t.dtype).removeprefix('torch.')}|{list(t.shape)}|".encode()
+                        + t.numpy().tobytes())
+    for chunk in (1, 4, 1 << 22):
+        monkeypatch.setattr(fingerprint, "CHUNK_ELEMENTS", chunk)
+        assert tensors_sha256(tensors) == explicit.hexdigest(), chunk
+
+
 @pytest.mark.slow
 def test_two_runs_of_one_config_record_the_same_fingerprint(tmp_path):
     records = [run_job(tiny_config(**{"steps": 3}), tmp_path / name) for name in ("a", "b")]
