@@ -187,6 +187,20 @@ def test_cli_signal_ends_the_run_as_interrupted(tmp_path, signum, code):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_cli_signal_while_starting_is_one_line_and_leaves_nothing(tmp_path, signum, code):
+    """A signal 0.5 s in, while Python still imports torch and Hydra (seconds): one line, 128 +
+    signal, no traceback, no run dir."""
+    proc = start_run_py(*TINY, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    time.sleep(0.5)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert err.splitlines() == [f"wcntk: interrupted by {signum.name} while starting: nothing was run"]
+    assert not (tmp_path / "run").exists() and not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
 def test_cli_progress_to_a_file_has_no_carriage_returns(tmp_path):
     """`python run.py ... 2>log`: a line per ~10 % instead of a redrawn bar."""
     proc, run_dir = run_cli(tmp_path, *TINY, "progress=true", "wandb.mode=disabled")
