@@ -34,13 +34,30 @@ Rows (each with its own copy of the parameters and its own optimizer, all measur
 Threads: every row at torch's default thread count, then every row again at 1 thread (each
 block interleaved within itself; the floor is measured at the same thread count).
 
+--networks (instead of the tables above): every network's net + twin step against its own plain
+training step (issue 31's target: ≤ 2.0× each), full batch of --samples inputs of --dataset
+(digits by default, as issue 31 measured), float32, --network-threads threads (1 by default), each
+network's rows interleaved:
+  plain          the network's own step, as the Trainer does it for the network alone:
+                 zero_grad(set_to_none) + loss(model(x), y).backward() + optimizer.step
+  twin           the Trainer's twin step alone (Trainer.twin_train + backward + step): the MLP's
+                 hand-written twin, the others' trace (wcntk.core.linearize_trace)
+  both           Trainer.step() (network + twin)
+  both_torch_lin Trainer.step() of a second Trainer whose full-batch twin is torch.func.linearize's
+                 own trace (what every non-MLP network trained with before the trace was cleaned;
+                 for the MLP a what-if: its Trainer uses the hand-written twin)
+A network is NETWORK:WIDTH (depth 1, the run's defaults otherwise).
+
     python benchmarks/train_step.py [--max-width] [--depths 1,3] [--no-compile]
+    python benchmarks/train_step.py --networks [mlp:1024,cnn:64,resnet:64,transformer:64]
 """
 from __future__ import annotations  # noqa: I001 (_common first: it sets OMP_WAIT_POLICY before torch loads)
 
 import argparse
 import copy
+import os
 import time
+import warnings
 from collections.abc import Callable
 
 from _common import (compare, env_info, matmul_gflops, mlp_dims, net_step_flops, print_env, print_table,
@@ -50,7 +67,7 @@ import torch
 from torch import Tensor, nn
 
 from wcntk.training.data import DataConfig
-from wcntk.core.linearization import LinearizedModel
+from wcntk.core.linearization import LinearizedModel, tree_sub
 from wcntk.core.losses import mse
 from wcntk.core.mlp import MLP
 from wcntk.core.layers import ModelConfig, functional, params_of
@@ -275,6 +292,75 @@ def bench_width(width: int, depth: int, args, thread_counts: list[int], gflops: 
     return rows
 
 
+# ----------------------------------------------------------------------------- --networks
+NETWORKS = "mlp:1024,cnn:64,resnet:64,transformer:64"
+
+
+def torch_linearize_twin(trainer: Trainer) -> Callable[[dict[str, Tensor]], Tensor]:
+    """The full-batch twin through torch.func.linearize's own trace (before wcntk.core.linearize_trace)."""
+    x, p0 = trainer.data.x_train, trainer.twin.params0
+    with warnings.catch_warnings():   # linearize's tracer warns about its own internals
+        warnings.simplefilter("ignore")
+        out0, jvp_fn = torch.func.linearize(lambda p: trainer.f(p, x), p0)
+    out0 = out0.detach()
+    return lambda params: out0 + jvp_fn(tree_sub(params, p0))
+
+
+def bench_network(kind: str, width: int, args) -> dict:
+    def make() -> Trainer:
+        return Trainer(ModelConfig(kind=kind, width=width),
+                       DataConfig(name=args.dataset, n_train=args.samples, n_test=0), OptimizerConfig(),
+                       TrainConfig(steps=0, device="cpu", progress=False, seed=0))
+
+    trainer, before = make(), make()
+    before.twin_train = torch_linearize_twin(before)
+    x, y = trainer.data.x_train, trainer.data.y_train
+    model = copy.deepcopy(trainer.model)
+    opt = torch.optim.SGD(model.parameters(), lr=trainer.lr)
+    twin_params = {k: v.clone().requires_grad_(True) for k, v in trainer.params0.items()}
+    twin_opt = torch.optim.SGD(twin_params.values(), lr=trainer.lr)
+
+    def plain():
+        opt.zero_grad(set_to_none=True)
+        trainer.loss_fn(model(x), y).backward()
+        opt.step()
+
+    def twin():
+        twin_opt.zero_grad(set_to_none=True)
+        trainer.loss_fn(trainer.twin_train(twin_params), y).backward()
+        twin_opt.step()
+
+    # warm-up calls build the twins' traces (from the third call on) outside the timing
+    times = compare({"plain": plain, "twin": twin, "both": trainer.step, "both_torch_lin": before.step},
+                    warmup=max(args.warmup, 4), repeats=args.repeats)
+    ms = {k: v["median_s"] * 1e3 for k, v in times.items()}
+    return {"network": kind, "width": width, "params": trainer.n_params, "twin_path": trainer.impl.name,
+            "plain_ms": ms["plain"], "twin_ms": ms["twin"], "both_ms": ms["both"],
+            "both/plain": ms["both"] / ms["plain"], "both_torch_lin_ms": ms["both_torch_lin"],
+            "torch_lin/plain": ms["both_torch_lin"] / ms["plain"],
+            "max_spread": max(t["spread"] for t in times.values())}
+
+
+def networks_table(args) -> None:
+    torch.set_num_threads(args.network_threads)
+    info = env_info()
+    print_env(info)
+    rows = []
+    for spec in args.networks.split(","):
+        kind, width = spec.split(":")
+        rows.append(bench_network(kind, int(width), args))
+        print(f"{spec}: both/plain {rows[-1]['both/plain']:.2f}", flush=True)
+    info["loadavg_1m_end"] = os.getloadavg()[0]
+    load = f"load {info.get('loadavg_1m', float('nan')):.2f} -> {info['loadavg_1m_end']:.2f}"
+    print_table(rows, title=f"net + twin step vs the network's own step ({args.dataset}, {args.samples} "
+                            f"inputs, {args.network_threads} thread(s), median of {args.repeats} interleaved "
+                            f"rounds; {load})")
+    for r in rows:
+        print(f"{r['network']} w{r['width']}: net + twin <= 2.0x its plain step: {r['both/plain']:.2f} -> "
+              f"{'MET' if r['both/plain'] <= 2.0 else 'MISSED'}")
+    write_results(args.out + "_networks", rows, info, {"args": vars(args)})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--widths", default="256,1024,4096")
@@ -282,13 +368,21 @@ def main() -> None:
     ap.add_argument("--depths", default="1")
     ap.add_argument("--samples", type=int, default=256)
     ap.add_argument("--activation", default="relu")
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=None, help="7 (--networks: 15)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--no-compile", dest="compile", action="store_false")
     ap.add_argument("--mm-size", type=int, default=2048)
     ap.add_argument("--default-threads-only", action="store_true", help="skip the 1-thread block")
     ap.add_argument("--out", default="train_step")
+    ap.add_argument("--networks", nargs="?", const=NETWORKS, default=None, metavar="NET:WIDTH,...",
+                    help=f"only the networks table (default {NETWORKS})")
+    ap.add_argument("--dataset", default="digits", help="--networks: the data set")
+    ap.add_argument("--network-threads", type=int, default=1, help="--networks: torch threads")
     args = ap.parse_args()
+    args.repeats = args.repeats or (15 if args.networks else 7)
+    if args.networks:
+        networks_table(args)
+        return
     widths = [int(w) for w in args.widths.split(",")] + ([16384] if args.max_width else [])
     depths = [int(d) for d in args.depths.split(",")]
     default_threads = torch.get_num_threads()

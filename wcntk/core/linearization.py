@@ -9,14 +9,14 @@ costs only the tangent half of the computation.
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from torch.func import jvp, linearize
+from torch.func import jvp
 
 from .layers import Fn, Params
+from .linearize_trace import linearize
 from .mlp import MLP, mlp_layers
 
 TRACE_AFTER = 2   # cached(x): plain jvps for the first calls, the trace from call TRACE_AFTER + 1 on
@@ -61,10 +61,7 @@ class LinearizedModel:
         return f_lin
 
     def _trace(self, x: Tensor) -> Callable[[Params], Tensor]:
-        with warnings.catch_warnings():   # linearize's tracer warns about its own internals
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.simplefilter("ignore", UserWarning)
-            out0, jvp_fn = linearize(lambda p: self.f(p, x), self.params0)
+        out0, jvp_fn = linearize(lambda p: self.f(p, x), self.params0)
         out0 = out0.detach()
         return lambda params: out0 + jvp_fn(tree_sub(params, self.params0))
 
