@@ -13,9 +13,11 @@ missing tangent, and the recorded graph keeps, on every call, work that returns 
 - a copy of every tangent (linearize traces with stride-0 tangents; here they are contiguous).
 
 :func:`linearize` traces as torch.func.linearize does, replaces those nodes by their operand
-(each returns the same values; adding an exact zero can change only the sign of a zero), drops
-dead code and folds the constants. The CNN, ResNet and transformer twins train through it
-(benchmarks/train_step.py --networks measures the step; docs/performance.md).
+(:func:`simplify`: each returns the same values; adding an exact zero can change only the sign
+of a zero), then moves each layer's scalar multiplier onto the small operand of its conv or
+matmul and accumulates a dense layer's two tangent terms in one GEMM (:func:`fuse`: float
+round-off), drops dead code and folds the constants. The CNN, ResNet and transformer twins train
+through it (benchmarks/train_step.py --networks measures the step; docs/performance.md).
 """
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ def linearize(f: Callable[[Params], Tensor], params0: Params) -> tuple[Tensor, C
         warnings.simplefilter("ignore")
         graph = make_fx(tangent)(*[torch.zeros_like(v) for v in params0.values()])
         simplify(graph)
+        fuse(graph)
         folded = split_const_subgraphs(graph)
 
     def jvp_fn(tangents: Params) -> Tensor:
@@ -125,3 +128,88 @@ def _same_tensor(node: Node, operand: Node) -> bool:
 def _mutates(node: Node) -> bool:
     schema = getattr(node.target, "_schema", None)
     return schema is not None and schema.is_mutable
+
+
+def fuse(gm: GraphModule) -> None:
+    """Rewrites that save full-size passes at the cost of float round-off:
+
+    - (Σ_i A_i ⊛ B_i) · c → Σ_i A_i ⊛ (c·B_i) for a Python scalar c (a layer's c_w), ⊛ a conv or
+      matmul and B_i its smaller operand (c·W₀ then folds into a constant);
+    - mm(a, b) + C → addmm(C, a, b) (the tangent's two terms W₀ȧ + ΔW a₀ of a dense layer).
+
+    (A conv's bias is left to its own add: mkldnn's convolution_backward computes the weight
+    gradient whenever the bias gradient is asked for, so conv(ȧ, W₀, bias) would double the cost
+    of that conv's backward.)
+    """
+    graph = gm.graph
+    for rewrite in (_scaled_product, _accumulated):
+        for node in list(graph.nodes):
+            if node.op != "call_function" or not node.users:
+                continue
+            with graph.inserting_before(node):
+                new = rewrite(graph, node)
+            if new is not None:
+                node.replace_all_uses_with(new)
+                graph.erase_node(node)
+    graph.eliminate_dead_code()
+    gm.recompile()
+
+
+def _call(graph, target, args: tuple, like: Node, kwargs: dict | None = None) -> Node:
+    """A new node computing a tensor of like's shape and dtype (like's meta)."""
+    node = graph.call_function(target, args, kwargs or {})
+    node.meta = dict(like.meta)
+    return node
+
+
+def _numel(node: Node) -> int:
+    val = node.meta.get("val") if isinstance(node, Node) else None
+    return val.numel() if isinstance(val, Tensor) else 0
+
+
+def _scaled_product(graph, node: Node) -> Node | None:
+    c = node.args[1] if node.target is aten.mul.Tensor else None
+    x = node.args[0]
+    if (isinstance(c, float | int) and not isinstance(c, bool) and isinstance(x, Node) and _numel(node)
+            and node.meta["val"].dtype == x.meta["val"].dtype):
+        return _scaled(graph, x, c, _numel(node))
+    return None
+
+
+def _scaled(graph, x: Node, c: float, size: int) -> Node | None:
+    """A node equal to x·c whose multiplications touch fewer than `size` entries, else None."""
+    if not isinstance(x, Node):
+        return None
+    if 0 < _numel(x) < size:
+        return _call(graph, aten.mul.Tensor, (x, c), x)
+    if len(x.users) != 1 or x.op != "call_function":
+        return None
+    args = list(x.args)
+    if x.target is aten.add.Tensor and "alpha" not in x.kwargs:
+        terms = [_scaled(graph, a, c, size) for a in args]
+        return None if None in terms else _call(graph, aten.add.Tensor, tuple(terms), x)
+    if x.target in (aten.view.default, aten._unsafe_view.default):
+        inner = _scaled(graph, args[0], c, size)
+        return None if inner is None else _call(graph, x.target, (inner, *args[1:]), x)
+    if x.target is aten.convolution.default:
+        small = [1] if args[2] is None else []    # the weight (a bias would be scaled too)
+    else:
+        small = [1, 0] if x.target in (aten.mm.default, aten.bmm.default) else []
+    for i in small:
+        if 0 < _numel(args[i]) < size:
+            args[i] = _call(graph, aten.mul.Tensor, (args[i], c), args[i])
+            return _call(graph, x.target, tuple(args), x, dict(x.kwargs))
+    return None
+
+
+def _accumulated(graph, node: Node) -> Node | None:
+    """node = mm(a, b) + C as addmm(C, a, b) (C of the product's shape)."""
+    if node.target is not aten.add.Tensor or "alpha" in node.kwargs:
+        return None
+    a, b = node.args
+    for term, other in ((a, b), (b, a)):
+        if not isinstance(term, Node) or not isinstance(other, Node) or len(term.users) != 1:
+            continue
+        if term.target is aten.mm.default and _numel(other) == _numel(node) == _numel(term):
+            return _call(graph, aten.addmm.default, (other, *term.args), node)
+    return None
