@@ -43,10 +43,12 @@ network's rows interleaved:
   twin           the Trainer's twin step alone (Trainer.twin_train + backward + step): the MLP's
                  hand-written twin, the others' trace (wcntk.core.linearize_trace)
   both           Trainer.step() (network + twin)
-  both_torch_lin Trainer.step() of a second Trainer whose full-batch twin is torch.func.linearize's
+  torch_lin      Trainer.step() of a second Trainer whose full-batch twin is torch.func.linearize's
                  own trace (what every non-MLP network trained with before the trace was cleaned;
                  for the MLP a what-if: its Trainer uses the hand-written twin)
-A network is NETWORK:WIDTH (depth 1, the run's defaults otherwise).
+Ratios are the median (and quartiles) over rounds of each round's own ratio to its plain step,
+so that load drifting between rounds cancels. A network is NETWORK:WIDTH (depth 1, the run's
+defaults otherwise).
 
     python benchmarks/train_step.py [--max-width] [--depths 1,3] [--no-compile]
     python benchmarks/train_step.py --networks [mlp:1024,cnn:64,resnet:64,transformer:64]
@@ -56,12 +58,13 @@ from __future__ import annotations  # noqa: I001 (_common first: it sets OMP_WAI
 import argparse
 import copy
 import os
+import statistics
 import time
 import warnings
 from collections.abc import Callable
 
 from _common import (compare, env_info, matmul_gflops, mlp_dims, net_step_flops, print_env, print_table,
-                     twin_step_flops, write_results)
+                     time_once, twin_step_flops, write_results)
 
 import torch
 from torch import Tensor, nn
@@ -330,15 +333,29 @@ def bench_network(kind: str, width: int, args) -> dict:
         trainer.loss_fn(trainer.twin_train(twin_params), y).backward()
         twin_opt.step()
 
-    # warm-up calls build the twins' traces (from the third call on) outside the timing
-    times = compare({"plain": plain, "twin": twin, "both": trainer.step, "both_torch_lin": before.step},
-                    warmup=max(args.warmup, 4), repeats=args.repeats)
-    ms = {k: v["median_s"] * 1e3 for k, v in times.items()}
+    fns = {"plain": plain, "twin": twin, "both": trainer.step, "both_torch_lin": before.step}
+    for _ in range(max(args.warmup, 4)):    # the twins' traces are built at their third call
+        for fn in fns.values():
+            fn()
+    rounds: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(args.repeats):            # interleaved: one call of each per round
+        for k, fn in fns.items():
+            rounds[k].append(time_once(fn))
+
+    def ratio(k: str) -> list[float]:        # per round, against that round's plain step
+        return sorted(t / p for t, p in zip(rounds[k], rounds["plain"], strict=True))
+
+    def iqr(k: str) -> str:
+        r = ratio(k)
+        return f"{r[len(r) // 4]:.2f}-{r[(3 * len(r)) // 4]:.2f}"
+
+    ms = {k: statistics.median(v) * 1e3 for k, v in rounds.items()}
     return {"network": kind, "width": width, "params": trainer.n_params, "twin_path": trainer.impl.name,
             "plain_ms": ms["plain"], "twin_ms": ms["twin"], "both_ms": ms["both"],
-            "both/plain": ms["both"] / ms["plain"], "both_torch_lin_ms": ms["both_torch_lin"],
-            "torch_lin/plain": ms["both_torch_lin"] / ms["plain"],
-            "max_spread": max(t["spread"] for t in times.values())}
+            "both/plain": statistics.median(ratio("both")), "both/plain_iqr": iqr("both"),
+            "torch_lin_ms": ms["both_torch_lin"],
+            "torch_lin/plain": statistics.median(ratio("both_torch_lin")),
+            "torch_lin/plain_iqr": iqr("both_torch_lin")}
 
 
 def networks_table(args) -> None:
@@ -354,7 +371,7 @@ def networks_table(args) -> None:
     load = f"load {info.get('loadavg_1m', float('nan')):.2f} -> {info['loadavg_1m_end']:.2f}"
     print_table(rows, title=f"net + twin step vs the network's own step ({args.dataset}, {args.samples} "
                             f"inputs, {args.network_threads} thread(s), median of {args.repeats} interleaved "
-                            f"rounds; {load})")
+                            f"rounds; ratios: median and quartiles of the rounds' own ratios; {load})")
     for r in rows:
         print(f"{r['network']} w{r['width']}: net + twin <= 2.0x its plain step: {r['both/plain']:.2f} -> "
               f"{'MET' if r['both/plain'] <= 2.0 else 'MISSED'}")

@@ -88,14 +88,16 @@ def linearized_mlp(model: MLP, params0: Params, x: Tensor) -> Callable[[Params],
                 a, slope = jvp(model.act, (h,), (torch.ones_like(h),))   # σ(h), σ'(h)
                 slopes.append(slope)
         out0 = h
+        scaled_w0 = [c_w * w for w, _, c_w, _ in layers0]
 
     def f_lin(params: Params) -> Tensor:
         tangent = None
         for i, ((w, b, _, _), (w0, b0, c_w, c_b), a_in) in enumerate(
                 zip(mlp_layers(model, params), layers0, inputs, strict=True)):
-            dw, db = w - w0, b - b0
-            pre = a_in @ dw.T if tangent is None else a_in @ dw.T + tangent @ w0.T
-            tangent = c_w * pre + c_b * db
+            # c_w·(δW a + W⁰ ȧ) + c_b·δb accumulated in the GEMMs, the scalars on the small operands
+            # (addmm's alpha and beta would scale the full-size gradients in its backward)
+            pre = torch.addmm(c_b * (b - b0), a_in, (c_w * (w - w0)).T)
+            tangent = pre if tangent is None else torch.addmm(pre, tangent, scaled_w0[i].T)
             if i < len(slopes):
                 tangent = slopes[i] * tangent
         return out0 + tangent
