@@ -135,7 +135,8 @@ def fuse(gm: GraphModule) -> None:
 
     - (Σ_i A_i ⊛ B_i) · c → Σ_i A_i ⊛ (c·B_i) for a Python scalar c (a layer's c_w), ⊛ a conv or
       matmul and B_i its smaller operand (c·W₀ then folds into a constant);
-    - mm(a, b) + C → addmm(C, a, b) (the tangent's two terms W₀ȧ + ΔW a₀ of a dense layer).
+    - mm(a, b) + C → addmm(C, a, b) (the tangent's two terms W₀ȧ + ΔW a₀ of a dense layer), and
+      its bias term c_b·Δb as the input of the first: addmm(addmm(c_b·Δb, a₀, c_w·ΔWᵀ), ȧ, c_w·W₀ᵀ).
 
     (A conv's bias is left to its own add: mkldnn's convolution_backward computes the weight
     gradient whenever the bias gradient is asked for, so conv(ȧ, W₀, bias) would double the cost
@@ -203,7 +204,8 @@ def _scaled(graph, x: Node, c: float, size: int) -> Node | None:
 
 
 def _accumulated(graph, node: Node) -> Node | None:
-    """node = mm(a, b) + C as addmm(C, a, b) (C of the product's shape)."""
+    """node = mm(a, b) + C as addmm(C, a, b) (C of the product's shape), and a dense layer's
+    bias term as the input of its first GEMM."""
     if node.target is not aten.add.Tensor or "alpha" in node.kwargs:
         return None
     a, b = node.args
@@ -212,4 +214,28 @@ def _accumulated(graph, node: Node) -> Node | None:
             continue
         if term.target is aten.mm.default and _numel(other) == _numel(node) == _numel(term):
             return _call(graph, aten.addmm.default, (other, *term.args), node)
+        vector = other.meta.get("val")
+        if (isinstance(vector, Tensor) and vector.dim() == 1 and _numel(term) == _numel(node)
+                and term.meta["val"].shape[-1] == vector.numel()):
+            biased = _with_bias(graph, term, other)
+            if biased is not None:
+                return biased
+    return None
+
+
+def _with_bias(graph, x: Node, bias: Node) -> Node | None:
+    """x + bias (bias 1-d, along x's last dimension) with the bias as the input of the first GEMM
+    of x's accumulation, when x is one (through views that keep the last dimension)."""
+    if not isinstance(x, Node) or len(x.users) != 1 or x.op != "call_function":
+        return None
+    if x.target is aten.mm.default:
+        return _call(graph, aten.addmm.default, (bias, *x.args), x)
+    if x.target is aten.addmm.default and not x.kwargs:
+        inner = _with_bias(graph, x.args[0], bias)
+        return None if inner is None else _call(graph, x.target, (inner, *x.args[1:]), x)
+    if x.target in (aten.view.default, aten._unsafe_view.default):
+        src = x.args[0]
+        if isinstance(src, Node) and src.meta["val"].shape[-1] == x.meta["val"].shape[-1]:
+            inner = _with_bias(graph, src, bias)
+            return None if inner is None else _call(graph, x.target, (inner, *x.args[1:]), x)
     return None
