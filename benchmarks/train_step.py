@@ -46,12 +46,14 @@ network's rows interleaved:
   torch_lin      Trainer.step() of a second Trainer whose full-batch twin is torch.func.linearize's
                  own trace (what every non-MLP network trained with before the trace was cleaned;
                  for the MLP a what-if: its Trainer uses the hand-written twin)
-Ratios are the median (and quartiles) over rounds of each round's own ratio to its plain step,
-so that load drifting between rounds cancels. A network is NETWORK:WIDTH (depth 1, the run's
-defaults otherwise).
+Each round times --burst (3) back-to-back calls of each row (a training loop's steps follow one
+another; a single call between other rows' calls finds the caches and the allocator's free
+blocks taken by them). Ratios are the median (and quartiles) over rounds of each round's own
+ratio to its plain step, so that load drifting between rounds cancels. A network is
+NETWORK:WIDTH (depth 1, the run's defaults otherwise).
 
     python benchmarks/train_step.py [--max-width] [--depths 1,3] [--no-compile]
-    python benchmarks/train_step.py --networks [mlp:1024,cnn:64,resnet:64,transformer:64]
+    python benchmarks/train_step.py --networks [mlp:1024,cnn:64,resnet:64,transformer:64] [--profile]
 """
 from __future__ import annotations  # noqa: I001 (_common first: it sets OMP_WAIT_POLICY before torch loads)
 
@@ -309,6 +311,32 @@ def torch_linearize_twin(trainer: Trainer) -> Callable[[dict[str, Tensor]], Tens
     return lambda params: out0 + jvp_fn(tree_sub(params, p0))
 
 
+GEMM_CONV = {"aten::mm", "aten::addmm", "aten::bmm", "aten::mkldnn_convolution", "aten::convolution_backward"}
+
+
+def profile_steps(kind: str, width: int, fns: dict[str, Callable[[], None]], steps: int = 5) -> list[dict]:
+    """torch.profiler's self CPU time per step, split into the GEMM/conv kernels (GEMM_CONV) and
+    everything else, with the GEMM/conv call count: what the twin does beyond the network."""
+    from torch.profiler import ProfilerActivity, profile
+    rows = []
+    for name, fn in fns.items():
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                fn()
+        events = prof.key_averages()
+        gemm = [e for e in events if e.key in GEMM_CONV]
+        total_ms = sum(e.self_cpu_time_total for e in events) / 1e3 / steps
+        gemm_ms = sum(e.self_cpu_time_total for e in gemm) / 1e3 / steps
+        rows.append({"network": kind, "width": width, "step": name, "profiled_ms": total_ms,
+                     "gemm_conv_ms": gemm_ms, "other_ms": total_ms - gemm_ms,
+                     "gemm_conv_calls": sum(e.count for e in gemm) // steps,
+                     "calls": {e.key: e.count // steps for e in gemm}})
+    return rows
+
+
+profile_rows: list[dict] = []
+
+
 def bench_network(kind: str, width: int, args) -> dict:
     def make() -> Trainer:
         return Trainer(ModelConfig(kind=kind, width=width),
@@ -338,9 +366,9 @@ def bench_network(kind: str, width: int, args) -> dict:
         for fn in fns.values():
             fn()
     rounds: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(args.repeats):            # interleaved: one call of each per round
+    for _ in range(args.repeats):            # interleaved: `burst` back-to-back calls of each per round
         for k, fn in fns.items():
-            rounds[k].append(time_once(fn))
+            rounds[k].append(time_once(lambda fn=fn: [fn() for _ in range(args.burst)]) / args.burst)
 
     def ratio(k: str) -> list[float]:        # per round, against that round's plain step
         return sorted(t / p for t, p in zip(rounds[k], rounds["plain"], strict=True))
@@ -350,6 +378,8 @@ def bench_network(kind: str, width: int, args) -> dict:
         return f"{r[len(r) // 4]:.2f}-{r[(3 * len(r)) // 4]:.2f}"
 
     ms = {k: statistics.median(v) * 1e3 for k, v in rounds.items()}
+    if args.profile:
+        profile_rows.extend(profile_steps(kind, width, {"plain": plain, "twin": twin}))
     return {"network": kind, "width": width, "params": trainer.n_params, "twin_path": trainer.impl.name,
             "plain_ms": ms["plain"], "twin_ms": ms["twin"], "both_ms": ms["both"],
             "both/plain": statistics.median(ratio("both")), "both/plain_iqr": iqr("both"),
@@ -372,10 +402,13 @@ def networks_table(args) -> None:
     print_table(rows, title=f"net + twin step vs the network's own step ({args.dataset}, {args.samples} "
                             f"inputs, {args.network_threads} thread(s), median of {args.repeats} interleaved "
                             f"rounds; ratios: median and quartiles of the rounds' own ratios; {load})")
+    if profile_rows:
+        print_table([{k: v for k, v in r.items() if k != "calls"} for r in profile_rows],
+                    title=f"torch.profiler, self CPU ms per step (GEMM/conv: {', '.join(sorted(GEMM_CONV))})")
     for r in rows:
         print(f"{r['network']} w{r['width']}: net + twin <= 2.0x its plain step: {r['both/plain']:.2f} -> "
               f"{'MET' if r['both/plain'] <= 2.0 else 'MISSED'}")
-    write_results(args.out + "_networks", rows, info, {"args": vars(args)})
+    write_results(args.out + "_networks", rows, info, {"args": vars(args), "profile": profile_rows})
 
 
 def main() -> None:
@@ -395,6 +428,10 @@ def main() -> None:
                     help=f"only the networks table (default {NETWORKS})")
     ap.add_argument("--dataset", default="digits", help="--networks: the data set")
     ap.add_argument("--network-threads", type=int, default=1, help="--networks: torch threads")
+    ap.add_argument("--burst", type=int, default=3,
+                    help="--networks: back-to-back calls per round (as a training loop makes them)")
+    ap.add_argument("--profile", action="store_true",
+                    help="--networks: also profile the plain and the twin step (GEMM/conv time vs the rest)")
     args = ap.parse_args()
     args.repeats = args.repeats or (15 if args.networks else 7)
     if args.networks:

@@ -4,7 +4,7 @@ Evaluated with forward-mode autodiff (one jvp at θ₀ in the direction θ − �
 no Jacobian is ever materialized; the result is differentiable in θ with ordinary
 autograd, so the twin trains in parameter space with any torch optimizer.
 For a fixed input batch (full-batch GD, a fixed eval set) `cached(x)` traces the
-jvp once with `torch.func.linearize` (from its third call on), so each later call
+jvp once (wcntk.core.linearize_trace, from its third call on), so each later call
 costs only the tangent half of the computation.
 """
 from __future__ import annotations
