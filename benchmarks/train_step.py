@@ -24,7 +24,7 @@ Rows (each with its own copy of the parameters and its own optimizer, all measur
   net_compiled   torch.compile(model) (plain network only, never jvp code) + SGD.step
   twin           the Trainer's twin step for a fixed batch: Trainer.linearized_at(x)(params) +
                  backward + SGD.step (since 6d261b6 the hand-written wcntk.core.linearization.linearized_mlp)
-  twin_linearize the traced path: LinearizedModel.cached(x)(params) (torch.func.linearize)
+  twin_linearize the traced path: LinearizedModel.cached(x)(params) (wcntk.core.linearize_trace)
   twin_jvp       the twin through torch.func.jvp per call (LinearizedModel.__call__)
   twin_manual    hand-written linearized MLP, trained in Δ = θ − θ₀ coordinates with cached primal
                  activations: ḣ_l = c_w(ΔW_l a_{l-1} + W⁰_l ȧ_{l-1}) + c_b Δb_l, ȧ_l = σ'(h_l)·ḣ_l,
