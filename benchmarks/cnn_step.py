@@ -15,7 +15,7 @@ floor = FLOPs / (FLOP/s of a 2048² float32 torch.mm measured in this run at the
 Rows (interleaved):
   net           the Trainer's network step (zero_grad, mse(model(x), y).backward(), SGD.step)
   net_cl        the same with the model and x in channels_last memory format
-  twin          the Trainer's twin step on the full batch: the torch.func.linearize trace of
+  twin          the Trainer's twin step on the full batch: the trace (wcntk.core.linearize_trace) of
                 f(θ₀ + ·, x) built once (Trainer.twin_train), + backward + SGD.step
   twin_jvp      the twin through torch.func.jvp per call (what a minibatch step does)
   both          Trainer.step()

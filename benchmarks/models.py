@@ -7,7 +7,7 @@ logits). Per (model, width), measured interleaved (`compare`, median of --repeat
 
   net step        one full-batch GD step of the network on --n-train images (forward, backward,
                   SGD update)
-  twin step       the same for the twin (the `torch.func.linearize` trace of the full batch,
+  twin step       the same for the twin (the trace, wcntk.core.linearize_trace, of the full batch,
                   as the Trainer uses it)
   tutorial jac    the PyTorch NTK tutorial's Jacobian contraction on --probes probes
                   (benchmarks/ntk.py), the unit of the two ratios

@@ -24,7 +24,7 @@ Rows (each with its own copy of the parameters and its own optimizer, all measur
   net_compiled   torch.compile(model) (plain network only, never jvp code) + SGD.step
   twin           the Trainer's twin step for a fixed batch: Trainer.linearized_at(x)(params) +
                  backward + SGD.step (since 6d261b6 the hand-written wcntk.core.linearization.linearized_mlp)
-  twin_linearize the traced path: LinearizedModel.cached(x)(params) (torch.func.linearize)
+  twin_linearize the traced path: LinearizedModel.cached(x)(params) (wcntk.core.linearize_trace)
   twin_jvp       the twin through torch.func.jvp per call (LinearizedModel.__call__)
   twin_manual    hand-written linearized MLP, trained in Δ = θ − θ₀ coordinates with cached primal
                  activations: ḣ_l = c_w(ΔW_l a_{l-1} + W⁰_l ȧ_{l-1}) + c_b Δb_l, ȧ_l = σ'(h_l)·ḣ_l,
@@ -34,23 +34,45 @@ Rows (each with its own copy of the parameters and its own optimizer, all measur
 Threads: every row at torch's default thread count, then every row again at 1 thread (each
 block interleaved within itself; the floor is measured at the same thread count).
 
+--networks (instead of the tables above): every network's net + twin step against its own plain
+training step (issue 31's target: ≤ 2.0× each), full batch of --samples inputs of --dataset
+(digits by default, as issue 31 measured), float32, --network-threads threads (1 by default), each
+network's rows interleaved:
+  plain          the network's own step, as the Trainer does it for the network alone:
+                 zero_grad(set_to_none) + loss(model(x), y).backward() + optimizer.step
+  twin           the Trainer's twin step alone (Trainer.twin_train + backward + step): the MLP's
+                 hand-written twin, the others' trace (wcntk.core.linearize_trace)
+  both           Trainer.step() (network + twin)
+  torch_lin      Trainer.step() of a second Trainer whose full-batch twin is torch.func.linearize's
+                 own trace (what every non-MLP network trained with before the trace was cleaned;
+                 for the MLP a what-if: its Trainer uses the hand-written twin)
+Each round times --burst (3) back-to-back calls of each row (a training loop's steps follow one
+another; a single call between other rows' calls finds the caches and the allocator's free
+blocks taken by them). Ratios are the median (and quartiles) over rounds of each round's own
+ratio to its plain step, so that load drifting between rounds cancels. A network is
+NETWORK:WIDTH (depth 1, the run's defaults otherwise).
+
     python benchmarks/train_step.py [--max-width] [--depths 1,3] [--no-compile]
+    python benchmarks/train_step.py --networks [mlp:1024,cnn:64,resnet:64,transformer:64] [--profile]
 """
 from __future__ import annotations  # noqa: I001 (_common first: it sets OMP_WAIT_POLICY before torch loads)
 
 import argparse
 import copy
+import os
+import statistics
 import time
+import warnings
 from collections.abc import Callable
 
 from _common import (compare, env_info, matmul_gflops, mlp_dims, net_step_flops, print_env, print_table,
-                     twin_step_flops, write_results)
+                     time_once, twin_step_flops, write_results)
 
 import torch
 from torch import Tensor, nn
 
 from wcntk.training.data import DataConfig
-from wcntk.core.linearization import LinearizedModel
+from wcntk.core.linearization import LinearizedModel, tree_sub
 from wcntk.core.losses import mse
 from wcntk.core.mlp import MLP
 from wcntk.core.layers import ModelConfig, functional, params_of
@@ -275,6 +297,120 @@ def bench_width(width: int, depth: int, args, thread_counts: list[int], gflops: 
     return rows
 
 
+# ----------------------------------------------------------------------------- --networks
+NETWORKS = "mlp:1024,cnn:64,resnet:64,transformer:64"
+
+
+def torch_linearize_twin(trainer: Trainer) -> Callable[[dict[str, Tensor]], Tensor]:
+    """The full-batch twin through torch.func.linearize's own trace (before wcntk.core.linearize_trace)."""
+    x, p0 = trainer.data.x_train, trainer.twin.params0
+    with warnings.catch_warnings():   # linearize's tracer warns about its own internals
+        warnings.simplefilter("ignore")
+        out0, jvp_fn = torch.func.linearize(lambda p: trainer.f(p, x), p0)
+    out0 = out0.detach()
+    return lambda params: out0 + jvp_fn(tree_sub(params, p0))
+
+
+GEMM_CONV = {"aten::mm", "aten::addmm", "aten::bmm", "aten::mkldnn_convolution", "aten::convolution_backward"}
+
+
+def profile_steps(kind: str, width: int, fns: dict[str, Callable[[], None]], steps: int = 5) -> list[dict]:
+    """torch.profiler's self CPU time per step, split into the GEMM/conv kernels (GEMM_CONV) and
+    everything else, with the GEMM/conv call count: what the twin does beyond the network."""
+    from torch.profiler import ProfilerActivity, profile
+    rows = []
+    for name, fn in fns.items():
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                fn()
+        events = prof.key_averages()
+        gemm = [e for e in events if e.key in GEMM_CONV]
+        total_ms = sum(e.self_cpu_time_total for e in events) / 1e3 / steps
+        gemm_ms = sum(e.self_cpu_time_total for e in gemm) / 1e3 / steps
+        rows.append({"network": kind, "width": width, "step": name, "profiled_ms": total_ms,
+                     "gemm_conv_ms": gemm_ms, "other_ms": total_ms - gemm_ms,
+                     "gemm_conv_calls": sum(e.count for e in gemm) // steps,
+                     "calls": {e.key: e.count // steps for e in gemm}})
+    return rows
+
+
+profile_rows: list[dict] = []
+
+
+def bench_network(kind: str, width: int, args) -> dict:
+    def make() -> Trainer:
+        return Trainer(ModelConfig(kind=kind, width=width),
+                       DataConfig(name=args.dataset, n_train=args.samples, n_test=0), OptimizerConfig(),
+                       TrainConfig(steps=0, device="cpu", progress=False, seed=0))
+
+    trainer, before = make(), make()
+    before.twin_train = torch_linearize_twin(before)
+    x, y = trainer.data.x_train, trainer.data.y_train
+    model = copy.deepcopy(trainer.model)
+    opt = torch.optim.SGD(model.parameters(), lr=trainer.lr)
+    twin_params = {k: v.clone().requires_grad_(True) for k, v in trainer.params0.items()}
+    twin_opt = torch.optim.SGD(twin_params.values(), lr=trainer.lr)
+
+    def plain():
+        opt.zero_grad(set_to_none=True)
+        trainer.loss_fn(model(x), y).backward()
+        opt.step()
+
+    def twin():
+        twin_opt.zero_grad(set_to_none=True)
+        trainer.loss_fn(trainer.twin_train(twin_params), y).backward()
+        twin_opt.step()
+
+    fns = {"plain": plain, "twin": twin, "both": trainer.step, "both_torch_lin": before.step}
+    for _ in range(max(args.warmup, 4)):    # the twins' traces are built at their third call
+        for fn in fns.values():
+            fn()
+    rounds: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(args.repeats):            # interleaved: `burst` back-to-back calls of each per round
+        for k, fn in fns.items():
+            rounds[k].append(time_once(lambda fn=fn: [fn() for _ in range(args.burst)]) / args.burst)
+
+    def ratio(k: str) -> list[float]:        # per round, against that round's plain step
+        return sorted(t / p for t, p in zip(rounds[k], rounds["plain"], strict=True))
+
+    def iqr(k: str) -> str:
+        r = ratio(k)
+        return f"{r[len(r) // 4]:.2f}-{r[(3 * len(r)) // 4]:.2f}"
+
+    ms = {k: statistics.median(v) * 1e3 for k, v in rounds.items()}
+    if args.profile:
+        profile_rows.extend(profile_steps(kind, width, {"plain": plain, "twin": twin}))
+    return {"network": kind, "width": width, "params": trainer.n_params, "twin_path": trainer.impl.name,
+            "plain_ms": ms["plain"], "twin_ms": ms["twin"], "both_ms": ms["both"],
+            "both/plain": statistics.median(ratio("both")), "both/plain_iqr": iqr("both"),
+            "torch_lin_ms": ms["both_torch_lin"],
+            "torch_lin/plain": statistics.median(ratio("both_torch_lin")),
+            "torch_lin/plain_iqr": iqr("both_torch_lin")}
+
+
+def networks_table(args) -> None:
+    torch.set_num_threads(args.network_threads)
+    info = env_info()
+    print_env(info)
+    rows = []
+    for spec in args.networks.split(","):
+        kind, width = spec.split(":")
+        rows.append(bench_network(kind, int(width), args))
+        print(f"{spec}: both/plain {rows[-1]['both/plain']:.2f}", flush=True)
+    info["loadavg_1m_end"] = os.getloadavg()[0]
+    load = f"load {info.get('loadavg_1m', float('nan')):.2f} -> {info['loadavg_1m_end']:.2f}"
+    print_table(rows, title=f"net + twin step vs the network's own step ({args.dataset}, {args.samples} "
+                            f"inputs, {args.network_threads} thread(s), median of {args.repeats} interleaved "
+                            f"rounds; ratios: median and quartiles of the rounds' own ratios; {load})")
+    if profile_rows:
+        print_table([{k: v for k, v in r.items() if k != "calls"} for r in profile_rows],
+                    title=f"torch.profiler, self CPU ms per step (GEMM/conv: {', '.join(sorted(GEMM_CONV))})")
+    for r in rows:
+        print(f"{r['network']} w{r['width']}: net + twin <= 2.0x its plain step: {r['both/plain']:.2f} -> "
+              f"{'MET' if r['both/plain'] <= 2.0 else 'MISSED'}")
+    write_results(args.out + "_networks", rows, info, {"args": vars(args), "profile": profile_rows})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--widths", default="256,1024,4096")
@@ -282,13 +418,25 @@ def main() -> None:
     ap.add_argument("--depths", default="1")
     ap.add_argument("--samples", type=int, default=256)
     ap.add_argument("--activation", default="relu")
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=None, help="7 (--networks: 15)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--no-compile", dest="compile", action="store_false")
     ap.add_argument("--mm-size", type=int, default=2048)
     ap.add_argument("--default-threads-only", action="store_true", help="skip the 1-thread block")
     ap.add_argument("--out", default="train_step")
+    ap.add_argument("--networks", nargs="?", const=NETWORKS, default=None, metavar="NET:WIDTH,...",
+                    help=f"only the networks table (default {NETWORKS})")
+    ap.add_argument("--dataset", default="digits", help="--networks: the data set")
+    ap.add_argument("--network-threads", type=int, default=1, help="--networks: torch threads")
+    ap.add_argument("--burst", type=int, default=3,
+                    help="--networks: back-to-back calls per round (as a training loop makes them)")
+    ap.add_argument("--profile", action="store_true",
+                    help="--networks: also profile the plain and the twin step (GEMM/conv time vs the rest)")
     args = ap.parse_args()
+    args.repeats = args.repeats or (15 if args.networks else 7)
+    if args.networks:
+        networks_table(args)
+        return
     widths = [int(w) for w in args.widths.split(",")] + ([16384] if args.max_width else [])
     depths = [int(d) for d in args.depths.split(",")]
     default_threads = torch.get_num_threads()

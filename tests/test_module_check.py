@@ -187,7 +187,7 @@ def _explicit_tied(theta: dict[str, torch.Tensor], x: torch.Tensor, share_weight
 @pytest.mark.parametrize("name", ["tied_layer", "shared_weight"])
 def test_a_layer_under_two_names_or_a_shared_weight_is_each_tensor_once(name):
     """θ, n_params, the NTK, and 4 full-batch GD steps of the network and of the twin (traced by
-    torch.func.linearize from its third call) against float64 explicit computations over the
+    wcntk.core.linearize_trace from its third call) against float64 explicit computations over the
     distinct tensors: f written out, Θ = J Jᵀ and the twin f(θ₀) + J(θ − θ₀) from an explicit
     Jacobian."""
     share = name == "shared_weight"
@@ -232,7 +232,8 @@ def test_a_layer_under_two_names_or_a_shared_weight_is_each_tensor_once(name):
 
 
 def test_the_check_runs_the_twin_the_run_traces(monkeypatch):
-    """A module whose torch.func.linearize trace fails is refused by the pre-flight, in one line."""
+    """A module whose twin trace (wcntk.core.linearize_trace) fails is refused by the pre-flight,
+    in one line."""
     def broken(self, x):
         raise RuntimeError("cannot trace this module")
     monkeypatch.setattr(LinearizedModel, "_trace", broken)

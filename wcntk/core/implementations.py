@@ -9,10 +9,11 @@ The Trainer needs three model-specific computations; an :class:`Implementation` 
 
 :func:`implementation_for` walks the model's class hierarchy and returns the first registered
 implementation, else :data:`GENERIC`, which serves any model through torch.func (the twin traced
-by ``torch.func.linearize``; :func:`wcntk.core.ntk.empirical_ntk`, which picks the Jacobian contraction
-or NTK-vector products by cost; :func:`wcntk.core.correlations.derivative_correlations`). The MLP
-registers its exact rank-one fast paths, tested against the generic ones. A new model or a
-model-specific method (e.g. a CNN path) is one more :func:`register` call here.
+by :func:`wcntk.core.linearize_trace.linearize`; :func:`wcntk.core.ntk.empirical_ntk`, which picks
+the Jacobian contraction or NTK-vector products by cost;
+:func:`wcntk.core.correlations.derivative_correlations`). The MLP registers its exact rank-one
+fast paths, tested against the generic ones. A new model or a model-specific method (e.g. a
+CNN path) is one more :func:`register` call here.
 """
 from __future__ import annotations
 

@@ -164,7 +164,8 @@ def check_transforms(model: nn.Module, params: dict[str, Tensor], x: Tensor, lr:
         "the NTK (vmap of jacrev over samples)": lambda: impl.ntk(model, f, detached, x),
         "the derivative correlations (nested jvp)": lambda: impl.correlations(model, f, detached, x, lr),
         "the linearized twin's steps (jvp at θ₀, then backward; on a fixed batch traced by "
-        "torch.func.linearize from the third call on)": lambda: _twin_steps(model, impl, f, detached, x),
+        "wcntk.core.linearize_trace from the third call on)":
+            lambda: _twin_steps(model, impl, f, detached, x),
     }
     for what, compute in steps.items():
         try:
@@ -191,8 +192,8 @@ def _twin_steps(model: nn.Module, impl: Implementation, f, params: dict[str, Ten
         for other in grads[1:]:
             gap, tol = roundoff_gap(first, other[name])
             if not gap <= tol:
-                raise ModuleRefused(f"the linearized twin traced by torch.func.linearize differs from its "
-                                    f"plain jvp by {gap:.3g} in the gradient of {name!r} (round-off "
+                raise ModuleRefused(f"the linearized twin traced by wcntk.core.linearize_trace differs "
+                                    f"from its plain jvp by {gap:.3g} in the gradient of {name!r} (round-off "
                                     f"allows {tol:.2g}): forward's result depends on more than its "
                                     f"inputs and parameters")
     return grads[-1]
