@@ -29,6 +29,11 @@ ENV = {**os.environ, "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
 
 register_configs()
 
+# Where the environment sets PYTHONDONTWRITEBYTECODE (this project's machines do), pytest would
+# rewrite the asserts of every test module again in every worker on every run: 4 s of each
+# worker's start. The rewritten modules are cached in tests/__pycache__ (git-ignored) instead.
+sys.dont_write_bytecode = False
+
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if WORKERS > 1:  # two workers on two cores: one thread each, not two apiece
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // WORKERS))
