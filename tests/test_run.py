@@ -189,10 +189,14 @@ def test_cli_signal_ends_the_run_as_interrupted(tmp_path, signum, code):
 @pytest.mark.slow
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_cli_signal_while_starting_is_one_line_and_leaves_nothing(tmp_path, signum, code):
-    """A signal 0.5 s in, while Python still imports torch and Hydra (seconds): one line, 128 +
-    signal, no traceback, no run dir."""
+    """A signal while Python still imports torch and Hydra (seconds; sent once torch's library is
+    mapped into the process, which run.py's imports start with): one line, 128 + signal, no
+    traceback, no run dir."""
     proc = start_run_py(*TINY, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
-    time.sleep(0.5)
+    maps = Path(f"/proc/{proc.pid}/maps")
+    deadline = time.monotonic() + 60
+    while "libtorch" not in maps.read_text() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
