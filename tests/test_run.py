@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -202,6 +203,27 @@ def test_cli_signal_while_starting_is_one_line_and_leaves_nothing(tmp_path, sign
     assert proc.returncode == code, err
     assert err.splitlines() == [f"wcntk: interrupted by {signum.name} while starting: nothing was run"]
     assert not (tmp_path / "run").exists() and not (tmp_path / "outputs").exists()
+
+
+def test_a_signal_after_the_closing_line_leaves_the_record_and_the_exit_code(tmp_path, monkeypatch, capsys):
+    """SIGTERM after the run's closing `ok` line (Hydra's or W&B's teardown still running): one
+    line saying so, exit 0 as the record says, not 143."""
+    from wcntk.__main__ import cli
+    from wcntk.run import entry
+    from wcntk.run.lifecycle import Interrupted
+    run_single = entry.run_single
+
+    def then_signalled(cfg, run_dir):
+        run_single(cfg, run_dir)
+        raise Interrupted(signal.SIGTERM)
+    monkeypatch.setattr(entry, "run_single", then_signalled)
+    monkeypatch.chdir(tmp_path)
+    with mock.patch.dict(os.environ), pytest.raises(SystemExit) as stop:
+        cli([*TINY, "wandb.mode=disabled", "progress=false", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert stop.value.code == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("wcntk: ok ") and err == "wcntk: SIGTERM after the run ended: its record stands\n"
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "ok"
 
 
 @pytest.mark.slow

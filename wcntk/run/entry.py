@@ -35,15 +35,25 @@ from .rundir import LOCK_FILE, RunningElsewhere, finished_run_message, supersede
 from .tracking import write_invalid_setting_record
 
 
+class _Finished:
+    """The exit code of this process's single run once its record is final (run_single), else None."""
+    code: int | None = None
+
+
 def cli(hydra_main: Callable[[], None]) -> None:
     """Run `hydra_main` (the @hydra.main function) for this process's command line."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors instead of printing them: one line here
+    _Finished.code = None
     try:
         with interruptible():
             hydra_main()
     except (HydraException, OmegaConfBaseException) as err:
         sys.exit(f"wcntk: error: {config_error(err)}")
     except (Interrupted, KeyboardInterrupt) as err:
+        if _Finished.code is not None:   # after the closing line: the signal changes nothing
+            say(f"{err.signal_name if isinstance(err, Interrupted) else 'SIGINT'} after the run ended: "
+                "its record stands")
+            sys.exit(_Finished.code)
         # A job's interruption has been recorded and reported by the job; anything else (Ctrl-C
         # while Hydra starts, or in the launcher's process) gets one line here, never a traceback.
         if not isinstance(err, Interrupted) or err.record is None:
@@ -97,6 +107,7 @@ def run_single(cfg: DictConfig, run_dir: Path) -> None:
         if getattr(err, "record", None) is None:
             raise
         sys.exit(exit_code(err.record.status, err))
+    _Finished.code = exit_code(record.status)
     if record.status != Status.OK:
         sys.exit(exit_code(record.status))
 
