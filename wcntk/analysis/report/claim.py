@@ -28,8 +28,7 @@ from ...core.status import Status
 from ..powerlaw import CORRECTION_EXPONENT
 from ..theory import reference
 from .collect import _fmt, setting_config
-from .fit import ZERO_TOL
-from .plots import FADED, _set_width_axis, draw_local_slopes, finish_log_panel
+from .plots import FADED, _set_width_axis, draw_local_slopes, finish_log_panel, positive_points, theory_line
 from .tables import _slope_text, markdown_table
 
 CLAIM_DEVIATION = stage_column(deviation("func_rmse", "test"))
@@ -168,9 +167,7 @@ def _draw_claim(ax, corr: str, runs, dev, table, names, colors) -> None:
         if r.empty or CLAIM_DEVIATION not in g or corr not in g:
             continue
         r = r.iloc[0]
-        x, y = g[corr].astype(float).to_numpy(), g[CLAIM_DEVIATION].astype(float).to_numpy()
-        w = g["width"].astype(float).to_numpy()
-        keep = np.isfinite(x) & np.isfinite(y) & (x > ZERO_TOL) & (y > ZERO_TOL)
+        x, y, w, keep = positive_points(g, corr, CLAIM_DEVIATION)
         if not keep.any():
             continue
         drawn = True
@@ -186,10 +183,7 @@ def _draw_claim(ax, corr: str, runs, dev, table, names, colors) -> None:
             tail = np.geomspace(x[inside].min(), x[inside].max(), 40)
             ax.plot(tail, np.exp(r["intercept"]) * tail ** r["slope"], "-", color=color, lw=1.5)
         if r["theory_kind"] in ("lower bound", "bound", "prediction"):
-            widest = keep & (w == w[keep].max())
-            x0, y0 = np.exp(np.log(x[widest]).mean()), np.exp(np.log(y[widest]).mean())
-            grid = np.geomspace(x[keep].min(), x[keep].max(), 40)
-            ax.plot(grid, y0 * (grid / x0) ** r["theory_slope"], "-.", color=color, lw=0.9, alpha=0.8)
+            ax.plot(*theory_line(x, y, w, keep, r["theory_slope"], 40), "-.", color=color, lw=0.9, alpha=0.8)
             label += f" vs {r['theory']}" + (f": {verdict}" if verdict else "")
         ax.plot([], [], "o-", color=color, ms=3.5, label=label)
     if drawn:

@@ -211,6 +211,22 @@ def width_figures(runs: pd.DataFrame, slopes: pd.DataFrame, per_width: pd.DataFr
     return figs
 
 
+def positive_points(jobs: pd.DataFrame, corr: str, dev: str) -> tuple[np.ndarray, ...]:
+    """(x, y, widths, keep) of a deviation-vs-correlation panel: the jobs' `corr` and `dev` values
+    and widths as arrays, and which points a log-log panel can show (finite, > ZERO_TOL)."""
+    x, y = jobs[corr].astype(float).to_numpy(), jobs[dev].astype(float).to_numpy()
+    keep = np.isfinite(x) & np.isfinite(y) & (x > ZERO_TOL) & (y > ZERO_TOL)
+    return x, y, jobs["width"].astype(float).to_numpy(), keep
+
+
+def theory_line(x, y, w, keep, slope: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """y ∝ x^slope through the geometric mean of the widest width's points, over the kept x range."""
+    widest = keep & (w == w[keep].max())
+    x0, y0 = np.exp(np.log(x[widest]).mean()), np.exp(np.log(y[widest]).mean())
+    grid = np.geomspace(x[keep].min(), x[keep].max(), n)
+    return grid, y0 * (grid / x0) ** slope
+
+
 def plot_deviation_vs_correlation(runs: pd.DataFrame, dev: pd.DataFrame) -> Figure:
     """Final deviation vs initial correlation on log-log axes: every ok (width, seed) point,
     colored by setting, marker size growing with width, faded below the fit's n_min; the
@@ -230,9 +246,7 @@ def plot_deviation_vs_correlation(runs: pd.DataFrame, dev: pd.DataFrame) -> Figu
             g = ok[ok["setting"] == r.setting]
             if d not in g or c not in g:
                 continue
-            x, y = g[c].astype(float).to_numpy(), g[d].astype(float).to_numpy()
-            w = g["width"].astype(float).to_numpy()
-            keep = np.isfinite(x) & np.isfinite(y) & (x > ZERO_TOL) & (y > ZERO_TOL)
+            x, y, w, keep = positive_points(g, c, d)
             if not keep.any():
                 continue
             drawn = True
@@ -246,10 +260,7 @@ def plot_deviation_vs_correlation(runs: pd.DataFrame, dev: pd.DataFrame) -> Figu
                 tail = np.geomspace(x[inside].min(), x[inside].max(), 50)
                 ax.plot(tail, np.exp(r.intercept) * tail ** r.slope, "-", color=colors[r.setting], lw=1.4)
             if r.theory_kind in ("prediction", "bound", "lower bound"):
-                widest = keep & (w == w[keep].max())
-                x0, y0 = np.exp(np.log(x[widest]).mean()), np.exp(np.log(y[widest]).mean())
-                grid = np.geomspace(x[keep].min(), x[keep].max(), 50)
-                ax.plot(grid, y0 * (grid / x0) ** r.theory_slope,
+                ax.plot(*theory_line(x, y, w, keep, r.theory_slope, 50),
                         "--" if r.theory_kind == "prediction" else "-.", color="0.35", lw=0.9)
         if drawn:
             ax.set_xscale("log")
