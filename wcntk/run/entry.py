@@ -108,8 +108,8 @@ def run_single(cfg: DictConfig, run_dir: Path) -> None:
             raise
         sys.exit(exit_code(err.record.status, err))
     _Finished.code = exit_code(record.status)
-    if record.status != Status.OK:
-        sys.exit(exit_code(record.status))
+    if _Finished.code:
+        sys.exit(_Finished.code)
 
 
 def run_sweep_job(cfg: DictConfig, run_dir: Path, job: str, launcher: DictConfig) -> None:

@@ -73,12 +73,12 @@ def resolve_min_width(spec, runs) -> float | dict[str, float | None] | None:
 
 def draw_plots(runs, root: Path, plots_dir: Path, slopes, per_width, local, dev, claim,
                metrics: Sequence[str], curve_width: float | None,
-               formats: Sequence[str]) -> tuple[list[Path], list[Path], bool | None]:
+               formats: Sequence[str]) -> tuple[list[Path], list[Path], bool]:
     """Draw and save the report's figures as plots_dir/<name>.<fmt> for each format (none drawn
     without formats): (the claim figure's files, every file, whether a loss-curve figure was
-    drawn: None without formats, False when no job has a metrics.csv)."""
+    drawn: not when no job has a metrics.csv)."""
     if not formats:
-        return [], [], None
+        return [], [], False
     claim_plots = save_figure(plot_claim(runs, slopes, per_width, local, dev, claim), plots_dir / "claim",
                               formats)
     plots: list[Path] = list(claim_plots)
@@ -173,8 +173,8 @@ def make_report(sweep_dir, out_dir=None, metrics: Sequence[str] | None = None,
         f"## Deviation vs correlation\n\n{DEVIATION_HEADER}\n\n{deviation_md}\n\n"
         f"## Job status\n\n{failures_md}\n## Plots\n\n"
         + "".join(f"![{p.stem}](plots/{p.name})\n\n" for p in pngs)
-        + ("No figures drawn (tables only).\n" if curves is None else
-           "No metrics.csv found for the loss curves.\n" if not curves else ""))
+        + ("No figures drawn (tables only).\n" if not formats else
+           "" if curves else "No metrics.csv found for the loss curves.\n"))
 
     result = {"runs": runs, "slopes": slopes, "per_width": per_width, "local": local, "deviation": dev,
               "claim": claim, "claim_md": claim_md, "failures": fails, "counts": counts, "problems": problems,
