@@ -107,7 +107,8 @@ def tiny_config(**changes: Any) -> dict[str, Any]:
            "width": 8, "depth": 1, "activation": "tanh", "parameterization": "ntk", "seed": 0,
            "steps": 12, "loss": "mse", "precision": "float32", "device": "cpu", "log_every": 3,
            "corr_every": None, "probes": 4, "progress": False, "cuda_graphs": "auto", "threads": None,
-           "diverge_factor": 1e6, "overwrite": False, "checkpoint_every": "10min", "keep_checkpoint": False}
+           "diverge_factor": 1e6, "twin_space": "auto", "overwrite": False, "checkpoint_every": "10min",
+           "keep_checkpoint": False}
     for key, value in changes.items():
         *parents, leaf = key.split(".")
         node = cfg

@@ -93,7 +93,8 @@ def numbers(run_dir: Path) -> tuple[bytes, dict]:
             {k: summary[k] for k in ("status", "last_step", "initial", "final", "diverged_step")})
 
 
-CHANGES = {"optimizer.name": "momentum", "optimizer.batch_size": 16, "corr_every": 6}
+# momentum in function space here (the CLI tests below: adam, in parameter space)
+CHANGES = {"optimizer.name": "momentum", "optimizer.batch_size": 16, "corr_every": 6, "twin_space": "function"}
 
 
 @pytest.fixture(scope="module")

@@ -190,7 +190,8 @@ def test_summary_holds_the_full_config_facts_and_provenance(tmp_path):
     assert len(facts.pop("theta0_sha256")) == 64     # tests/test_fingerprint.py
     assert facts.pop("theta0_frozen_sha256") == hashlib.sha256().hexdigest()   # nothing frozen
     assert facts == {"n_params": 64 * 8 + 8 + 8 * 10 + 10, "n_frozen_params": 0, "effective_lr": 0.5,
-                     "data_source": "sklearn-digits", "device": "cpu", "init_scheme": "chunked-v2"}
+                     "data_source": "sklearn-digits", "device": "cpu", "init_scheme": "chunked-v2",
+                     "twin_space": "parameter"}     # 12 steps: the kernel would not repay itself
     p = record.provenance
     assert set(p) == {"git_commit", "git_dirty", "wcntk", "torch", "cuda", "torch_threads", "python", "host",
                       "pid", "started_at", "launch"}

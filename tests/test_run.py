@@ -295,9 +295,11 @@ def test_same_seed_same_numbers_different_seed_different(tmp_path):
     assert a.final != c.final
 
 
-def test_trained_twin_follows_the_closed_form_kernel_dynamics():
-    trainer = tiny_trainer(precision="float64", steps=15, lr=0.7, depth=2)
+@pytest.mark.parametrize("space", ["function", "parameter"])
+def test_trained_twin_follows_the_closed_form_kernel_dynamics(space):
+    trainer = tiny_trainer(precision="float64", steps=15, lr=0.7, depth=2, twin_space=space)
     trainer.run()
+    assert trainer.twin_space == space
     d = trainer.data
     f, p0 = trainer.f, trainer.params0
     f_train, f_test = gd_mse_kernel_dynamics(

@@ -4,8 +4,10 @@ The Trainer needs three model-specific computations; an :class:`Implementation` 
 
 - ``linearize(model, twin, x, reuse)`` → params ↦ f_lin(params, x) for this x; ``reuse`` says the
   function will be called many times on the same x (full batch, eval sets), so tracing once pays;
-- ``ntk(model, f, params, x)`` → Θ(x, x) [m, k, m, k];
-- ``correlations(model, f, params, x, lr)`` → {"C02", "C03", "C11"}, each [m, k].
+- ``ntk(model, f, params, x, budget)`` → Θ(x, x) [m, k, m, k] in `budget` bytes of working memory;
+- ``correlations(model, f, params, x, lr)`` → {"C02", "C03", "C11"}, each [m, k];
+- ``cheap_ntk(model, f, params, x, budget)`` → whether ``ntk`` on this x avoids NTK-vector products (what
+  the function-space twin, wcntk.training.function_space, asks before it builds Θ₀ on the training set).
 
 :func:`implementation_for` walks the model's class hierarchy and returns the first registered
 implementation, else :data:`GENERIC`, which serves any model through torch.func (the twin traced
@@ -27,7 +29,7 @@ from .correlations_mlp import mlp_derivative_correlations
 from .layers import Fn, Params
 from .linearization import LinearizedModel, linearized_mlp
 from .mlp import MLP
-from .ntk import empirical_ntk, mlp_ntk
+from .ntk import DEFAULT_BUDGET, choose_method, empirical_ntk, mlp_ntk, sample_cost
 from .transformer import VisionTransformer
 
 Twin = Callable[[Params], Tensor]
@@ -37,8 +39,9 @@ Twin = Callable[[Params], Tensor]
 class Implementation:
     name: str
     linearize: Callable[[nn.Module, LinearizedModel, Tensor, bool], Twin]
-    ntk: Callable[[nn.Module, Fn, Params, Tensor], Tensor]
+    ntk: Callable[[nn.Module, Fn, Params, Tensor, float], Tensor]
     correlations: Callable[[nn.Module, Fn, Params, Tensor, float], dict[str, Tensor]]
+    cheap_ntk: Callable[[nn.Module, Fn, Params, Tensor, float], bool]
 
 
 def _generic_linearize(model: nn.Module, twin: LinearizedModel, x: Tensor, reuse: bool) -> Twin:
@@ -47,18 +50,31 @@ def _generic_linearize(model: nn.Module, twin: LinearizedModel, x: Tensor, reuse
     return lambda params: twin(params, x)
 
 
+def _generic_ntk(model: nn.Module, f: Fn, params: Params, x: Tensor,
+                 budget: float = DEFAULT_BUDGET) -> Tensor:
+    return empirical_ntk(f, params, x, memory_budget_bytes=budget)
+
+
+def _generic_cheap_ntk(model: nn.Module, f: Fn, params: Params, x: Tensor,
+                       budget: float = DEFAULT_BUDGET) -> bool:
+    cost = sample_cost(f, {k: v.detach() for k, v in params.items()}, x)
+    return choose_method(cost, len(x), len(x), True, budget) == "jacobian"
+
+
 GENERIC = Implementation(
     name="generic",
     linearize=_generic_linearize,
-    ntk=lambda model, f, params, x: empirical_ntk(f, params, x),
+    ntk=_generic_ntk,
     correlations=lambda model, f, params, x, lr: derivative_correlations(f, params, x, lr=lr),
+    cheap_ntk=_generic_cheap_ntk,
 )
 
 MLP_FAST = Implementation(
     name="mlp",
     linearize=lambda model, twin, x, reuse: linearized_mlp(model, twin.params0, x),
-    ntk=lambda model, f, params, x: mlp_ntk(model, x, params),
+    ntk=lambda model, f, params, x, budget=DEFAULT_BUDGET: mlp_ntk(model, x, params),
     correlations=lambda model, f, params, x, lr: mlp_derivative_correlations(model, x, lr=lr, params=params),
+    cheap_ntk=lambda model, f, params, x, budget=DEFAULT_BUDGET: True,   # closed form: GEMMs of activations
 )
 
 # The transformer's many small operations (softmax, layer norm, per-head products) make the

@@ -9,7 +9,7 @@ Its keys are the command line's:
     optimizer.*                                        =  OptimizerConfig
     seed steps loss precision device log_every
     corr_every probes progress cuda_graphs
-    diverge_factor                                     -> TrainConfig
+    diverge_factor twin_space                          -> TrainConfig
     threads                                            torch CPU threads per job (entry)
     overwrite                                          replace a finished run dir's record (entry)
     checkpoint_every keep_checkpoint                   checkpoints in the run dir (wcntk.run.checkpoint)
@@ -38,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from ..core.layers import AttentionLogits, ModelConfig, ModelKind, Parameterization
-from ..training.config import CudaGraphs, OptimizerConfig, Precision, TrainConfig, validate_all
+from ..training.config import CudaGraphs, OptimizerConfig, Precision, TrainConfig, TwinSpace, validate_all
 from ..training.data import DataConfig
 from .capacity import PRECISION_BYTES, check_integers, check_memory
 
@@ -119,6 +119,7 @@ class RunConfig:
     progress: bool = TrainConfig.progress
     cuda_graphs: CudaGraphs = TrainConfig.cuda_graphs
     diverge_factor: float = TrainConfig.diverge_factor
+    twin_space: TwinSpace = TrainConfig.twin_space
     threads: int | None = None         # CPU threads per job (null: torch's default; joblib: cores/n_jobs)
     overwrite: bool = False            # hydra.run.dir holding a finished record: move it to superseded/
     checkpoint_every: str | None = "10min"  # steps (500) or time (30s, 10min, 2h) between checkpoints

@@ -13,6 +13,7 @@ import torch
 from ..core.layers import ModelConfig, lr_width_multiplier
 from ..core.losses import get_loss
 from .data import DataConfig
+from .function_space import LINEAR_OPTIMIZERS
 from .network_check import check_network
 
 
@@ -38,6 +39,15 @@ class CudaGraphs(StrEnum):
     auto = "auto"
     on = "on"
     off = "off"
+
+
+class TwinSpace(StrEnum):
+    """`twin_space`: where the twin trains (wcntk.training.function_space): auto (function space for
+    gd/sgd/momentum when its kernel is small and the run long enough), function or parameter."""
+
+    auto = "auto"
+    function = "function"
+    parameter = "parameter"
 
 
 PRECISIONS = {Precision.float32: torch.float32, Precision.float64: torch.float64}
@@ -84,6 +94,7 @@ class TrainConfig:
     progress: bool = True
     cuda_graphs: CudaGraphs = CudaGraphs.auto
     diverge_factor: float = 1e6        # diverged: a training loss over this × its initial value
+    twin_space: TwinSpace = TwinSpace.auto
 
     def validate(self, n_train: int) -> None:
         get_loss(self.loss)
@@ -109,6 +120,8 @@ class TrainConfig:
             raise ValueError(f"diverge_factor must be finite and > 1, got {self.diverge_factor}")
         if self.cuda_graphs not in list(CudaGraphs):
             raise ValueError(f"cuda_graphs must be one of {', '.join(CudaGraphs)}, got {self.cuda_graphs!r}")
+        if self.twin_space not in list(TwinSpace):
+            raise ValueError(f"twin_space must be one of {', '.join(TwinSpace)}, got {self.twin_space!r}")
         if self.cuda_graphs == "on" and resolve_device(self.device).type != "cuda":
             raise ValueError(f"cuda_graphs=on needs a CUDA device (device={self.device} runs on the CPU, "
                              f"where steps are always eager); use cuda_graphs=auto or off")
@@ -125,6 +138,9 @@ def validate_all(model: ModelConfig, data: DataConfig, opt: OptimizerConfig, tra
     data.validate()
     opt.validate(data.n_train)
     train.validate(data.n_train)
+    if train.twin_space == TwinSpace.function and opt.name not in LINEAR_OPTIMIZERS:
+        raise ValueError(f"twin_space=function needs optimizer gd, sgd or momentum ({opt.name}'s update is "
+                         f"not linear in the gradients); use twin_space=auto or parameter")
     lr = effective_lr(opt, model)
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"the effective learning rate lr·(width/width_ref)^lr_width_exponent is {lr} "

@@ -38,6 +38,7 @@ from ..core.status import Status
 from ..core.tf32 import disable_tf32
 from .config import PRECISIONS, OptimizerConfig, TrainConfig, effective_lr, resolve_device, validate_all
 from .data import DataConfig, Dataset, load_dataset
+from .function_space import KERNEL_BUDGET, FunctionSpaceTwin, function_space_reason
 from .module_check import unused_parameters
 from .progress import progress_bar, say
 from .sampler import MinibatchSampler
@@ -156,12 +157,15 @@ class Trainer:
         self.n_unused = sum(v.numel() for k, v in trainable_params(self.model).items() if k in self.unused)
         self.theta0_sha256 = theta0_fingerprint(self.model)   # a resume checks it (load_state_dict)
         self.twin = LinearizedModel(self.f, self.params0)
-        self.twin_params = {k: v.clone().requires_grad_(True) for k, v in self.params0.items()}
         self.lr = effective_lr(opt_cfg, model_cfg)
         graphs = train_cfg.graphs_wanted()
         self.net_opt = make_optimizer(opt_cfg, trainable_params(self.model).values(), self.lr,
                                       capturable=graphs)
-        self.twin_opt = make_optimizer(opt_cfg, self.twin_params.values(), self.lr, capturable=graphs)
+        # The twin trains in function space (wcntk.training.function_space) or on its own parameters.
+        self.twin_space_reason = function_space_reason(
+            train_cfg.twin_space, opt_cfg.name, len(self.data.x_train), self.data.n_classes, train_cfg.steps,
+            lambda: self.impl.cheap_ntk(self.model, self.f, self.params0, self.data.x_train, KERNEL_BUDGET))
+        self.use_twin_space("function" if self.twin_space_reason is None else "parameter")
         self.capture = capture or cuda_graph_capture
         choose = graphs or capture is not None
         self.step_mode = "undecided" if choose else "eager"   # undecided -> graph | eager at the 1st step
@@ -179,6 +183,35 @@ class Trainer:
         self.row_pending = False             # inside run(): the row of the current step is still to log
         self.initial: dict[str, float] = {}
         self.final: dict[str, float] = {}
+
+    def use_twin_space(self, space: str) -> None:
+        """Set the twin up to train in `space` ("function" or "parameter"), from θ₀."""
+        self.twin_space = space
+        if space == "function":
+            self.twin_leaves, self.twin_opt = None, None
+            self.function_twin = FunctionSpaceTwin(
+                len(self.data.x_train), self.data.n_classes, self.lr,
+                self.opt_cfg.momentum if self.opt_cfg.name == "momentum" else None,
+                self.loss_fn, self.dtype, self.device, self.train_kernel)
+        else:
+            self.function_twin = None
+            self.twin_leaves = {k: v.clone().requires_grad_(True) for k, v in self.params0.items()}
+            self.twin_opt = make_optimizer(self.opt_cfg, self.twin_leaves.values(), self.lr,
+                                           capturable=self.cfg.graphs_wanted())
+
+    @torch.no_grad()
+    def train_kernel(self) -> tuple[Tensor, Tensor]:
+        """(f(X; θ₀), Θ₀(X, X)) on the training inputs X: what the function-space twin starts from."""
+        x = self.data.x_train
+        return self.f(self.params0, x), self.impl.ntk(self.model, self.f, self.params0, x, KERNEL_BUDGET)
+
+    @property
+    def twin_params(self) -> dict[str, Tensor]:
+        """θ_lin: the parameter-space twin's own tensors (trained by its optimizer), or in function
+        space θ₀ + J₀(X)ᵀ vec(R), computed by one vjp at each call."""
+        if self.function_twin is None:
+            return self.twin_leaves
+        return self.function_twin.parameters(self.twin_train, self.params0)
 
     @property
     def n_params(self) -> int:
@@ -201,6 +234,8 @@ class Trainer:
         first call (its one line goes to stderr when it keeps the eager step)."""
         self.steps_taken += 1
         if self._step is None:
+            if self.function_twin is not None:
+                self.function_twin.prepare()   # Θ₀ before any capture: it is built once, not replayed
             choice = self.graph_step()
             self._step, self.step_mode = choice.step, "graph" if choice.graphed else "eager"
             if choice.note:
@@ -213,11 +248,13 @@ class Trainer:
 
     def graph_step(self) -> StepChoice:
         """wcntk.training.step_graph.choose_step for this trainer, called before its first step: the state
-        is both models' parameters and optimizer state; rewinding restores the parameters,
-        zeroes optimizer state created since (a zero moment/momentum buffer steps exactly as a
-        fresh one) and restarts the minibatch order."""
-        opts = (self.net_opt, self.twin_opt)
-        params = [*trainable_params(self.model).values(), *self.twin_params.values()]
+        is both models' parameters and optimizer state (in function space the twin's coefficients);
+        rewinding restores the parameters, zeroes optimizer state created since (a zero
+        moment/momentum buffer steps exactly as a fresh one) and restarts the minibatch order."""
+        opts = (self.net_opt,) if self.twin_opt is None else (self.net_opt, self.twin_opt)
+        twin_state = (self.function_twin.tensors() if self.function_twin is not None
+                      else list(self.twin_leaves.values()))
+        params = [*trainable_params(self.model).values(), *twin_state]
         start = [p.detach().clone() for p in params]
         opt_start = {(i, id(p), k): v.clone() for i, o in enumerate(opts) for p, st in o.state.items()
                      for k, v in st.items() if isinstance(v, Tensor)}
@@ -252,11 +289,14 @@ class Trainer:
         self.net_opt.zero_grad(set_to_none=True)
         self.loss_fn(self.model(x), y).backward()
         self.net_opt.step()
+        if self.function_twin is not None:
+            self.function_twin.step(idx, y)
+            return
         self.twin_opt.zero_grad(set_to_none=True)
         if idx is None:
-            twin_out = self.twin_train(self.twin_params)
+            twin_out = self.twin_train(self.twin_leaves)
         else:
-            twin_out = self.impl.linearize(self.model, self.twin, x, False)(self.twin_params)
+            twin_out = self.impl.linearize(self.model, self.twin, x, False)(self.twin_leaves)
         self.loss_fn(twin_out, y).backward()
         self.twin_opt.step()
 
@@ -403,19 +443,25 @@ class Trainer:
     # --- checkpoints ----------------------------------------------------------------------
     def state_dict(self, step: int) -> dict[str, object]:
         """Everything the rest of the run depends on, at a boundary of run() after `step` steps:
-        both models' parameters (and the network's buffers), both optimizer states, the sampler's
+        both models' parameters (and the network's buffers; in function space the twin's coefficients
+        instead of its parameters, `twin_space` says which), both optimizer states, the sampler's
         position and generator, the process's global RNGs (a custom network may draw from them),
         the initial NTK on the probes, the initial / last values run() returns and whether row
-        `step` is logged (False when a measurement was stopped: run() measures it again). θ₀, the data
-        and the twin's linearization point are rebuilt from the seed and not saved: θ₀'s
-        fingerprint is, and load_state_dict refuses another θ₀ (NotReproducible). As torch's
-        state_dicts, it refers to the live tensors (on the CPU): serialize it before the next step."""
+        `step` is logged (False when a measurement was stopped: run() measures it again). θ₀, the
+        data, the twin's linearization point (and in function space Θ₀) are rebuilt from the seed and
+        not saved: θ₀'s fingerprint is, and load_state_dict refuses another θ₀ (NotReproducible). As
+        torch's state_dicts, it refers to the live tensors (on the CPU): serialize it before the next
+        step."""
         with torch.no_grad():
             state: dict[str, object] = {
                 "step": step,
                 "net": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-                "twin": {k: v.detach().cpu() for k, v in self.twin_params.items()},
-                "net_opt": self.net_opt.state_dict(), "twin_opt": self.twin_opt.state_dict(),
+                "twin_space": self.twin_space,
+                "twin": (None if self.twin_leaves is None
+                         else {k: v.detach().cpu() for k, v in self.twin_leaves.items()}),
+                "twin_dual": None if self.function_twin is None else self.function_twin.state_dict(),
+                "net_opt": self.net_opt.state_dict(),
+                "twin_opt": None if self.twin_opt is None else self.twin_opt.state_dict(),
                 "sampler": self.sampler.state_dict(),
                 "rng_cpu": torch.get_rng_state(),
                 "ntk0": None if self.ntk0 is None else self.ntk0.cpu(),
@@ -438,15 +484,22 @@ class Trainer:
                 f"θ₀ rebuilt from seed {self.cfg.seed} is not the checkpoint's ({which} tensors differ): "
                 f"the network's factory is not reproducible from its seed/generator (numpy's or Python's "
                 f"global RNG? a file?); start over with overwrite=true")
+        space = state.get("twin_space", "parameter")   # checkpoints before the function-space twin
+        if space != self.twin_space:
+            self.use_twin_space(space)
         with torch.no_grad():
             self.model.load_state_dict(state["net"])
-            twin = state["twin"]
-            if twin.keys() != self.twin_params.keys():
-                raise ValueError("the checkpoint's twin parameters are not this network's")
-            for k, v in self.twin_params.items():
-                v.copy_(twin[k])
+            if self.function_twin is None:
+                twin = state["twin"]
+                if twin.keys() != self.twin_leaves.keys():
+                    raise ValueError("the checkpoint's twin parameters are not this network's")
+                for k, v in self.twin_leaves.items():
+                    v.copy_(twin[k])
         self.net_opt.load_state_dict(state["net_opt"])
-        self.twin_opt.load_state_dict(state["twin_opt"])
+        if self.function_twin is None:
+            self.twin_opt.load_state_dict(state["twin_opt"])
+        else:
+            self.function_twin.load_state_dict(state["twin_dual"])
         self.sampler.load_state_dict(state["sampler"])
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and self.device.type == "cuda":
@@ -465,7 +518,8 @@ class Trainer:
         facts: dict[str, object] = {
             "n_params": self.n_params, "n_frozen_params": frozen_count(self.model), "effective_lr": self.lr,
             "stable_lr": self.stable_lr(), "data_source": self.data.source, "device": str(self.device),
-            "init_scheme": INIT_SCHEME, "theta0_sha256": self.theta0_sha256["trainable"],
+            "init_scheme": INIT_SCHEME, "twin_space": self.twin_space,
+            "theta0_sha256": self.theta0_sha256["trainable"],
             "theta0_frozen_sha256": self.theta0_sha256["frozen"]}
         if self.model_cfg.kind == "custom":
             facts["n_unused_params"] = self.n_unused

@@ -1,0 +1,142 @@
+"""The twin trained in function space (wcntk.training.function_space) against the twin trained on
+its own parameters (itself checked against closed-form kernel dynamics in test_run.py): same outputs,
+same θ_lin, for every linear optimizer, a dense and a generic network; when auto picks which; and
+checkpoints of both kinds."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from wcntk.core.layers import ModelConfig
+from wcntk.training.config import validate_all
+from wcntk.training.data import DataConfig
+from wcntk.training.function_space import MAX_KERNEL_ROWS, MIN_STEPS, function_space_reason
+from wcntk.training.trainer import OptimizerConfig, TrainConfig, Trainer
+
+DATA = DataConfig(name="synthetic", n_train=24, n_test=8, input_dim=5, n_classes=3, standardize=False)
+
+
+def trainer(space: str, kind: str = "mlp", opt: str = "gd", batch_size: int | None = None,
+            loss: str = "mse", precision: str = "float64", steps: int = 12, capture=None) -> Trainer:
+    model = ModelConfig(kind=kind, width=8, activation="tanh")
+    data = DATA if kind == "mlp" else DataConfig(name="digits", n_train=24, n_test=8)
+    return Trainer(model, data, OptimizerConfig(name=opt, lr=0.3, batch_size=batch_size),
+                   TrainConfig(steps=steps, log_every=4, probes=4, progress=False, device="cpu", loss=loss,
+                               precision=precision, twin_space=space), capture=capture)
+
+
+@pytest.mark.parametrize("kind, opt, batch_size, loss", [
+    ("mlp", "gd", None, "mse"), ("mlp", "sgd", 8, "xent"), ("mlp", "momentum", 8, "mse"),
+    ("mlp", "momentum", None, "xent"), ("cnn", "sgd", 8, "mse"),
+])
+def test_function_space_twin_is_the_parameter_space_twin(kind, opt, batch_size, loss):
+    """12 steps in float64: the twin's outputs on train and test, θ_lin and every logged value agree
+    to round-off; the network's own numbers are bit-identical (same minibatches)."""
+    runs = {space: trainer(space, kind, opt, batch_size, loss) for space in ("function", "parameter")}
+    results = {space: t.run() for space, t in runs.items()}
+    fn, par = runs["function"], runs["parameter"]
+    assert fn.twin_space == "function" and par.twin_space == "parameter"
+    theta_fn, theta_par = fn.twin_params, par.twin_params
+    moved = max((theta_par[k] - par.params0[k]).abs().max().item() for k in theta_par)
+    assert moved > 1e-3    # the twin trained
+    for k in theta_par:
+        assert torch.allclose(theta_fn[k], theta_par[k], rtol=0, atol=1e-12 * max(1.0, moved))
+    with torch.no_grad():
+        for x in (fn.data.x_train, fn.data.x_test):
+            assert torch.allclose(fn.twin(theta_fn, x), par.twin(theta_par, x), rtol=0, atol=1e-12)
+        assert torch.allclose(fn.function_twin.outputs(), par.twin_train(theta_par), rtol=0, atol=1e-12)
+    final_fn, final_par = results["function"].final, results["parameter"].final
+    for key, value in final_par.items():
+        if key.startswith("net/"):
+            assert final_fn[key] == value, key
+        else:
+            assert final_fn[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+
+
+def test_float32_function_space_twin_agrees_to_float32_round_off():
+    fn, par = trainer("function", precision="float32"), trainer("parameter", precision="float32")
+    fn.run(), par.run()
+    with torch.no_grad():
+        a, b = fn.function_twin.outputs(), par.twin_train(par.twin_params)
+    assert (a - b).norm() <= 1e-5 * b.norm()
+
+
+def test_auto_picks_function_space_only_where_it_is_exact_and_pays():
+    cheap = lambda: True  # noqa: E731
+    assert function_space_reason("auto", "gd", 256, 10, 1000, cheap) is None
+    assert function_space_reason("auto", "momentum", 256, 10, MIN_STEPS, cheap) is None
+    assert "adam" in function_space_reason("auto", "adam", 256, 10, 1000, cheap)
+    assert "kernel rows" in function_space_reason("auto", "sgd", MAX_KERNEL_ROWS // 10 + 1, 10, 1000, cheap)
+    assert "repay" in function_space_reason("auto", "gd", 256, 10, MIN_STEPS - 1, cheap)
+    assert "NTK-vector" in function_space_reason("auto", "gd", 256, 10, 1000, lambda: False)
+    assert function_space_reason("function", "gd", 10**6, 10, 1, lambda: False) is None
+    assert function_space_reason("parameter", "gd", 256, 10, 1000, cheap) == "twin_space=parameter"
+    # the Trainer asks the same and says so in its facts
+    assert trainer("auto", steps=MIN_STEPS).facts()["twin_space"] == "function"
+    assert trainer("auto", steps=MIN_STEPS - 1).facts()["twin_space"] == "parameter"
+    assert trainer("auto", opt="adam", steps=MIN_STEPS).twin_space == "parameter"
+
+
+def test_function_space_with_adam_or_an_unknown_space_is_a_config_error():
+    model = ModelConfig(width=8)
+    needs = r"^twin_space=function needs optimizer gd, sgd or momentum \(adam's"
+    with pytest.raises(ValueError, match=needs):
+        validate_all(model, DATA, OptimizerConfig(name="adam", lr=1e-3),
+                     TrainConfig(twin_space="function", probes=4))
+    with pytest.raises(ValueError, match="twin_space must be one of auto, function, parameter"):
+        validate_all(model, DATA, OptimizerConfig(), TrainConfig(twin_space="dual", probes=4))
+
+
+def test_function_space_checkpoint_continues_bit_identically():
+    straight = trainer("function", opt="momentum", batch_size=8)
+    for _ in range(10):
+        straight.step()
+    first = trainer("function", opt="momentum", batch_size=8)
+    for _ in range(6):
+        first.step()
+    state = first.state_dict(6)
+    assert state["twin_space"] == "function" and state["twin"] is None and state["twin_opt"] is None
+    resumed = trainer("function", opt="momentum", batch_size=8)
+    resumed.load_state_dict(state)
+    for _ in range(4):
+        resumed.step()
+    assert torch.equal(resumed.function_twin.coef, straight.function_twin.coef)
+    assert torch.equal(resumed.function_twin.velocity, straight.function_twin.velocity)
+
+
+def test_a_parameter_space_checkpoint_resumes_in_parameter_space():
+    """A checkpoint from before the function-space twin (no `twin_space` key) holds the twin's
+    parameters and optimizer state: a run whose config now picks function space continues it in
+    parameter space, as it started."""
+    straight = trainer("parameter", steps=MIN_STEPS)
+    for _ in range(8):
+        straight.step()
+    first = trainer("parameter", steps=MIN_STEPS)
+    for _ in range(5):
+        first.step()
+    state = first.state_dict(5)
+    del state["twin_space"], state["twin_dual"]
+    resumed = trainer("auto", steps=MIN_STEPS)
+    assert resumed.twin_space == "function"
+    resumed.load_state_dict(state)
+    assert resumed.twin_space == "parameter"
+    for _ in range(3):
+        resumed.step()
+    for k, v in straight.twin_params.items():
+        assert torch.equal(resumed.twin_params[k], v)
+
+
+def test_a_checkpoint_of_another_training_set_is_refused():
+    state = trainer("function", opt="momentum").state_dict(0)
+    state["twin_dual"]["coef"] = torch.zeros(5, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="function-space twin is not this run's"):
+        trainer("function", opt="momentum").load_state_dict(state)
+
+
+def test_function_space_step_replays_as_a_graph_and_matches_the_eager_run():
+    """The CUDA-graph path in its eager form (tests/test_step_graph.py): Θ₀ is built before the
+    capture, the coefficients are the state the check compares and the rewind restores."""
+    graphed = trainer("function", opt="momentum", batch_size=8, capture=lambda body: body)
+    result = graphed.run()
+    assert graphed.step_mode == "graph"
+    assert result.final == trainer("function", opt="momentum", batch_size=8).run().final
