@@ -207,6 +207,22 @@ def net_step_flops(n_samples: int, dims: Sequence[tuple]) -> float:
     return 2.0 * n_samples * (2 * sum(mac) + sum(mac[1:]))
 
 
+def mlp_kernel_flops(n_samples: int, dims: Sequence[tuple]) -> float:
+    """Matmul FLOPs of the MLP's NTK on n_samples inputs (wcntk.core.ntk.mlp_ntk; the function-space
+    twin's Θ₀): per layer the δ Gram 2·(N·k)²·out_l and the input Gram 2·N²·in_l, plus one forward and
+    k backward passes 2·N·(Σ_l in_l·out_l + k·Σ_{l≥2} in_l·out_l)."""
+    k = dims[-1][1]
+    mac = [i * o for i, o in dims]
+    grams = sum(2.0 * (n_samples * k) ** 2 * o + 2.0 * n_samples ** 2 * i for i, o in dims)
+    return grams + 2.0 * n_samples * (sum(mac) + k * sum(mac[1:]))
+
+
+def function_twin_step_flops(n_samples: int, dims: Sequence[tuple]) -> float:
+    """FLOPs of one full-batch function-space twin step (wcntk.training.function_space): Θ₀ vec(R),
+    a [N·k, N·k] matrix-vector product."""
+    return 2.0 * (n_samples * dims[-1][1]) ** 2
+
+
 def twin_step_flops(n_samples: int, dims: Sequence[tuple]) -> float:
     """Matmul FLOPs of one twin GD step: forward ΔW_l a_{l-1} (all l) and W⁰_l ȧ_{l-1} (l ≥ 2),
     backward the weight grads (all l) and the ȧ grads through W⁰ (l ≥ 2)."""

@@ -11,9 +11,14 @@
        floor = Σ_jobs FLOPs / (2 · FLOP/s of a 2048² torch.mm at 1 thread, two processes at once,
                as the sweep's two workers run; measured here, and with --sweep again after it:
                the floor takes the faster, as a shared host's speed drifts),
-       FLOPs of a job = 1000 · (network + twin step FLOPs, `_common.net_step_flops`/`twin_step_flops`)
-                        + 41 evaluations · 512 inputs · (network forward + 2 twin forwards)
-   (correlations and set-up are not counted: the floor is the training arithmetic).
+       FLOPs of a job = Θ₀ on the 256 training inputs (`_common.mlp_kernel_flops`: the twin trains in
+                        function space, wcntk.training.function_space)
+                        + 1000 · (network step + Θ₀·vec(R), `net_step_flops`, `function_twin_step_flops`)
+                        + 41 evaluations · (512 inputs · (network forward + 2 twin forwards)
+                                            + θ_lin by one vjp on the training inputs, `twin_step_flops`)
+   (correlations and set-up are not counted: the floor is the training arithmetic). The floor of
+   the same sweep with the twin in parameter space (1000 · `twin_step_flops` instead of Θ₀ and
+   its products) is printed beside it.
 4. --sweep: runs `python run.py +sweep=width_scaling hydra/launcher=joblib` into a temporary dir and
    reports its wall time ÷ the floor, and the jobs' own wall times (summary.json's wall_time_s)
    summed over the 2 workers: sweep − that is start-up and scheduling, that ÷ floor the jobs.
@@ -109,19 +114,26 @@ def concurrent_mm_gflops(processes: int = 2) -> float:
     return statistics.mean(float(p.communicate(timeout=600)[0].split()[-1]) for p in procs)
 
 
-def job_flops(width: int, steps: int = STEPS, evals: int = EVALS) -> float:
-    """FLOPs of one default-sweep job at `width` (the docstring's item 3)."""
+def job_flops(width: int, space: str = "function", steps: int = STEPS, evals: int = EVALS) -> float:
+    """FLOPs of one default-sweep job at `width` (the docstring's item 3) with its twin in `space`."""
     dims = [(784, width), (width, 10)]
     mac = sum(i * o for i, o in dims)
-    flops = steps * (bench.net_step_flops(N_TRAIN, dims) + bench.twin_step_flops(N_TRAIN, dims))
-    return flops + evals * N_EVAL * 2.0 * mac * 3
+    evaluations = evals * N_EVAL * 2.0 * mac * 3
+    if space == "parameter":
+        twin = bench.twin_step_flops(N_TRAIN, dims)
+        return steps * (bench.net_step_flops(N_TRAIN, dims) + twin) + evaluations
+    # function space: Θ₀ once, a matrix-vector product per step, θ_lin (one vjp: a twin step) per evaluation
+    return (bench.mlp_kernel_flops(N_TRAIN, dims)
+            + steps * (bench.net_step_flops(N_TRAIN, dims) + bench.function_twin_step_flops(N_TRAIN, dims))
+            + evaluations + evals * bench.twin_step_flops(N_TRAIN, dims))
 
 
-def sweep_floor_s(gflops: float) -> tuple[float, list[dict]]:
+def sweep_floor_s(gflops: float, space: str = "function") -> tuple[float, list[dict]]:
     rows, total = [], 0.0
     for width in WIDTHS:
-        flops = job_flops(width)
-        rows.append({"width": width, "job GFLOP": flops / 1e9, "job floor (s)": flops / gflops / 1e9})
+        flops = job_flops(width, space)
+        rows.append({"width": width, "job GFLOP": flops / 1e9, "job floor (s)": flops / gflops / 1e9,
+                     "parameter-space job GFLOP": job_flops(width, "parameter") / 1e9})
         total += SEEDS * flops / gflops / 1e9
     return total / 2, rows
 
@@ -171,6 +183,7 @@ def main() -> None:
     floor, floor_rows = sweep_floor_s(mm)
     bench.print_table(floor_rows, title=f"Default sweep floor per job at {mm:.0f} GFLOP/s (1 thread)")
     summary["sweep floor (s)"] = floor
+    summary["parameter-space twin's floor (s)"] = sweep_floor_s(mm, "parameter")[0]
     if args.sweep:
         summary["sweep ÷ floor"] = summary["sweep wall (s)"] / floor
         summary["jobs ÷ floor"] = summary["jobs' wall ÷ 2 (s)"] / floor

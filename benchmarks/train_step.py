@@ -40,12 +40,12 @@ training step (issue 31's target: ≤ 2.0× each), full batch of --samples input
 network's rows interleaved:
   plain          the network's own step, as the Trainer does it for the network alone:
                  zero_grad(set_to_none) + loss(model(x), y).backward() + optimizer.step
-  twin           the Trainer's twin step alone (Trainer.twin_train + backward + step): the MLP's
-                 hand-written twin, the others' trace (wcntk.core.linearize_trace)
-  both           Trainer.step() (network + twin)
-  torch_lin      Trainer.step() of a second Trainer whose full-batch twin is torch.func.linearize's
-                 own trace (what every non-MLP network trained with before the trace was cleaned;
-                 for the MLP a what-if: its Trainer uses the hand-written twin)
+  twin           the parameter-space twin's step alone (Trainer.twin_train + backward + step): the
+                 MLP's hand-written twin, the others' trace (wcntk.core.linearize_trace)
+  both           Trainer.step() (network + twin) of a 1000-step run: twin_space=auto, i.e. the
+                 function-space twin (wcntk.training.function_space) where auto picks it; its Θ₀
+                 on the training set is timed once (kernel_s) and not in the step
+  parameter      Trainer.step() with twin_space=parameter (the twin on its own parameters)
 Each round times --burst (3) back-to-back calls of each row (a training loop's steps follow one
 another; a single call between other rows' calls finds the caches and the allocator's free
 blocks taken by them). Ratios are the median (and quartiles) over rounds of each round's own
@@ -62,7 +62,6 @@ import copy
 import os
 import statistics
 import time
-import warnings
 from collections.abc import Callable
 
 from _common import (compare, env_info, matmul_gflops, mlp_dims, net_step_flops, print_env, print_table,
@@ -72,7 +71,7 @@ import torch
 from torch import Tensor, nn
 
 from wcntk.training.data import DataConfig
-from wcntk.core.linearization import LinearizedModel, tree_sub
+from wcntk.core.linearization import LinearizedModel
 from wcntk.core.losses import mse
 from wcntk.core.mlp import MLP
 from wcntk.core.layers import ModelConfig, functional, params_of
@@ -301,16 +300,6 @@ def bench_width(width: int, depth: int, args, thread_counts: list[int], gflops: 
 NETWORKS = "mlp:1024,cnn:64,resnet:64,transformer:64"
 
 
-def torch_linearize_twin(trainer: Trainer) -> Callable[[dict[str, Tensor]], Tensor]:
-    """The full-batch twin through torch.func.linearize's own trace (before wcntk.core.linearize_trace)."""
-    x, p0 = trainer.data.x_train, trainer.twin.params0
-    with warnings.catch_warnings():   # linearize's tracer warns about its own internals
-        warnings.simplefilter("ignore")
-        out0, jvp_fn = torch.func.linearize(lambda p: trainer.f(p, x), p0)
-    out0 = out0.detach()
-    return lambda params: out0 + jvp_fn(tree_sub(params, p0))
-
-
 GEMM_CONV = {"aten::mm", "aten::addmm", "aten::bmm", "aten::mkldnn_convolution", "aten::convolution_backward"}
 
 
@@ -338,13 +327,12 @@ profile_rows: list[dict] = []
 
 
 def bench_network(kind: str, width: int, args) -> dict:
-    def make() -> Trainer:
+    def make(space: str) -> Trainer:
         return Trainer(ModelConfig(kind=kind, width=width),
                        DataConfig(name=args.dataset, n_train=args.samples, n_test=0), OptimizerConfig(),
-                       TrainConfig(steps=0, device="cpu", progress=False, seed=0))
+                       TrainConfig(steps=1000, device="cpu", progress=False, seed=0, twin_space=space))
 
-    trainer, before = make(), make()
-    before.twin_train = torch_linearize_twin(before)
+    trainer, param = make("auto"), make("parameter")
     x, y = trainer.data.x_train, trainer.data.y_train
     model = copy.deepcopy(trainer.model)
     opt = torch.optim.SGD(model.parameters(), lr=trainer.lr)
@@ -358,10 +346,13 @@ def bench_network(kind: str, width: int, args) -> dict:
 
     def twin():
         twin_opt.zero_grad(set_to_none=True)
-        trainer.loss_fn(trainer.twin_train(twin_params), y).backward()
+        trainer.loss_fn(param.twin_train(twin_params), y).backward()
         twin_opt.step()
 
-    fns = {"plain": plain, "twin": twin, "both": trainer.step, "both_torch_lin": before.step}
+    kernel_s = None
+    if trainer.function_twin is not None:
+        kernel_s = time_once(trainer.function_twin.prepare)
+    fns = {"plain": plain, "twin": twin, "both": trainer.step, "both_parameter": param.step}
     for _ in range(max(args.warmup, 4)):    # the twins' traces are built at their third call
         for fn in fns.values():
             fn()
@@ -381,11 +372,12 @@ def bench_network(kind: str, width: int, args) -> dict:
     if args.profile:
         profile_rows.extend(profile_steps(kind, width, {"plain": plain, "twin": twin}))
     return {"network": kind, "width": width, "params": trainer.n_params, "twin_path": trainer.impl.name,
+            "twin_space": trainer.twin_space, "kernel_s": kernel_s,
             "plain_ms": ms["plain"], "twin_ms": ms["twin"], "both_ms": ms["both"],
             "both/plain": statistics.median(ratio("both")), "both/plain_iqr": iqr("both"),
-            "torch_lin_ms": ms["both_torch_lin"],
-            "torch_lin/plain": statistics.median(ratio("both_torch_lin")),
-            "torch_lin/plain_iqr": iqr("both_torch_lin")}
+            "parameter_ms": ms["both_parameter"],
+            "parameter/plain": statistics.median(ratio("both_parameter")),
+            "parameter/plain_iqr": iqr("both_parameter")}
 
 
 def networks_table(args) -> None:

@@ -94,7 +94,8 @@ def numbers(run_dir: Path) -> tuple[bytes, dict]:
 
 
 # momentum in function space here (the CLI tests below: adam, in parameter space)
-CHANGES = {"optimizer.name": "momentum", "optimizer.batch_size": 16, "corr_every": 6, "twin_space": "function"}
+CHANGES = {"optimizer.name": "momentum", "optimizer.batch_size": 16, "corr_every": 6,
+           "twin_space": "function"}
 
 
 @pytest.fixture(scope="module")

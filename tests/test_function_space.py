@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from wcntk.core.implementations import GENERIC, MLP_FAST, MLP_PARAMS_PER_KERNEL_ENTRY
 from wcntk.core.layers import ModelConfig
 from wcntk.training.config import validate_all
 from wcntk.training.data import DataConfig
@@ -17,8 +18,9 @@ DATA = DataConfig(name="synthetic", n_train=24, n_test=8, input_dim=5, n_classes
 
 
 def trainer(space: str, kind: str = "mlp", opt: str = "gd", batch_size: int | None = None,
-            loss: str = "mse", precision: str = "float64", steps: int = 12, capture=None) -> Trainer:
-    model = ModelConfig(kind=kind, width=8, activation="tanh")
+            loss: str = "mse", precision: str = "float64", steps: int = 12, capture=None,
+            width: int = 8) -> Trainer:
+    model = ModelConfig(kind=kind, width=width, activation="tanh")
     data = DATA if kind == "mlp" else DataConfig(name="digits", n_train=24, n_test=8)
     return Trainer(model, data, OptimizerConfig(name=opt, lr=0.3, batch_size=batch_size),
                    TrainConfig(steps=steps, log_every=4, probes=4, progress=False, device="cpu", loss=loss,
@@ -62,19 +64,33 @@ def test_float32_function_space_twin_agrees_to_float32_round_off():
 
 
 def test_auto_picks_function_space_only_where_it_is_exact_and_pays():
-    cheap = lambda: True  # noqa: E731
-    assert function_space_reason("auto", "gd", 256, 10, 1000, cheap) is None
-    assert function_space_reason("auto", "momentum", 256, 10, MIN_STEPS, cheap) is None
-    assert "adam" in function_space_reason("auto", "adam", 256, 10, 1000, cheap)
-    assert "kernel rows" in function_space_reason("auto", "sgd", MAX_KERNEL_ROWS // 10 + 1, 10, 1000, cheap)
-    assert "repay" in function_space_reason("auto", "gd", 256, 10, MIN_STEPS - 1, cheap)
-    assert "NTK-vector" in function_space_reason("auto", "gd", 256, 10, 1000, lambda: False)
-    assert function_space_reason("function", "gd", 10**6, 10, 1, lambda: False) is None
-    assert function_space_reason("parameter", "gd", 256, 10, 1000, cheap) == "twin_space=parameter"
+    fits = lambda: None  # noqa: E731
+    assert function_space_reason("auto", "gd", 256, 10, 1000, fits) is None
+    assert function_space_reason("auto", "momentum", 256, 10, MIN_STEPS, fits) is None
+    assert "adam" in function_space_reason("auto", "adam", 256, 10, 1000, fits)
+    assert "kernel rows" in function_space_reason("auto", "sgd", MAX_KERNEL_ROWS // 10 + 1, 10, 1000, fits)
+    assert "repay" in function_space_reason("auto", "gd", 256, 10, MIN_STEPS - 1, fits)
+    assert function_space_reason("auto", "gd", 256, 10, 1000, lambda: "why") == "why"
+    assert function_space_reason("function", "gd", 10**6, 10, 1, lambda: "why") is None
+    assert function_space_reason("parameter", "gd", 256, 10, 1000, fits) == "twin_space=parameter"
     # the Trainer asks the same and says so in its facts
-    assert trainer("auto", steps=MIN_STEPS).facts()["twin_space"] == "function"
-    assert trainer("auto", steps=MIN_STEPS - 1).facts()["twin_space"] == "parameter"
-    assert trainer("auto", opt="adam", steps=MIN_STEPS).twin_space == "parameter"
+    # the networks' own reasons (wcntk.core.implementations)
+    mlp = trainer("auto", width=128)   # 1,155 parameters for 24 inputs × 3 outputs
+    x = mlp.data.x_train
+    assert mlp.n_params >= MLP_PARAMS_PER_KERNEL_ENTRY * 24 * 9
+    assert MLP_FAST.function_space_misfit(mlp.model, mlp.f, mlp.params0, x, 1e9) is None
+    small = trainer("auto", width=8)   # 75 parameters
+    why = MLP_FAST.function_space_misfit(small.model, small.f, small.params0, x, 1e9)
+    assert why == "75 parameters < 4·N·k² = 864: the parameter-space step is cheaper than Θ₀'s product"
+    cnn = trainer("auto", kind="cnn")
+    assert GENERIC.function_space_misfit(cnn.model, cnn.f, cnn.params0, cnn.data.x_train, 1e9) is None
+    why = GENERIC.function_space_misfit(cnn.model, cnn.f, cnn.params0, cnn.data.x_train, 1e3)
+    assert "NTK-vector products" in why
+    # (width 128: 1,155 parameters ≥ 4·N·k² = 864 for 24 inputs × 3 outputs; width 8: 75)
+    assert trainer("auto", steps=MIN_STEPS, width=128).facts()["twin_space"] == "function"
+    assert trainer("auto", steps=MIN_STEPS - 1, width=128).facts()["twin_space"] == "parameter"
+    assert trainer("auto", opt="adam", steps=MIN_STEPS, width=128).twin_space == "parameter"
+    assert trainer("auto", steps=MIN_STEPS, width=8).twin_space == "parameter"
 
 
 def test_function_space_with_adam_or_an_unknown_space_is_a_config_error():
@@ -108,15 +124,15 @@ def test_a_parameter_space_checkpoint_resumes_in_parameter_space():
     """A checkpoint from before the function-space twin (no `twin_space` key) holds the twin's
     parameters and optimizer state: a run whose config now picks function space continues it in
     parameter space, as it started."""
-    straight = trainer("parameter", steps=MIN_STEPS)
+    straight = trainer("parameter", steps=MIN_STEPS, width=128)
     for _ in range(8):
         straight.step()
-    first = trainer("parameter", steps=MIN_STEPS)
+    first = trainer("parameter", steps=MIN_STEPS, width=128)
     for _ in range(5):
         first.step()
     state = first.state_dict(5)
     del state["twin_space"], state["twin_dual"]
-    resumed = trainer("auto", steps=MIN_STEPS)
+    resumed = trainer("auto", steps=MIN_STEPS, width=128)
     assert resumed.twin_space == "function"
     resumed.load_state_dict(state)
     assert resumed.twin_space == "parameter"

@@ -47,7 +47,8 @@ def test_subclasses_inherit_and_registration_overrides(monkeypatch):
     model = _model("mlp")
     model.__class__ = WideMLP
     assert implementation_for(model) is MLP_FAST
-    custom = Implementation("custom", GENERIC.linearize, GENERIC.ntk, GENERIC.correlations, GENERIC.cheap_ntk)
+    custom = Implementation("custom", GENERIC.linearize, GENERIC.ntk, GENERIC.correlations,
+                            GENERIC.function_space_misfit)
     register(CNN, custom)
     assert implementation_for(_model("cnn", (1, 4, 4))) is custom
     assert implementation_for(model) is MLP_FAST

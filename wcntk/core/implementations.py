@@ -6,8 +6,9 @@ The Trainer needs three model-specific computations; an :class:`Implementation` 
   function will be called many times on the same x (full batch, eval sets), so tracing once pays;
 - ``ntk(model, f, params, x, budget)`` → Θ(x, x) [m, k, m, k] in `budget` bytes of working memory;
 - ``correlations(model, f, params, x, lr)`` → {"C02", "C03", "C11"}, each [m, k];
-- ``cheap_ntk(model, f, params, x, budget)`` → whether ``ntk`` on this x avoids NTK-vector products (what
-  the function-space twin, wcntk.training.function_space, asks before it builds Θ₀ on the training set).
+- ``function_space_misfit(model, f, params, x, budget)`` → why the twin should not train in function
+  space on the training inputs x (wcntk.training.function_space: Θ₀ on x would need NTK-vector
+  products within `budget`, or Θ₀'s product costs more than the parameter-space step), or None.
 
 :func:`implementation_for` walks the model's class hierarchy and returns the first registered
 implementation, else :data:`GENERIC`, which serves any model through torch.func (the twin traced
@@ -41,7 +42,7 @@ class Implementation:
     linearize: Callable[[nn.Module, LinearizedModel, Tensor, bool], Twin]
     ntk: Callable[[nn.Module, Fn, Params, Tensor, float], Tensor]
     correlations: Callable[[nn.Module, Fn, Params, Tensor, float], dict[str, Tensor]]
-    cheap_ntk: Callable[[nn.Module, Fn, Params, Tensor, float], bool]
+    function_space_misfit: Callable[[nn.Module, Fn, Params, Tensor, float], str | None]
 
 
 def _generic_linearize(model: nn.Module, twin: LinearizedModel, x: Tensor, reuse: bool) -> Twin:
@@ -55,10 +56,31 @@ def _generic_ntk(model: nn.Module, f: Fn, params: Params, x: Tensor,
     return empirical_ntk(f, params, x, memory_budget_bytes=budget)
 
 
-def _generic_cheap_ntk(model: nn.Module, f: Fn, params: Params, x: Tensor,
-                       budget: float = DEFAULT_BUDGET) -> bool:
+def _generic_function_space_misfit(model: nn.Module, f: Fn, params: Params, x: Tensor,
+                                   budget: float = DEFAULT_BUDGET) -> str | None:
+    """Whether Θ₀ on x takes the Jacobian contraction (a convolution's or attention's twin step costs
+    many FLOPs per parameter: function space paid at every size measured, docs/performance.md)."""
     cost = sample_cost(f, {k: v.detach() for k, v in params.items()}, x)
-    return choose_method(cost, len(x), len(x), True, budget) == "jacobian"
+    if choose_method(cost, len(x), len(x), True, budget) != "jacobian":
+        return (f"Θ₀ on the {len(x)} training inputs would need NTK-vector products "
+                f"(its Jacobian is over budget)")
+    return None
+
+
+# Θ₀·vec(R) reads (N·k)² numbers (memory-bound); the MLP's parameter-space twin step is ≈ 4·N·P FLOPs
+# of GEMM. Function space is faster from P ≈ 4·N·k² (measured, 256 MNIST inputs, 1 thread: width 64,
+# P = 51k: 2.87 vs 2.53 ms per step; width 128, P = 102k: 3.55 vs 4.08 ms; width 1024: 3.9 vs 5.3 ms).
+MLP_PARAMS_PER_KERNEL_ENTRY = 4
+
+
+def _mlp_function_space_misfit(model: nn.Module, f: Fn, params: Params, x: Tensor,
+                               budget: float = DEFAULT_BUDGET) -> str | None:
+    n_params, n, k = sum(v.numel() for v in params.values()), len(x), model.readout.weight.shape[0]
+    least = MLP_PARAMS_PER_KERNEL_ENTRY * n * k * k
+    if n_params < least:
+        return (f"{n_params} parameters < {MLP_PARAMS_PER_KERNEL_ENTRY}·N·k² = {least}: the parameter-space "
+                f"step is cheaper than Θ₀'s product")
+    return None   # Θ₀ in closed form: GEMMs of the activations
 
 
 GENERIC = Implementation(
@@ -66,7 +88,7 @@ GENERIC = Implementation(
     linearize=_generic_linearize,
     ntk=_generic_ntk,
     correlations=lambda model, f, params, x, lr: derivative_correlations(f, params, x, lr=lr),
-    cheap_ntk=_generic_cheap_ntk,
+    function_space_misfit=_generic_function_space_misfit,
 )
 
 MLP_FAST = Implementation(
@@ -74,7 +96,7 @@ MLP_FAST = Implementation(
     linearize=lambda model, twin, x, reuse: linearized_mlp(model, twin.params0, x),
     ntk=lambda model, f, params, x, budget=DEFAULT_BUDGET: mlp_ntk(model, x, params),
     correlations=lambda model, f, params, x, lr: mlp_derivative_correlations(model, x, lr=lr, params=params),
-    cheap_ntk=lambda model, f, params, x, budget=DEFAULT_BUDGET: True,   # closed form: GEMMs of activations
+    function_space_misfit=_mlp_function_space_misfit,
 )
 
 # The transformer's many small operations (softmax, layer norm, per-head products) make the

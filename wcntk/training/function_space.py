@@ -36,9 +36,10 @@ LINEAR_OPTIMIZERS = ("gd", "sgd", "momentum")
 
 
 def function_space_reason(choice: str, optimizer: str, n: int, k: int, steps: int,
-                          cheap_kernel: Callable[[], bool]) -> str | None:
-    """None when the twin trains in function space for `twin_space=choice`, else why not
-    (`cheap_kernel()`, asked last: whether Θ₀ on the training set avoids NTK-vector products)."""
+                          misfit: Callable[[], str | None]) -> str | None:
+    """None when the twin trains in function space for `twin_space=choice`, else why not. `misfit()`,
+    asked last, is the network's own reason (wcntk.core.implementations: Θ₀ too costly to build, or
+    the parameter-space step cheaper than Θ₀'s product), None when function space pays."""
     if choice == "parameter":
         return "twin_space=parameter"
     if optimizer not in LINEAR_OPTIMIZERS:
@@ -49,9 +50,7 @@ def function_space_reason(choice: str, optimizer: str, n: int, k: int, steps: in
         return f"{n} training inputs × {k} outputs > {MAX_KERNEL_ROWS} kernel rows"
     if steps < MIN_STEPS:
         return f"steps {steps} < {MIN_STEPS}: the kernel would not repay itself"
-    if not cheap_kernel():
-        return "the NTK on the training set would need NTK-vector products (its Jacobian is over budget)"
-    return None
+    return misfit()
 
 
 class FunctionSpaceTwin:

@@ -164,7 +164,8 @@ class Trainer:
         # The twin trains in function space (wcntk.training.function_space) or on its own parameters.
         self.twin_space_reason = function_space_reason(
             train_cfg.twin_space, opt_cfg.name, len(self.data.x_train), self.data.n_classes, train_cfg.steps,
-            lambda: self.impl.cheap_ntk(self.model, self.f, self.params0, self.data.x_train, KERNEL_BUDGET))
+            lambda: self.impl.function_space_misfit(self.model, self.f, self.params0, self.data.x_train,
+                                                    KERNEL_BUDGET))
         self.use_twin_space("function" if self.twin_space_reason is None else "parameter")
         self.capture = capture or cuda_graph_capture
         choose = graphs or capture is not None
