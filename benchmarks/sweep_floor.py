@@ -11,12 +11,13 @@
        floor = Σ_jobs FLOPs / (2 · FLOP/s of a 2048² torch.mm at 1 thread, two processes at once,
                as the sweep's two workers run; measured here, and with --sweep again after it:
                the floor takes the faster, as a shared host's speed drifts),
-       FLOPs of a job = Θ₀ on the 256 training inputs (`_common.mlp_kernel_flops`: the twin trains in
-                        function space, wcntk.training.function_space)
+       FLOPs of a job = Θ₀ on the 256 training inputs (`_common.mlp_kernel_flops`: from width 256 on
+                        twin_space=auto trains the twin in function space, wcntk.training.function_space)
                         + 1000 · (network step + Θ₀·vec(R), `net_step_flops`, `function_twin_step_flops`)
                         + 41 evaluations · (512 inputs · (network forward + 2 twin forwards)
                                             + θ_lin by one vjp on the training inputs, `twin_step_flops`)
-   (correlations and set-up are not counted: the floor is the training arithmetic). The floor of
+   (widths ≤ 128, in parameter space: 1000 · `twin_step_flops` instead of Θ₀ and its products;
+   correlations and set-up are not counted: the floor is the training arithmetic). The floor of
    the same sweep with the twin in parameter space (1000 · `twin_step_flops` instead of Θ₀ and
    its products) is printed beside it.
 4. --sweep: runs `python run.py +sweep=width_scaling hydra/launcher=joblib` into a temporary dir and
@@ -39,6 +40,8 @@ from pathlib import Path
 
 import _common as bench  # first: sets OMP_WAIT_POLICY before torch is imported
 import torch
+
+from wcntk.core.implementations import MLP_PARAMS_PER_KERNEL_ENTRY
 
 WIDTHS = [2 ** k for k in range(3, 13)]
 SEEDS, STEPS, N_TRAIN, N_EVAL, EVALS = 3, 1000, 256, 512, 41
@@ -114,8 +117,15 @@ def concurrent_mm_gflops(processes: int = 2) -> float:
     return statistics.mean(float(p.communicate(timeout=600)[0].split()[-1]) for p in procs)
 
 
-def job_flops(width: int, space: str = "function", steps: int = STEPS, evals: int = EVALS) -> float:
+def twin_space(width: int) -> str:
+    """Where twin_space=auto trains the twin of a default-sweep job (wcntk.core.implementations)."""
+    n_params = 784 * width + width + 10 * width + 10
+    return "function" if n_params >= MLP_PARAMS_PER_KERNEL_ENTRY * N_TRAIN * 10 ** 2 else "parameter"
+
+
+def job_flops(width: int, space: str = "auto", steps: int = STEPS, evals: int = EVALS) -> float:
     """FLOPs of one default-sweep job at `width` (the docstring's item 3) with its twin in `space`."""
+    space = twin_space(width) if space == "auto" else space
     dims = [(784, width), (width, 10)]
     mac = sum(i * o for i, o in dims)
     evaluations = evals * N_EVAL * 2.0 * mac * 3
@@ -128,11 +138,12 @@ def job_flops(width: int, space: str = "function", steps: int = STEPS, evals: in
             + evaluations + evals * bench.twin_step_flops(N_TRAIN, dims))
 
 
-def sweep_floor_s(gflops: float, space: str = "function") -> tuple[float, list[dict]]:
+def sweep_floor_s(gflops: float, space: str = "auto") -> tuple[float, list[dict]]:
     rows, total = [], 0.0
     for width in WIDTHS:
         flops = job_flops(width, space)
-        rows.append({"width": width, "job GFLOP": flops / 1e9, "job floor (s)": flops / gflops / 1e9,
+        rows.append({"width": width, "twin_space": twin_space(width) if space == "auto" else space,
+                     "job GFLOP": flops / 1e9, "job floor (s)": flops / gflops / 1e9,
                      "parameter-space job GFLOP": job_flops(width, "parameter") / 1e9})
         total += SEEDS * flops / gflops / 1e9
     return total / 2, rows

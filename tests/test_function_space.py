@@ -156,3 +156,28 @@ def test_function_space_step_replays_as_a_graph_and_matches_the_eager_run():
     result = graphed.run()
     assert graphed.step_mode == "graph"
     assert result.final == trainer("function", opt="momentum", batch_size=8).run().final
+
+
+def test_a_stop_while_the_kernel_is_built_ends_at_a_boundary_with_row_0_logged():
+    """Θ₀ of a generic network is built at the first step and can take long: a stop during it
+    reaches boundary(0) (the state state_dict saves: no step taken, row 0 logged) within one
+    module's pass, as a stop inside a measurement does."""
+    t = trainer("function", kind="cnn")
+    building, reached = [], []
+    build = t.function_twin._build
+
+    def build_and_note():
+        building.append(True)
+        return build()
+    t.function_twin._build = build_and_note
+
+    class Ended(Exception):
+        pass
+
+    def boundary(step):
+        if building:
+            reached.append((step, t.state_dict(step)["row_logged"], t.steps_taken))
+            raise Ended
+    with pytest.raises(Ended):
+        t.run(boundary=boundary, stop=lambda: bool(building))
+    assert reached == [(0, True, 0)] and t.function_twin.kernel is None

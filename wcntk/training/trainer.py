@@ -392,6 +392,7 @@ class Trainer:
                 if boundary is not None:  # t steps done, row t logged: a consistent state
                     boundary(t)
                 if t < steps:
+                    self.prepare_twin(t, boundary, stop)
                     self.step()
         finally:
             bar.close()
@@ -417,6 +418,22 @@ class Trainer:
                 boundary(t)
             finally:
                 self.row_pending = False
+
+    def prepare_twin(self, t: int, boundary: Callable[[int], None] | None,
+                     stop: Callable[[], bool] | None) -> None:
+        """Build the function-space twin's Θ₀ before its first step, stoppable as a measurement is
+        (a generic network's kernel can take many seconds): `stop()` while it is built calls
+        boundary(t), t steps done and row t logged, which is expected to end the run; if it
+        returns, Θ₀ is built again."""
+        if self.function_twin is None or self.function_twin.kernel is not None:
+            return
+        while True:
+            try:
+                with stoppable(self.model, stop if boundary is not None else None):
+                    self.function_twin.prepare()
+                return
+            except MeasurementStopped:
+                boundary(t)
 
     def stable_lr(self) -> float | None:
         """gd_stable_lr of the initial NTK on the probes, for MSE with GD/SGD (else None, as for a
