@@ -11,12 +11,12 @@
        floor = Σ_jobs FLOPs / (2 · FLOP/s of a 2048² torch.mm at 1 thread, two processes at once,
                as the sweep's two workers run; measured here, and with --sweep again after it:
                the floor takes the faster, as a shared host's speed drifts),
-       FLOPs of a job = Θ₀ on the 256 training inputs (`_common.mlp_kernel_flops`: from width 256 on
+       FLOPs of a job = Θ₀ on the 256 training inputs (`_common.mlp_kernel_flops`: from width 128 on
                         twin_space=auto trains the twin in function space, wcntk.training.function_space)
                         + 1000 · (network step + Θ₀·vec(R), `net_step_flops`, `function_twin_step_flops`)
                         + 41 evaluations · (512 inputs · (network forward + 2 twin forwards)
                                             + θ_lin by one vjp on the training inputs, `twin_step_flops`)
-   (widths ≤ 128, in parameter space: 1000 · `twin_step_flops` instead of Θ₀ and its products;
+   (widths ≤ 64, in parameter space: 1000 · `twin_step_flops` instead of Θ₀ and its products;
    correlations and set-up are not counted: the floor is the training arithmetic). The floor of
    the same sweep with the twin in parameter space (1000 · `twin_step_flops` instead of Θ₀ and
    its products) is printed beside it.

@@ -81,12 +81,12 @@ def test_auto_picks_function_space_only_where_it_is_exact_and_pays():
     assert MLP_FAST.function_space_misfit(mlp.model, mlp.f, mlp.params0, x, 1e9) is None
     small = trainer("auto", width=8)   # 75 parameters
     why = MLP_FAST.function_space_misfit(small.model, small.f, small.params0, x, 1e9)
-    assert why == "75 parameters < 4·N·k² = 864: the parameter-space step is cheaper than Θ₀'s product"
+    assert why == "75 parameters < 2·N·k² = 432: the parameter-space step is cheaper than Θ₀'s product"
     cnn = trainer("auto", kind="cnn")
     assert GENERIC.function_space_misfit(cnn.model, cnn.f, cnn.params0, cnn.data.x_train, 1e9) is None
     why = GENERIC.function_space_misfit(cnn.model, cnn.f, cnn.params0, cnn.data.x_train, 1e3)
     assert "NTK-vector products" in why
-    # (width 128: 1,155 parameters ≥ 4·N·k² = 864 for 24 inputs × 3 outputs; width 8: 75)
+    # (width 128: 1,155 parameters ≥ 2·N·k² = 432 for 24 inputs × 3 outputs; width 8: 75)
     assert trainer("auto", steps=MIN_STEPS, width=128).facts()["twin_space"] == "function"
     assert trainer("auto", steps=MIN_STEPS - 1, width=128).facts()["twin_space"] == "parameter"
     assert trainer("auto", opt="adam", steps=MIN_STEPS, width=128).twin_space == "parameter"

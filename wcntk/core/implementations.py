@@ -68,9 +68,10 @@ def _generic_function_space_misfit(model: nn.Module, f: Fn, params: Params, x: T
 
 
 # Θ₀·vec(R) reads (N·k)² numbers (memory-bound); the MLP's parameter-space twin step is ≈ 4·N·P FLOPs
-# of GEMM. Function space is faster from P ≈ 4·N·k² (measured, 256 MNIST inputs, 1 thread: width 64,
-# P = 51k: 2.87 vs 2.53 ms per step; width 128, P = 102k: 3.55 vs 4.08 ms; width 1024: 3.9 vs 5.3 ms).
-MLP_PARAMS_PER_KERNEL_ENTRY = 4
+# of GEMM plus elementwise passes over its activations. Function space is faster from P ≈ 2·N·k²
+# (Trainer.step, function ÷ parameter space, 256 inputs, 1 thread; MNIST: P = 38k 1.10, 51k 1.03,
+# 76k 0.91, 102k 0.87; digits: P = 38k 0.96, 58k 0.89, 77k 0.80, 115k 0.71).
+MLP_PARAMS_PER_KERNEL_ENTRY = 2
 
 
 def _mlp_function_space_misfit(model: nn.Module, f: Fn, params: Params, x: Tensor,
