@@ -5,7 +5,9 @@
                 metric within 1e-9 relative (|a − b| ≤ 1e-9 · max(|b|, 1e-12));
   graph_eager   per optimizer (gd, sgd with batch_size, momentum, adam) and for the CNN, a float32
                 run with cuda_graphs=on against cuda_graphs=off: the Trainer kept the replay
-                (step_mode == graph) and every final metric within 1e-5 relative;
+                (step_mode == graph) and every final metric within 1e-5 relative; the same for
+                the function-space twin (sgd, momentum, the CNN; twin_space=function), which
+                device_f64 checks with sgd too;
   tf32          empirical_ntk of a CNN with torch's TF32 flags on: the flags come back on, the
                 float32 NTK within 1e-5 relative of the float64 one.
 
@@ -34,11 +36,12 @@ OPTIMIZERS = {"gd": dict(name="gd", lr=1.0), "sgd": dict(name="sgd", lr=0.5, bat
               "momentum": dict(name="momentum", lr=0.1), "adam": dict(name="adam", lr=1e-3)}
 
 
-def run(device: str, precision: str, opt: dict, model: ModelConfig, graphs: str, capture=None) -> Trainer:
+def run(device: str, precision: str, opt: dict, model: ModelConfig, graphs: str, capture=None,
+        space: str = "parameter") -> Trainer:
     data = DataConfig(name="digits", n_train=128, n_test=64)
     t = Trainer(model, data, OptimizerConfig(**opt),
                 TrainConfig(steps=40, log_every=10, probes=8, progress=False, device=device,
-                            precision=precision, cuda_graphs=graphs), capture=capture)
+                            precision=precision, cuda_graphs=graphs, twin_space=space), capture=capture)
     t.result = t.run()
     return t
 
@@ -69,16 +72,19 @@ def main() -> None:
         same = all(torch.equal(on_dev[k].cpu(), on_cpu[k]) for k in on_cpu)
         check(f"theta0 {dtype}", same, "bit-identical to the CPU's" if same else "differs from the CPU's")
 
-    for name in ("gd", "sgd"):
-        dev = run(args.device, "float64", OPTIMIZERS[name], mlp, "off").result.final
-        cpu = run("cpu", "float64", OPTIMIZERS[name], mlp, "off").result.final
+    for name, space in (("gd", "parameter"), ("sgd", "parameter"), ("sgd", "function")):
+        dev = run(args.device, "float64", OPTIMIZERS[name], mlp, "off", space=space).result.final
+        cpu = run("cpu", "float64", OPTIMIZERS[name], mlp, "off", space=space).result.final
         err = rel_err(dev, cpu)
-        check(f"device_f64 {name}", err <= 1e-9, f"max relative difference {err:.1e}")
+        check(f"device_f64 {name} {space}", err <= 1e-9, f"max relative difference {err:.1e}")
 
-    cases = [(name, opt, mlp) for name, opt in OPTIMIZERS.items()] + [("cnn gd", OPTIMIZERS["gd"], cnn)]
-    for name, opt, model in cases:
-        graphed = run(args.device, "float32", opt, model, graphs, capture)
-        eager = run(args.device, "float32", opt, model, "off")
+    cases = ([(name, opt, mlp, "parameter") for name, opt in OPTIMIZERS.items()]
+             + [("cnn gd", OPTIMIZERS["gd"], cnn, "parameter")]
+             + [(f"{name} function space", OPTIMIZERS[name], mlp, "function") for name in ("sgd", "momentum")]
+             + [("cnn gd function space", OPTIMIZERS["gd"], cnn, "function")])
+    for name, opt, model, space in cases:
+        graphed = run(args.device, "float32", opt, model, graphs, capture, space)
+        eager = run(args.device, "float32", opt, model, "off", space=space)
         err = rel_err(graphed.result.final, eager.result.final)
         check(f"graph_eager {name}", graphed.step_mode == "graph" and err <= 1e-5,
               f"step_mode {graphed.step_mode}, max relative difference {err:.1e}")
