@@ -34,19 +34,22 @@ def tree_norm(a: Params) -> Tensor:
 class LinearizedModel:
     """f_lin(params, x) = f(params0, x) + ⟨∇_θ f(params0, x), params − params0⟩."""
 
-    def __init__(self, f: Fn, params0: Params):
+    def __init__(self, f: Fn, params0: Params, trace_after: int = TRACE_AFTER):
         self.f = f
         self.params0 = {k: v.detach().clone() for k, v in params0.items()}   # own copy: θ₀ must not move
+        self.trace_after = trace_after   # cached()'s default
 
     def __call__(self, params: Params, x: Tensor) -> Tensor:
         out0, tangent = jvp(lambda p: self.f(p, x), (self.params0,), (tree_sub(params, self.params0),))
         return out0 + tangent
 
-    def cached(self, x: Tensor, trace_after: int = TRACE_AFTER) -> Callable[[Params], Tensor]:
+    def cached(self, x: Tensor, trace_after: int | None = None) -> Callable[[Params], Tensor]:
         """params ↦ f_lin(params, x) for this fixed x, with f(θ₀, x) and the primal part of the
         jvp computed once. The trace costs about two jvp calls (plus, once per process, importing
-        torch.fx's tracer): the first `trace_after` calls are plain jvps and the trace is built at
-        the next one, so a function evaluated only once or twice (a run with steps=0) never pays it."""
+        torch.fx's tracer): the first `trace_after` calls (default: the model's `trace_after`) are
+        plain jvps and the trace is built at the next one, so a function evaluated only once or
+        twice (a run with steps=0) never pays it."""
+        trace_after = self.trace_after if trace_after is None else trace_after
         calls, traced = 0, None
 
         def f_lin(params: Params) -> Tensor:

@@ -29,7 +29,7 @@ from ..core.layers import (
     params_of,
     trainable_params,
 )
-from ..core.linearization import LinearizedModel
+from ..core.linearization import TRACE_AFTER, LinearizedModel
 from ..core.losses import accuracy, get_loss
 from ..core.metric_registry import NET, TRAIN_LOSSES, TWIN, correlation, deviation, model_metric
 from ..core.metrics import deviation_from_outputs, ntk_rel_change, param_rel_change, rms
@@ -156,7 +156,11 @@ class Trainer:
         self.params0 = {k: v for k, v in params_of(self.model).items() if k not in self.unused}
         self.n_unused = sum(v.numel() for k, v in trainable_params(self.model).items() if k in self.unused)
         self.theta0_sha256 = theta0_fingerprint(self.model)   # a resume checks it (load_state_dict)
-        self.twin = LinearizedModel(self.f, self.params0)
+        # A run that steps calls its fixed-batch twins (training set, test set) at every evaluation or
+        # step: traced from the first call, so each call takes the same path whether the process
+        # started at step 0 or resumed (plain jvps and the trace differ at round-off).
+        self.twin = LinearizedModel(self.f, self.params0,
+                                    trace_after=0 if train_cfg.steps > 0 else TRACE_AFTER)
         self.lr = effective_lr(opt_cfg, model_cfg)
         graphs = train_cfg.graphs_wanted()
         self.net_opt = make_optimizer(opt_cfg, trainable_params(self.model).values(), self.lr,
