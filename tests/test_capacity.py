@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import run_py
+from tests.conftest import run_py, tiny_config
 from wcntk.core.layers import ModelConfig, num_params, params_of
 from wcntk.core.models import build_model
 from wcntk.run import capacity
+from wcntk.run.config import validate_config
 from wcntk.training.data import DataConfig, data_shapes
 
 DIGITS, MNIST = DataConfig(name="digits"), DataConfig(name="mnist")
@@ -87,6 +88,29 @@ def test_refusal_names_the_largest_width_that_fits(monkeypatch):
     assert need[0] <= 8 * GB < need[1]
     # the MLP formula it used before for every network accepted this width
     assert sum(capacity.memory_needed(ModelConfig(width=40000), DIGITS, 4)) < 8 * GB
+
+
+def test_the_function_space_kernel_is_counted_where_the_twin_may_train_there(monkeypatch):
+    """Θ₀ [N·k, N·k] of wcntk.training.function_space: counted when twin_space, the optimizer, N·k
+    and steps allow function space (the network's own rule assumed to), with a way out named."""
+    data = DataConfig(name="digits", n_train=800, n_test=16)        # N·k = 8000: 256 MB in float32
+    assert capacity.kernel_rows(data, "gd", "auto", 1000) == 8000
+    assert capacity.kernel_rows(data, "momentum", "function", 1) == 8000
+    for optimizer, space, steps in (("adam", "auto", 1000), ("gd", "parameter", 1000), ("gd", "auto", 99)):
+        assert capacity.kernel_rows(data, optimizer, space, steps) == 0
+    assert capacity.kernel_rows(DataConfig(name="digits", n_train=900), "gd", "auto", 1000) == 0   # > 8192
+    assert capacity.memory_needed(ModelConfig(width=8), data, 8, 8000)[2] == 8000 ** 2 * 8
+    monkeypatch.setattr(capacity, "free_memory", lambda device: ("the CPU's RAM", 200 * 10 ** 6))
+    capacity.check_memory(ModelConfig(width=8), data, 4, "cpu")                 # without Θ₀ it fits
+    with pytest.raises(ValueError) as err:
+        capacity.check_memory(ModelConfig(width=8), data, 4, "cpu", kernel=8000)
+    message = str(err.value)
+    assert "256 MB for the function-space twin's kernel (twin_space=parameter needs none)" in message
+    assert "no width fits" in message
+    cfg = tiny_config(**{"dataset.n_train": 800, "twin_space": "function"})
+    with pytest.raises(ValueError, match="function-space twin's kernel"):
+        validate_config(cfg)
+    validate_config(tiny_config(**{"dataset.n_train": 800, "twin_space": "parameter"}))
 
 
 @pytest.mark.slow

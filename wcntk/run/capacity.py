@@ -8,6 +8,9 @@ Memory estimate, in bytes of the run's precision (4 for float32, 8 for float64):
     activations  4 · N · A: N = n_train + n_test inputs evaluated at once by the network, the
                  twin (primal and tangent) and the Taylor twin; A the activation elements one
                  input keeps in the network's forward pass
+    kernel       (n_train · k)²: Θ₀ of a twin that may train in function space
+                 (wcntk.training.function_space: twin_space, the optimizer, n_train · k, steps;
+                 counted whenever the network's own rule could allow it)
 
 P and A of each network (`network_sizes`), with n = width, L = depth, k outputs, an input of d
 entries or an image C×H×W (same-padding 3×3 convs keep the image size), and for the transformer
@@ -51,6 +54,7 @@ from ..core.ntk import sample_cost
 from ..core.transformer import default_patch_size
 from ..training.config import resolve_device
 from ..training.data import DataConfig, data_shapes
+from ..training.function_space import function_space_reason
 from ..training.network_check import checked_module
 from .record import flatten
 
@@ -121,15 +125,25 @@ def network_sizes(model: ModelConfig, data: DataConfig, precision_bytes: int) ->
     return builtin_sizes(model, tuple(shape), k)
 
 
-def memory_needed(model: ModelConfig, data: DataConfig, precision_bytes: int) -> tuple[int, int] | None:
-    """(parameter bytes, activation bytes) of the module docstring's estimate; None: not estimated."""
+def kernel_rows(data: DataConfig, optimizer: str, twin_space: str, steps: int) -> int:
+    """N·k of the function-space twin's Θ₀ when the run may train its twin there, else 0."""
+    k = data_shapes(data)[1]
+    may = function_space_reason(twin_space, optimizer, data.n_train, k, steps, lambda: None) is None
+    return data.n_train * k if may else 0
+
+
+def memory_needed(model: ModelConfig, data: DataConfig, precision_bytes: int,
+                  kernel: int = 0) -> tuple[int, int, int] | None:
+    """(parameter bytes, activation bytes, kernel bytes) of the module docstring's estimate, with
+    `kernel` = kernel_rows(…); None: not estimated."""
     sizes = network_sizes(model, data, precision_bytes)
     if sizes is None:
         return None
     params, per_input = sizes
     n = data.n_train + data.n_test
     return (PARAMETER_COPIES * params * precision_bytes,
-            ACTIVATION_COPIES * n * per_input * precision_bytes)
+            ACTIVATION_COPIES * n * per_input * precision_bytes,
+            kernel * kernel * precision_bytes)
 
 
 def free_memory(device: str) -> tuple[str, int | None]:
@@ -158,17 +172,18 @@ def _size(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def check_memory(model: ModelConfig, data: DataConfig, precision_bytes: int, device: str) -> None:
+def check_memory(model: ModelConfig, data: DataConfig, precision_bytes: int, device: str,
+                 kernel: int = 0) -> None:
     """ValueError (one line) when the estimate exceeds the device's free memory, naming the
-    largest width that fits with everything else unchanged."""
+    largest width that fits with everything else unchanged (`kernel`: kernel_rows(…))."""
     what, free = free_memory(device)
-    needed = memory_needed(model, data, precision_bytes) if free is not None else None
+    needed = memory_needed(model, data, precision_bytes, kernel) if free is not None else None
     if needed is None or sum(needed) <= free:
         return
-    params, activations = needed
+    params, activations, kernel_bytes = needed
 
     def fits(width: int) -> bool:
-        est = memory_needed(replace(model, width=width), data, precision_bytes)
+        est = memory_needed(replace(model, width=width), data, precision_bytes, kernel)
         return est is not None and sum(est) <= free
 
     low, high = 0, model.width                    # largest width whose estimate fits: bisection
@@ -180,6 +195,9 @@ def check_memory(model: ModelConfig, data: DataConfig, precision_bytes: int, dev
             high = mid - 1
     fits_text = (f"width <= {low} fits" if low
                  else "no width fits (reduce dataset.n_train / n_test or depth)")
-    raise ValueError(f"width={model.width} needs about {_size(params + activations)} for model={model.kind} "
-                     f"({_size(params)} parameters and optimizer state, {_size(activations)} activations) "
-                     f"but {what} has {_size(free)} free: {fits_text} (estimate: wcntk.run.capacity)")
+    kernel_text = (f", {_size(kernel_bytes)} for the function-space twin's kernel (twin_space=parameter "
+                   f"needs none)" if kernel_bytes else "")
+    total = _size(params + activations + kernel_bytes)
+    raise ValueError(f"width={model.width} needs about {total} for model={model.kind} ({_size(params)} "
+                     f"parameters and optimizer state, {_size(activations)} activations{kernel_text}) but "
+                     f"{what} has {_size(free)} free: {fits_text} (estimate: wcntk.run.capacity)")

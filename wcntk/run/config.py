@@ -40,7 +40,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from ..core.layers import AttentionLogits, ModelConfig, ModelKind, Parameterization
 from ..training.config import CudaGraphs, OptimizerConfig, Precision, TrainConfig, TwinSpace, validate_all
 from ..training.data import DataConfig
-from .capacity import PRECISION_BYTES, check_integers, check_memory
+from .capacity import PRECISION_BYTES, check_integers, check_memory, kernel_rows
 
 
 class WandbMode(StrEnum):
@@ -154,7 +154,8 @@ class RunConfig:
             raise ValueError(f"threads must be >= 1 or null, got {self.threads}")
         checkpoint_interval(self.checkpoint_every)
         self.wandb.validate()
-        check_memory(model, data, PRECISION_BYTES[train.precision], train.device)
+        check_memory(model, data, PRECISION_BYTES[train.precision], train.device,
+                     kernel_rows(data, opt.name, train.twin_space, train.steps))
         self.__dict__["_validated"] = True
 
     def recorded(self) -> dict[str, Any]:
