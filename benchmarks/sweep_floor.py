@@ -41,7 +41,9 @@ from pathlib import Path
 import _common as bench  # first: sets OMP_WAIT_POLICY before torch is imported
 import torch
 
-from wcntk.core.implementations import MLP_PARAMS_PER_KERNEL_ENTRY
+from wcntk.core.implementations import mlp_function_space_misfit
+from wcntk.core.layers import ModelConfig
+from wcntk.run.capacity import builtin_sizes
 
 WIDTHS = [2 ** k for k in range(3, 13)]
 SEEDS, STEPS, N_TRAIN, N_EVAL, EVALS = 3, 1000, 256, 512, 41
@@ -119,8 +121,8 @@ def concurrent_mm_gflops(processes: int = 2) -> float:
 
 def twin_space(width: int) -> str:
     """Where twin_space=auto trains the twin of a default-sweep job (wcntk.core.implementations)."""
-    n_params = 784 * width + width + 10 * width + 10
-    return "function" if n_params >= MLP_PARAMS_PER_KERNEL_ENTRY * N_TRAIN * 10 ** 2 else "parameter"
+    n_params = builtin_sizes(ModelConfig(width=width), (784,), 10)[0]
+    return "parameter" if mlp_function_space_misfit(n_params, N_TRAIN, 10) else "function"
 
 
 def job_flops(width: int, space: str = "auto", steps: int = STEPS, evals: int = EVALS) -> float:

@@ -288,8 +288,8 @@ def bench_width(width: int, depth: int, args, thread_counts: list[int], gflops: 
         times = compare(fns, warmup=args.warmup, repeats=args.repeats)
         floor_s = flops_net / (gflops[threads] * 1e9)
         for name, t in times.items():
-            flops = {"both_function": flops_net + flops_function}.get(name) or {
-                "twin": flops_twin, "both": flops_net + flops_twin}.get(name.split("_")[0], flops_net)
+            flops = (flops_net + flops_function if name == "both_function" else
+                     {"twin": flops_twin, "both": flops_net + flops_twin}.get(name.split("_")[0], flops_net))
             rows.append({"width": width, "depth": depth, "variant": name, "threads": threads,
                          "ms": t["median_s"] * 1e3, "spread": t["spread"],
                          "pct_of_floor": 100 * floor_s / t["median_s"] if name != "mm_only" else None,

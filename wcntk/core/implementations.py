@@ -74,14 +74,19 @@ def _generic_function_space_misfit(model: nn.Module, f: Fn, params: Params, x: T
 MLP_PARAMS_PER_KERNEL_ENTRY = 2
 
 
-def _mlp_function_space_misfit(model: nn.Module, f: Fn, params: Params, x: Tensor,
-                               budget: float = DEFAULT_BUDGET) -> str | None:
-    n_params, n, k = sum(v.numel() for v in params.values()), len(x), model.readout.weight.shape[0]
+def mlp_function_space_misfit(n_params: int, n: int, k: int) -> str | None:
+    """Why an MLP of n_params parameters on n inputs × k outputs keeps the parameter-space twin, or None."""
     least = MLP_PARAMS_PER_KERNEL_ENTRY * n * k * k
     if n_params < least:
         return (f"{n_params} parameters < {MLP_PARAMS_PER_KERNEL_ENTRY}·N·k² = {least}: the parameter-space "
                 f"step is cheaper than Θ₀'s product")
     return None   # Θ₀ in closed form: GEMMs of the activations
+
+
+def _mlp_function_space_misfit(model: nn.Module, f: Fn, params: Params, x: Tensor,
+                               budget: float = DEFAULT_BUDGET) -> str | None:
+    return mlp_function_space_misfit(sum(v.numel() for v in params.values()), len(x),
+                                     model.readout.weight.shape[0])
 
 
 GENERIC = Implementation(

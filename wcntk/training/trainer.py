@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +44,8 @@ from .module_check import unused_parameters
 from .progress import progress_bar, say
 from .sampler import MinibatchSampler
 from .step_graph import Capture, StepChoice, choose_step, cuda_graph_capture
+
+T = TypeVar("T")
 
 
 class NotReproducible(ValueError):
@@ -166,11 +169,11 @@ class Trainer:
         self.net_opt = make_optimizer(opt_cfg, trainable_params(self.model).values(), self.lr,
                                       capturable=graphs)
         # The twin trains in function space (wcntk.training.function_space) or on its own parameters.
-        self.twin_space_reason = function_space_reason(
+        why_not = function_space_reason(
             train_cfg.twin_space, opt_cfg.name, len(self.data.x_train), self.data.n_classes, train_cfg.steps,
             lambda: self.impl.function_space_misfit(self.model, self.f, self.params0, self.data.x_train,
                                                     KERNEL_BUDGET))
-        self.use_twin_space("function" if self.twin_space_reason is None else "parameter")
+        self.use_twin_space("function" if why_not is None else "parameter")
         self.capture = capture or cuda_graph_capture
         choose = graphs or capture is not None
         self.step_mode = "undecided" if choose else "eager"   # undecided -> graph | eager at the 1st step
@@ -238,9 +241,7 @@ class Trainer:
         with CUDA graphs (cfg.graphs_wanted()) the replayed step that `graph_step` chose at the
         first call (its one line goes to stderr when it keeps the eager step)."""
         self.steps_taken += 1
-        if self._step is None:
-            if self.function_twin is not None:
-                self.function_twin.prepare()   # Θ₀ before any capture: it is built once, not replayed
+        if self._step is None:   # (its eager step builds a function-space twin's Θ₀, before any capture)
             choice = self.graph_step()
             self._step, self.step_mode = choice.step, "graph" if choice.graphed else "eager"
             if choice.note:
@@ -402,26 +403,34 @@ class Trainer:
             bar.close()
         return RunResult(status, message, bad_step, initial, final)
 
-    def measure_row(self, t: int, boundary: Callable[[int], None] | None,
-                    stop: Callable[[], bool] | None) -> dict[str, float]:
-        """Row t (evaluate, and correlations at a corr step); if `stop()` stops it (stoppable),
-        boundary(t) with the row pending, then measured again if the run goes on."""
+    def until_done(self, work: Callable[[], T], t: int, boundary: Callable[[int], None] | None,
+                   stop: Callable[[], bool] | None, row_pending: bool) -> T:
+        """work() under stoppable (with `boundary` only); if `stop()` stops it, boundary(t), with
+        row t pending when `row_pending` (state_dict says so), then work() again if the run goes on."""
         if boundary is None:
             stop = None
         while True:
             try:
                 with stoppable(self.model, stop):
-                    row = self.evaluate()
-                    if self.is_corr_step(t):
-                        row.update(self.correlations())
-                    return to_floats(row)
+                    return work()
             except MeasurementStopped:
                 pass
-            self.row_pending = True
+            self.row_pending = row_pending
             try:
                 boundary(t)
             finally:
                 self.row_pending = False
+
+    def measure_row(self, t: int, boundary: Callable[[int], None] | None,
+                    stop: Callable[[], bool] | None) -> dict[str, float]:
+        """Row t (evaluate, and correlations at a corr step); if `stop()` stops it (stoppable),
+        boundary(t) with the row pending, then measured again if the run goes on."""
+        def measure() -> dict[str, float]:
+            row = self.evaluate()
+            if self.is_corr_step(t):
+                row.update(self.correlations())
+            return to_floats(row)
+        return self.until_done(measure, t, boundary, stop, row_pending=True)
 
     def prepare_twin(self, t: int, boundary: Callable[[int], None] | None,
                      stop: Callable[[], bool] | None) -> None:
@@ -429,15 +438,8 @@ class Trainer:
         (a generic network's kernel can take many seconds): `stop()` while it is built calls
         boundary(t), t steps done and row t logged, which is expected to end the run; if it
         returns, Θ₀ is built again."""
-        if self.function_twin is None or self.function_twin.kernel is not None:
-            return
-        while True:
-            try:
-                with stoppable(self.model, stop if boundary is not None else None):
-                    self.function_twin.prepare()
-                return
-            except MeasurementStopped:
-                boundary(t)
+        if self.function_twin is not None and self.function_twin.kernel is None:   # (before each step)
+            self.until_done(self.function_twin.prepare, t, boundary, stop, row_pending=False)
 
     def stable_lr(self) -> float | None:
         """gd_stable_lr of the initial NTK on the probes, for MSE with GD/SGD (else None, as for a
